@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"speechkd {__version__}")
     reg = CommandRegistry(parser)
+    for group in GROUP_HELP:  # list every group in --help, in a fixed order
+        reg.group(group)
     for mod_name in COMMAND_MODULES:
         try:
             mod = importlib.import_module(mod_name)
