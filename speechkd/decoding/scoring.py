@@ -1,0 +1,456 @@
+"""WER/CER scoring and result files (icefall-style recogs/errs, sclite trn, a summary table).
+
+Definitions (documented because edge cases differ between tools):
+
+* Words are whitespace-separated tokens; alignment is the minimum-edit-distance alignment with
+  unit costs (via jiwer). Set-level WER = (sub + del + ins) / (reference words of the whole set),
+  in percent -- not the mean of per-utterance WERs.
+* An empty hypothesis makes every reference word a deletion; an empty reference makes every
+  hypothesis word an insertion (it still counts towards the set's errors, over the set's
+  reference words).
+* A set whose reference words total 0 has WER ``inf`` when it has any insertion and ``0.0``
+  when the hypotheses are empty too; a warning is logged. Scoring zero utterances is an error.
+* CER is computed the same way over the characters of the space-joined words (spaces count as
+  characters, as in ``jiwer.cer``).
+
+Files written by :func:`write_results` into ``out_dir`` (``<sfx>`` = ``<set>`` or ``<set>-<tag>``):
+
+* ``recogs-<sfx>.txt``: per cut, ``<cut_id>:\\tref=['A', 'B']`` then ``<cut_id>:\\thyp=[...]``.
+* ``errs-<sfx>.txt``: the ``%WER`` line with counts, per-utterance alignments with errors
+  marked ``(REF->HYP)`` (``*`` = nothing), then the most frequent substitutions, deletions,
+  insertions and per-word statistics.
+* ``ref-<sfx>.trn`` / ``hyp-<sfx>.trn``: sclite input, ``TEXT (utt-id)`` per line, with ids made
+  sclite-safe by :func:`sclite_safe_id`; score with
+  ``sclite -r ref-<sfx>.trn trn -h hyp-<sfx>.trn trn -i rm``. The tag is in both names so that
+  several decoding methods can share one directory.
+* ``wer-summary.tsv``: one row per (test_set, tag) with columns ``SUMMARY_COLUMNS``; re-scoring
+  the same (test_set, tag) replaces its row.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import logging
+import math
+import os
+import re
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Sequence, Union
+
+from speechkd.errors import SpeechkdError
+
+logger = logging.getLogger(__name__)
+
+Text = Union[str, Sequence[str]]  # a sentence, or its list of words
+Pair = tuple[Optional[str], Optional[str]]  # (ref word, hyp word); None = nothing
+ERR_SYMBOL = "*"
+SUMMARY_FILE = "wer-summary.tsv"
+SUMMARY_COLUMNS = ("test_set", "tag", "WER", "CER", "ins", "del", "sub", "words", "utts")
+RATE_DECIMALS = 2
+_SCLITE_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9._+=@-]+$")
+_TRN_LINE = re.compile(r"^(.*?)\s*\(([^()\s]*)\)\s*$")
+
+
+@dataclass(frozen=True)
+class WerStats:
+    """Error counts of one scored set. ``wer``/``cer`` are percentages (see module docstring)."""
+
+    num_utts: int
+    ref_words: int
+    hyp_words: int
+    hits: int
+    subs: int
+    dels: int
+    ins: int
+    ref_chars: int
+    char_errors: int
+
+    @property
+    def errors(self) -> int:
+        return self.subs + self.dels + self.ins
+
+    @property
+    def wer(self) -> float:
+        return _rate(self.errors, self.ref_words)
+
+    @property
+    def cer(self) -> float:
+        return _rate(self.char_errors, self.ref_chars)
+
+
+def _rate(errors: int, total: int) -> float:
+    if total == 0:
+        return math.inf if errors else 0.0
+    return 100.0 * errors / total
+
+
+def _words(text: Text) -> list[str]:
+    return text.split() if isinstance(text, str) else [w for t in text for w in t.split()]
+
+
+# --------------------------------------------------------------------------- scoring
+def align_words(refs: Sequence[list[str]], hyps: Sequence[list[str]]) -> list[list[Pair]]:
+    """Minimum-edit-distance word alignment of each (ref, hyp) pair, as lists of word pairs."""
+    import jiwer
+
+    if not refs:
+        return []
+    out = jiwer.process_words([" ".join(r) for r in refs], [" ".join(h) for h in hyps])
+    aligned: list[list[Pair]] = []
+    for ref, hyp, chunks in zip(refs, hyps, out.alignments):
+        pairs: list[Pair] = []
+        for c in chunks:
+            r = ref[c.ref_start_idx : c.ref_end_idx]
+            h = hyp[c.hyp_start_idx : c.hyp_end_idx]
+            if c.type in ("equal", "substitute"):
+                pairs += list(zip(r, h))
+            elif c.type == "delete":
+                pairs += [(w, None) for w in r]
+            else:  # insert
+                pairs += [(None, w) for w in h]
+        aligned.append(pairs)
+    return aligned
+
+
+def _char_errors(refs: Sequence[list[str]], hyps: Sequence[list[str]]) -> int:
+    import jiwer
+
+    out = jiwer.process_characters([" ".join(r) for r in refs], [" ".join(h) for h in hyps])
+    return out.substitutions + out.deletions + out.insertions
+
+
+def _stats(refs: Sequence[list[str]], hyps: Sequence[list[str]], aligned: list[list[Pair]]) -> WerStats:
+    pairs = [p for utt in aligned for p in utt]
+    stats = WerStats(
+        num_utts=len(refs),
+        ref_words=sum(len(r) for r in refs),
+        hyp_words=sum(len(h) for h in hyps),
+        hits=sum(r == h for r, h in pairs),
+        subs=sum(r is not None and h is not None and r != h for r, h in pairs),
+        dels=sum(h is None for _, h in pairs),
+        ins=sum(r is None for r, _ in pairs),
+        ref_chars=sum(len(" ".join(r)) for r in refs),
+        char_errors=_char_errors(refs, hyps),
+    )
+    if stats.ref_words == 0:
+        logger.warning("scored set has no reference words: WER reported as %s", stats.wer)
+    return stats
+
+
+def _check_pairs(refs: Sequence[Text], hyps: Sequence[Text]) -> None:
+    if len(refs) != len(hyps):
+        raise SpeechkdError(f"scoring: {len(refs)} references but {len(hyps)} hypotheses")
+    if not refs:
+        raise SpeechkdError("scoring: no utterances to score")
+
+
+def compute_wer(refs: Sequence[Text], hyps: Sequence[Text]) -> WerStats:
+    """Set-level word (and character) error counts of paired references and hypotheses.
+
+    Each item is a sentence or a list of words. Raises SpeechkdError on a length mismatch or an
+    empty set.
+    """
+    _check_pairs(refs, hyps)
+    ref_w = [_words(r) for r in refs]
+    hyp_w = [_words(h) for h in hyps]
+    return _stats(ref_w, hyp_w, align_words(ref_w, hyp_w))
+
+
+# --------------------------------------------------------------------------- ids and names
+def sclite_safe_id(cut_id: str) -> str:
+    """Map a cut id to an sclite-safe utterance id: characters outside ``[A-Za-z0-9._-]`` -> ``_``."""
+    return _SCLITE_UNSAFE.sub("_", cut_id)
+
+
+def result_suffix(test_set: str, tag: str = "") -> str:
+    """``"test-clean"`` or ``"test-clean-<tag>"``; both parts must be safe file-name pieces."""
+    for what, value in (("test set", test_set), ("tag", tag)):
+        if value and not _SAFE_NAME.match(value):
+            raise SpeechkdError(f"scoring: {what} {value!r} is not a safe file-name piece")
+    if not test_set:
+        raise SpeechkdError("scoring: empty test set name")
+    return f"{test_set}-{tag}" if tag else test_set
+
+
+# --------------------------------------------------------------------------- writers
+def write_results(
+    results: Sequence[tuple[str, Text, Text]],
+    out_dir: Union[str, Path],
+    test_set: str,
+    tag: str = "",
+    normalize: bool = False,
+) -> WerStats:
+    """Score ``results`` = [(cut_id, ref, hyp), ...] and write the files listed in the module docstring.
+
+    With ``normalize`` both sides go through :func:`speechkd.text.normalize.normalize_librispeech`
+    first (off by default: LibriSpeech references are already normalised). The written recogs
+    hold the scored (possibly normalised) words. Returns the set's :class:`WerStats`.
+    """
+    suffix = result_suffix(test_set, tag)
+    if not results:
+        raise SpeechkdError(f"scoring: no results for test set {test_set!r}")
+    ids = [r[0] for r in results]
+    dup = [i for i, n in Counter(ids).items() if n > 1]
+    if dup:
+        raise SpeechkdError(f"scoring {test_set}: duplicate cut ids, e.g. {dup[:3]}")
+    rows = sorted(results, key=lambda r: r[0])
+    ids = [r[0] for r in rows]
+    refs = [_words(r[1]) for r in rows]
+    hyps = [_words(r[2]) for r in rows]
+    if normalize:
+        from speechkd.text.normalize import normalize_librispeech
+
+        refs = [normalize_librispeech(" ".join(w)).split() for w in refs]
+        hyps = [normalize_librispeech(" ".join(w)).split() for w in hyps]
+    aligned = align_words(refs, hyps)
+    stats = _stats(refs, hyps, aligned)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_recogs(out / f"recogs-{suffix}.txt", ids, refs, hyps)
+    _write_errs(out / f"errs-{suffix}.txt", ids, aligned, stats)
+    _write_trn(out / f"ref-{suffix}.trn", out / f"hyp-{suffix}.trn", ids, refs, hyps)
+    update_summary(out / SUMMARY_FILE, test_set, tag, stats)
+    logger.info(
+        "%s%s: WER %.2f%% (%d ins, %d del, %d sub / %d words), CER %.2f%%, %d utts -> %s",
+        test_set, f" [{tag}]" if tag else "", stats.wer, stats.ins, stats.dels, stats.subs,
+        stats.ref_words, stats.cer, stats.num_utts, out,
+    )
+    return stats
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write atomically (temporary file in the same folder, then rename)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _write_recogs(path: Path, ids: list[str], refs: list[list[str]], hyps: list[list[str]]) -> None:
+    lines = []
+    for cut_id, ref, hyp in zip(ids, refs, hyps):
+        lines += [f"{cut_id}:\tref={ref!r}", f"{cut_id}:\thyp={hyp!r}"]
+    _write_text(path, "\n".join(lines) + "\n")
+
+
+def _write_trn(ref_path: Path, hyp_path: Path, ids: list[str], refs: list[list[str]], hyps: list[list[str]]) -> None:
+    safe = [sclite_safe_id(i) for i in ids]
+    clash = [s for s, n in Counter(safe).items() if n > 1]
+    if clash:
+        raise SpeechkdError(f"scoring: cut ids collide once made sclite-safe, e.g. {clash[:3]} ({ref_path})")
+    _write_text(ref_path, "".join(f"{' '.join(r)} ({s})\n" for s, r in zip(safe, refs)))
+    _write_text(hyp_path, "".join(f"{' '.join(h)} ({s})\n" for s, h in zip(safe, hyps)))
+
+
+def _fmt_rate(rate: float) -> str:
+    return "inf" if math.isinf(rate) else f"{rate:.{RATE_DECIMALS}f}"
+
+
+def _utt_line(cut_id: str, pairs: list[Pair]) -> str:
+    toks = [
+        r if r == h else f"({r if r is not None else ERR_SYMBOL}->{h if h is not None else ERR_SYMBOL})"
+        for r, h in pairs
+    ]
+    return f"{cut_id}:\t" + " ".join(toks)
+
+
+def _error_tables(aligned: list[list[Pair]]) -> tuple[Counter, Counter, Counter, dict[str, list[int]]]:
+    """Substitution/deletion/insertion counters and per-word [corr, ref_sub, hyp_sub, ins, del]."""
+    subs: Counter = Counter()
+    dels: Counter = Counter()
+    ins: Counter = Counter()
+    per_word: dict[str, list[int]] = {}
+
+    def bump(word: str, slot: int) -> None:
+        per_word.setdefault(word, [0, 0, 0, 0, 0])[slot] += 1
+
+    for pairs in aligned:
+        for r, h in pairs:
+            if r is None:
+                ins[h] += 1
+                bump(h, 3)
+            elif h is None:
+                dels[r] += 1
+                bump(r, 4)
+            elif r == h:
+                bump(r, 0)
+            else:
+                subs[(r, h)] += 1
+                bump(r, 1)
+                bump(h, 2)
+    return subs, dels, ins, per_word
+
+
+def _by_count(counter: Counter) -> list:
+    return sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _write_errs(path: Path, ids: list[str], aligned: list[list[Pair]], stats: WerStats) -> None:
+    subs, dels, ins, per_word = _error_tables(aligned)
+    lines = [
+        f"%WER = {_fmt_rate(stats.wer)}",
+        f"Errors: {stats.ins} insertions, {stats.dels} deletions, {stats.subs} substitutions, "
+        f"over {stats.ref_words} reference words ({stats.hits} correct)",
+        f"%CER = {_fmt_rate(stats.cer)} ({stats.char_errors} errors over {stats.ref_chars} reference characters)",
+        f"Utterances: {stats.num_utts}",
+        "Search below for sections starting with PER-UTT DETAILS:, SUBSTITUTIONS:, DELETIONS:, "
+        "INSERTIONS:, PER-WORD STATS:",
+        "",
+        "PER-UTT DETAILS: corr or (ref->hyp)",
+    ]
+    lines += [_utt_line(i, p) for i, p in zip(ids, aligned)]
+    lines += ["", "SUBSTITUTIONS: count ref -> hyp"]
+    lines += [f"{n}   {r} -> {h}" for (r, h), n in _by_count(subs)]
+    lines += ["", "DELETIONS: count ref"]
+    lines += [f"{n}   {w}" for w, n in _by_count(dels)]
+    lines += ["", "INSERTIONS: count hyp"]
+    lines += [f"{n}   {w}" for w, n in _by_count(ins)]
+    lines += ["", "PER-WORD STATS: word  corr tot_errs count_in_ref count_in_hyp"]
+    word_rows = []
+    for w, (corr, ref_sub, hyp_sub, n_ins, n_del) in per_word.items():
+        tot = ref_sub + hyp_sub + n_ins + n_del
+        word_rows.append((tot, w, f"{w}   {corr} {tot} {corr + ref_sub + n_del} {corr + hyp_sub + n_ins}"))
+    lines += [row for _, _, row in sorted(word_rows, key=lambda t: (-t[0], t[1]))]
+    _write_text(path, "\n".join(lines) + "\n")
+
+
+# --------------------------------------------------------------------------- summary table
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Exclusive lock on ``folder`` (parallel decode jobs share one summary); no lock file is left."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def read_summary(path: Union[str, Path]) -> list[dict[str, str]]:
+    """Rows of a ``wer-summary.tsv`` as dicts keyed by ``SUMMARY_COLUMNS``; [] when missing."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not lines or tuple(lines[0].split("\t")) != SUMMARY_COLUMNS:
+        raise SpeechkdError(f"{path}: not a WER summary (expected header {' '.join(SUMMARY_COLUMNS)})")
+    rows = []
+    for n, ln in enumerate(lines[1:], start=2):
+        cells = ln.split("\t")
+        if len(cells) != len(SUMMARY_COLUMNS):
+            raise SpeechkdError(f"{path}:{n}: expected {len(SUMMARY_COLUMNS)} columns, got {len(cells)}")
+        rows.append(dict(zip(SUMMARY_COLUMNS, cells)))
+    return rows
+
+
+def update_summary(path: Union[str, Path], test_set: str, tag: str, stats: WerStats) -> None:
+    """Add or replace the (test_set, tag) row of the summary table at ``path``."""
+    path = Path(path)
+    new = dict(
+        zip(
+            SUMMARY_COLUMNS,
+            (test_set, tag, _fmt_rate(stats.wer), _fmt_rate(stats.cer), str(stats.ins), str(stats.dels),
+             str(stats.subs), str(stats.ref_words), str(stats.num_utts)),
+        )
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path.parent):
+        rows = read_summary(path)
+        keys = [(r["test_set"], r["tag"]) for r in rows]
+        if (test_set, tag) in keys:
+            rows[keys.index((test_set, tag))] = new
+        else:
+            rows.append(new)
+        body = ["\t".join(SUMMARY_COLUMNS)] + ["\t".join(r[c] for c in SUMMARY_COLUMNS) for r in rows]
+        _write_text(path, "\n".join(body) + "\n")
+
+
+# --------------------------------------------------------------------------- readers
+def _parse_words(value: str, where: str) -> list[str]:
+    value = value.strip()
+    if not value.startswith("["):
+        return value.split()
+    try:
+        words = ast.literal_eval(value)
+    except (ValueError, SyntaxError) as e:
+        raise SpeechkdError(f"{where}: cannot parse word list {value[:60]!r}: {e}") from None
+    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+        raise SpeechkdError(f"{where}: expected a list of words, got {value[:60]!r}")
+    return _words(words)
+
+
+def read_recogs(path: Union[str, Path]) -> list[tuple[str, list[str], list[str]]]:
+    """Read a ``recogs-*.txt`` file (``cut_id:\\tref=[...]`` / ``cut_id:\\thyp=[...]`` lines).
+
+    Returns [(cut_id, ref_words, hyp_words)] in file order. Every cut needs exactly one ref and
+    one hyp line; anything else is a SpeechkdError naming the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SpeechkdError(f"recogs file not found: {path}")
+    found: dict[str, dict[str, list[str]]] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        cut_id, sep, rest = line.partition(":\t")
+        side, eq, value = rest.partition("=")
+        where = f"{path}:{n}"
+        if not sep or not eq or side not in ("ref", "hyp"):
+            raise SpeechkdError(f"{where}: expected '<cut_id>:\\tref=[...]' or '<cut_id>:\\thyp=[...]'")
+        entry = found.setdefault(cut_id, {})
+        if side in entry:
+            raise SpeechkdError(f"{where}: second {side} line for cut {cut_id!r}")
+        entry[side] = _parse_words(value, where)
+    missing = [c for c, e in found.items() if len(e) != 2]
+    if missing:
+        raise SpeechkdError(f"{path}: cuts without both a ref and a hyp line, e.g. {missing[:3]}")
+    if not found:
+        raise SpeechkdError(f"{path}: no recognition results")
+    return [(c, e["ref"], e["hyp"]) for c, e in found.items()]
+
+
+def read_trn(path: Union[str, Path]) -> dict[str, list[str]]:
+    """Read an sclite trn file (``TEXT (utt-id)`` per line) into {utt_id: words}."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpeechkdError(f"trn file not found: {path}")
+    out: dict[str, list[str]] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        m = _TRN_LINE.match(line)
+        if not m or not m.group(2):
+            raise SpeechkdError(f"{path}:{n}: expected 'TEXT (utt-id)'")
+        if m.group(2) in out:
+            raise SpeechkdError(f"{path}:{n}: duplicate utterance id {m.group(2)!r}")
+        out[m.group(2)] = m.group(1).split()
+    return out
+
+
+def pair_trn(ref_path: Union[str, Path], hyp_path: Union[str, Path]) -> list[tuple[str, list[str], list[str]]]:
+    """Join a ref and a hyp trn file on utterance id; ids present on one side only are an error."""
+    refs, hyps = read_trn(ref_path), read_trn(hyp_path)
+    only_ref = sorted(set(refs) - set(hyps))
+    only_hyp = sorted(set(hyps) - set(refs))
+    if only_ref or only_hyp:
+        raise SpeechkdError(
+            f"utterance ids differ between {ref_path} and {hyp_path}: "
+            f"{len(only_ref)} only in ref (e.g. {only_ref[:3]}), {len(only_hyp)} only in hyp (e.g. {only_hyp[:3]})"
+        )
+    return [(u, refs[u], hyps[u]) for u in refs]
