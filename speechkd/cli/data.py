@@ -1,0 +1,287 @@
+"""``speechkd data ...``: download, manifests, fbank, BPE, summary (recipe stages 0-9).
+
+Stdlib-only at import time; each command imports its library module when it runs. Every command
+records its resolved options, the exact command line and library versions in its output directory
+(:func:`speechkd.utils.runinfo.write_run_info`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MANIFEST_DIR = "data/manifests"
+DEFAULT_FBANK_DIR = "data/fbank"
+DEFAULT_DOWNLOAD_DIR = "download"
+DEFAULT_SPEED_FACTORS = (0.9, 1.1)
+MODEL_TYPES = ("unigram", "bpe", "char", "word")
+
+
+def _plain(value: Any) -> Any:
+    """Paths -> str, tuples -> lists, recursively (safe for ``yaml.safe_dump``)."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _config(args: argparse.Namespace) -> dict[str, Any]:
+    """The parsed options as a YAML-friendly dict (without the dispatch function)."""
+    return {k: _plain(v) for k, v in vars(args).items() if k not in ("func", "group", "command")}
+
+
+def _write_run_info(out_dir: Path, args: argparse.Namespace, name: str) -> None:
+    from speechkd.utils.runinfo import write_run_info
+
+    write_run_info(out_dir, _config(args), name=name)
+
+
+# --------------------------------------------------------------------------------------------------
+# commands
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from lhotse.recipes.librispeech import LIBRISPEECH, MINI_LIBRISPEECH, download_librispeech
+
+    from speechkd.errors import SpeechkdError
+
+    valid = {"librispeech", "mini_librispeech", *LIBRISPEECH, *MINI_LIBRISPEECH}
+    bad = [p for p in args.parts if p not in valid]
+    if bad:
+        raise SpeechkdError(f"unknown LibriSpeech part(s) {' '.join(bad)}; choose from {' '.join(sorted(valid))}")
+    parts = (
+        args.parts[0] if len(args.parts) == 1 and args.parts[0] in ("librispeech", "mini_librispeech") else args.parts
+    )
+    corpus_dir = download_librispeech(
+        target_dir=args.target_dir, dataset_parts=parts, force_download=args.force_download, base_url=args.base_url
+    )
+    _write_run_info(args.target_dir, args, "download-librispeech")
+    log.info("LibriSpeech is in %s (use it as --corpus-dir)", corpus_dir)
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from speechkd.data.prepare import prepare_librispeech
+
+    reports = prepare_librispeech(
+        args.corpus_dir,
+        args.output_dir,
+        parts=args.parts,
+        num_jobs=args.num_jobs,
+        sampling_rate=args.sampling_rate,
+        overwrite=args.overwrite,
+    )
+    _write_run_info(args.output_dir, args, "prepare-librispeech")
+    for r in reports.values():
+        state = "reused" if r.reused else f"{len(r.skipped)} skipped {r.skipped_by_reason or ''}".rstrip()
+        print(f"{r.part}: {r.num_utterances} utterances, {r.num_speakers} speakers, {r.hours:.3f} h ({state})")
+    return 0
+
+
+def cmd_fbank(args: argparse.Namespace) -> int:
+    from speechkd.data.features import compute_fbank
+
+    reports = compute_fbank(
+        args.manifest_dir,
+        args.output_dir,
+        parts=args.parts,
+        num_jobs=args.num_jobs,
+        speed_perturb_parts=args.speed_perturb_parts,
+        num_mel_bins=args.num_mel_bins,
+        overwrite=args.overwrite,
+        speed_factors=args.speed_factors,
+    )
+    _write_run_info(args.output_dir, args, "fbank")
+    for r in reports.values():
+        state = "reused" if r.reused else f"{r.num_cuts} cuts, {len(r.failed_cut_ids)} failed"
+        print(f"{r.part}: {r.cuts_path} ({state})")
+    return 0
+
+
+def cmd_bpe(args: argparse.Namespace) -> int:
+    from speechkd.text.tokenizer import MODEL_NAME, texts_from_manifests, train_bpe
+
+    model = args.output_dir / MODEL_NAME
+    if model.is_file() and not args.overwrite:
+        log.info("%s exists - skipping (use --overwrite to retrain)", model)
+        return 0
+    train_bpe(
+        texts_from_manifests(args.cuts),
+        args.output_dir,
+        vocab_size=args.vocab_size,
+        model_type=args.model_type,
+        character_coverage=args.character_coverage,
+    )
+    _write_run_info(args.output_dir, args, "bpe")
+    print(model)
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from speechkd.data.summary import format_table, summarize_manifests, write_summary_tsv
+
+    output = args.output or args.manifest_dir / "summary.tsv"
+    rows = summarize_manifests(args.manifest_dir, args.parts)
+    write_summary_tsv(rows, output)
+    from speechkd.utils.runinfo import write_run_info
+
+    # Only the command is recorded: config.yaml in this directory belongs to the producing stage.
+    write_run_info(Path(output).parent, None, name="summary")
+    print(format_table(rows))
+    log.info("Wrote %s", output)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# registration
+
+
+def _add_parts(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--parts", nargs="+", default=None, metavar="PART", help=f"{what} (default: all found)")
+
+
+def _add_num_jobs(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--num-jobs", type=int, default=1, metavar="N", help=f"{what} (default: %(default)s)")
+
+
+def add_download_command(reg: Any) -> None:
+    """Register ``data download-librispeech``.
+
+    Not called by :func:`register` while ``speechkd/cli/minilibri.py`` registers a command of the
+    same name (argparse refuses duplicates); the project lead picks one of the two.
+    """
+    p = reg.command(
+        "data",
+        "download-librispeech",
+        help="download and unpack LibriSpeech from openslr.org (needs internet; lhotse's downloader)",
+        description=(
+            "Download and unpack LibriSpeech parts into TARGET_DIR/LibriSpeech (resumable: unpacked parts\n"
+            "are skipped). Needs internet access; all other data commands work offline.\n"
+            "Example: speechkd data download-librispeech --target-dir download --parts mini_librispeech"
+        ),
+        func=cmd_download,
+    )
+    p.add_argument(
+        "--target-dir", type=Path, default=Path(DEFAULT_DOWNLOAD_DIR), help="where to download (default: %(default)s)"
+    )
+    p.add_argument(
+        "--parts",
+        nargs="+",
+        required=True,
+        metavar="PART",
+        help="split names (dev-clean, train-clean-100, ...) or one of 'librispeech' (all 960 h + dev/test) "
+        "and 'mini_librispeech' (train-clean-5, dev-clean-2)",
+    )
+    p.add_argument("--force-download", action="store_true", help="download archives even if present")
+    p.add_argument("--base-url", default="http://www.openslr.org/resources", help="mirror (default: %(default)s)")
+
+
+def register(reg: Any) -> None:
+    p = reg.command(
+        "data",
+        "prepare-librispeech",
+        help="LibriSpeech-layout corpus -> lhotse recording/supervision manifests",
+        description=(
+            "Write OUTPUT_DIR/librispeech_{recordings,supervisions}_<part>.jsonl.gz for each part of a\n"
+            "LibriSpeech-layout corpus (<part>/<spk>/<chapter>/<utt>.flac + <spk>-<chapter>.trans.txt).\n"
+            "Bad inputs (transcript without audio, audio without transcript, corrupt audio, empty\n"
+            "transcript, wrong sampling rate) are skipped, logged and listed in prepare-report-<part>.tsv;\n"
+            "a part with no usable utterance is an error. Parts already prepared are skipped."
+        ),
+        func=cmd_prepare,
+    )
+    p.add_argument("--corpus-dir", type=Path, required=True, help="directory holding the part directories")
+    p.add_argument(
+        "--output-dir", type=Path, default=Path(DEFAULT_MANIFEST_DIR), help="manifest directory (default: %(default)s)"
+    )
+    _add_parts(p, "part directories to prepare")
+    _add_num_jobs(p, "threads reading audio headers")
+    p.add_argument(
+        "--sampling-rate",
+        type=int,
+        default=16000,
+        help="required sampling rate; other files are skipped (default: %(default)s)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="rebuild parts whose manifests exist")
+
+    p = reg.command(
+        "data",
+        "fbank",
+        help="compute and store log-mel fbank features (lhotse Fbank, lilcom) -> cuts manifests",
+        description=(
+            "Write OUTPUT_DIR/librispeech_cuts_<part>.jsonl.gz with features stored under\n"
+            "OUTPUT_DIR/librispeech_feats_<part>/. Cut ids are the utterance ids; speed-perturbed copies\n"
+            "are <id>_sp<factor>. Parts whose cuts manifest exists are skipped. No torchaudio needed."
+        ),
+        func=cmd_fbank,
+    )
+    p.add_argument(
+        "--manifest-dir", type=Path, default=Path(DEFAULT_MANIFEST_DIR), help="input manifests (default: %(default)s)"
+    )
+    p.add_argument(
+        "--output-dir", type=Path, default=Path(DEFAULT_FBANK_DIR), help="cuts and features (default: %(default)s)"
+    )
+    _add_parts(p, "parts to process")
+    _add_num_jobs(p, "worker processes")
+    p.add_argument(
+        "--speed-perturb-parts",
+        nargs="*",
+        default=[],
+        metavar="PART",
+        help="parts that also get speed-perturbed copies",
+    )
+    p.add_argument(
+        "--speed-factors",
+        nargs="+",
+        type=float,
+        default=list(DEFAULT_SPEED_FACTORS),
+        metavar="F",
+        help="speed perturbation factors (default: %(default)s)",
+    )
+    p.add_argument("--num-mel-bins", type=int, default=80, help="feature dimension (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="recompute parts whose cuts manifest exists")
+
+    p = reg.command(
+        "data",
+        "bpe",
+        help="train a sentencepiece tokenizer (ids 0=<blk>, 1=<sos/eos>, 2=<unk>) on manifest texts",
+        description=(
+            "Train OUTPUT_DIR/bpe.model (+ tokens.txt, metadata.yaml) on the supervision texts of cuts or\n"
+            "supervisions manifests (speed-perturbed copies are left out). Skipped if bpe.model exists.\n"
+            "Example: speechkd data bpe --cuts data/fbank/librispeech_cuts_train-clean-100.jsonl.gz \\\n"
+            "           --output-dir data/lang_bpe_500 --vocab-size 500"
+        ),
+        func=cmd_bpe,
+    )
+    p.add_argument(
+        "--cuts",
+        "--manifests",
+        dest="cuts",
+        nargs="+",
+        type=Path,
+        required=True,
+        metavar="MANIFEST",
+        help="lhotse cuts or supervisions manifests whose texts train the model",
+    )
+    p.add_argument("--output-dir", type=Path, required=True, help="e.g. data/lang_bpe_500")
+    p.add_argument("--vocab-size", type=int, required=True, help="number of tokens including the 3 special ones")
+    p.add_argument(
+        "--model-type", choices=MODEL_TYPES, default="unigram", help="sentencepiece model type (default: %(default)s)"
+    )
+    p.add_argument("--character-coverage", type=float, default=1.0, help="(default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="retrain even if bpe.model exists")
+
+    p = reg.command(
+        "data",
+        "summary",
+        help="hours / utterances / speakers per part, as a TSV and a printed table",
+        func=cmd_summary,
+    )
+    p.add_argument("--manifest-dir", type=Path, default=Path(DEFAULT_MANIFEST_DIR), help="(default: %(default)s)")
+    _add_parts(p, "parts to summarize")
+    p.add_argument("--output", type=Path, default=None, help="TSV to write (default: MANIFEST_DIR/summary.tsv)")

@@ -1,0 +1,225 @@
+"""80-dim log-mel filter-bank features with lhotse's own ``Fbank`` (no torchaudio needed).
+
+Input: ``<manifest_dir>/librispeech_{recordings,supervisions}_<part>.jsonl.gz`` (from
+:mod:`speechkd.data.prepare`). Output (see docs/INTERFACES.md)::
+
+    <output_dir>/librispeech_cuts_<part>.jsonl.gz   # CutSet with features attached
+    <output_dir>/librispeech_feats_<part>/feats-<i>.lca   # lilcom-compressed arrays, one file per job
+
+Cut ids are the recording (= utterance) ids. Speed perturbation (``speed_perturb_parts``) adds ``<id>_sp<factor>`` copies of every cut, made by
+lhotse's own resampler (torch only; no torchaudio). A part whose cuts manifest already exists is
+skipped unless ``overwrite``. Cuts whose audio lhotse fails to load are dropped by lhotse: they are
+counted, logged by id and returned in :class:`FbankReport` rather than lost silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Sequence, Union
+
+from speechkd.data.prepare import MANIFEST_PREFIX, manifest_paths
+from speechkd.errors import SpeechkdError
+
+if TYPE_CHECKING:
+    from lhotse import CutSet, Fbank
+    from lhotse.dataset import OnTheFlyFeatures
+
+log = logging.getLogger(__name__)
+
+Pathlike = Union[str, Path]
+
+DEFAULT_NUM_MEL_BINS = 80
+DEFAULT_SPEED_FACTORS: tuple[float, ...] = (0.9, 1.1)
+
+
+@dataclasses.dataclass
+class FbankReport:
+    """What :func:`compute_fbank` did for one part."""
+
+    part: str
+    cuts_path: Path
+    num_cuts: int  # cuts in the written manifest (0 when reused: not re-counted)
+    reused: bool = False
+    failed_cut_ids: list[str] = dataclasses.field(default_factory=list)
+
+
+def cuts_path(output_dir: Pathlike, part: str) -> Path:
+    return Path(output_dir) / f"{MANIFEST_PREFIX}_cuts_{part}.jsonl.gz"
+
+
+def feats_dir(output_dir: Pathlike, part: str) -> Path:
+    return Path(output_dir) / f"{MANIFEST_PREFIX}_feats_{part}"
+
+
+def make_fbank_extractor(
+    num_mel_bins: int = DEFAULT_NUM_MEL_BINS, sampling_rate: int = 16000, dither: float = 0.0
+) -> "Fbank":
+    """The feature extractor used for stored features; reuse it for on-the-fly extraction so both
+    paths give the same features (10 ms shift, 25 ms window, log-mel, kaldi-compatible)."""
+    from lhotse import Fbank, FbankConfig
+
+    return Fbank(FbankConfig(num_mel_bins=num_mel_bins, sampling_rate=sampling_rate, dither=dither))
+
+
+def make_on_the_fly_fbank(num_mel_bins: int = DEFAULT_NUM_MEL_BINS, sampling_rate: int = 16000) -> "OnTheFlyFeatures":
+    """``lhotse.dataset.OnTheFlyFeatures`` input strategy with :func:`make_fbank_extractor`'s config."""
+    from lhotse.dataset import OnTheFlyFeatures
+
+    return OnTheFlyFeatures(make_fbank_extractor(num_mel_bins, sampling_rate))
+
+
+def available_parts(manifest_dir: Pathlike) -> list[str]:
+    """Parts that have both recordings and supervisions manifests in ``manifest_dir``."""
+    manifest_dir = Path(manifest_dir)
+    prefix, suffix = f"{MANIFEST_PREFIX}_recordings_", ".jsonl.gz"
+    parts = [p.name[len(prefix) : -len(suffix)] for p in sorted(manifest_dir.glob(f"{prefix}*{suffix}"))]
+    return [p for p in parts if manifest_paths(manifest_dir, p)[1].is_file()]
+
+
+def compute_fbank(
+    manifest_dir: Pathlike,
+    output_dir: Pathlike,
+    parts: Optional[Sequence[str]] = None,
+    num_jobs: int = 1,
+    speed_perturb_parts: Sequence[str] = (),
+    num_mel_bins: int = DEFAULT_NUM_MEL_BINS,
+    overwrite: bool = False,
+    speed_factors: Sequence[float] = DEFAULT_SPEED_FACTORS,
+) -> dict[str, FbankReport]:
+    """Compute and store fbank features for each part; write ``librispeech_cuts_<part>.jsonl.gz``.
+
+    Args:
+        manifest_dir: directory with the recording/supervision manifests.
+        output_dir: directory for cuts manifests and feature storage (created if needed).
+        parts: parts to process; None = every part with manifests in ``manifest_dir``.
+        num_jobs: worker processes (lhotse spawns them; 1 = in this process).
+        speed_perturb_parts: parts that also get ``_sp<factor>`` copies for each of ``speed_factors``.
+        num_mel_bins: feature dimension C.
+        overwrite: recompute parts whose cuts manifest already exists.
+        speed_factors: speed perturbation factors.
+
+    Returns:
+        part -> :class:`FbankReport`.
+    """
+    manifest_dir, output_dir = Path(manifest_dir), Path(output_dir)
+    if not manifest_dir.is_dir():
+        raise SpeechkdError(f"manifest directory not found: {manifest_dir}")
+    if num_jobs < 1:
+        raise SpeechkdError(f"num_jobs must be >= 1, got {num_jobs}")
+    if parts is None:
+        parts = available_parts(manifest_dir)
+        if not parts:
+            raise SpeechkdError(f"no librispeech_recordings_<part>.jsonl.gz manifests in {manifest_dir}")
+    unknown = sorted(set(speed_perturb_parts) - set(parts))
+    if unknown:
+        raise SpeechkdError(
+            f"--speed-perturb-parts {' '.join(unknown)} not among the parts processed: {' '.join(parts)}"
+        )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    reports = {}
+    for part in parts:
+        out = cuts_path(output_dir, part)
+        if out.is_file() and not overwrite:
+            log.info("Part %s: %s exists - skipping", part, out)
+            reports[part] = FbankReport(part, out, num_cuts=0, reused=True)
+            continue
+        factors = tuple(speed_factors) if part in speed_perturb_parts else ()
+        reports[part] = _compute_part(manifest_dir, output_dir, part, num_jobs, factors, num_mel_bins)
+    return reports
+
+
+def load_cuts(manifest_dir: Path, part: str) -> "CutSet":
+    """CutSet of one part built from its recording and supervision manifests.
+
+    One cut per recording, and the cut id is the recording id (for LibriSpeech: the utterance id),
+    so stored targets and decoding results can be keyed by utterance id.
+    """
+    from lhotse import CutSet, load_manifest
+
+    rec_path, sup_path = manifest_paths(manifest_dir, part)
+    for p in (rec_path, sup_path):
+        if not p.is_file():
+            raise SpeechkdError(f"manifest not found for part {part}: {p} (run `speechkd data prepare-librispeech`)")
+    cuts = CutSet.from_manifests(recordings=load_manifest(rec_path), supervisions=load_manifest(sup_path))
+    cuts = CutSet.from_cuts(c.with_id(c.recording_id) for c in cuts)
+    if len(cuts) == 0:
+        raise SpeechkdError(f"part {part}: {rec_path} holds no recordings")
+    return cuts
+
+
+def add_speed_perturbation(cuts: "CutSet", factors: Sequence[float]) -> "CutSet":
+    """``cuts`` followed by a ``_sp<factor>`` copy of each cut per factor (lhotse resampling)."""
+    out = cuts
+    for factor in factors:
+        if factor <= 0:
+            raise SpeechkdError(f"speed perturbation factor must be > 0, got {factor}")
+        out = out + cuts.perturb_speed(factor)
+    return out
+
+
+def _compute_part(
+    manifest_dir: Path, output_dir: Path, part: str, num_jobs: int, factors: Sequence[float], num_mel_bins: int
+) -> FbankReport:
+    import torch
+    from lhotse import LilcomChunkyWriter
+
+    _require_lilcom()
+    cuts = load_cuts(manifest_dir, part)
+    cuts = add_speed_perturbation(cuts, factors)
+    expected_ids = [c.id for c in cuts]
+    storage = feats_dir(output_dir, part)
+    if storage.exists():  # left by an interrupted run (no cuts manifest was written)
+        log.info("Part %s: removing incomplete feature storage %s", part, storage)
+        shutil.rmtree(storage)
+    storage.mkdir(parents=True)
+    log.info(
+        "Part %s: %d cuts (speed factors %s), %d job(s) -> %s",
+        part,
+        len(cuts),
+        list(factors) or "none",
+        num_jobs,
+        storage,
+    )
+    threads = torch.get_num_threads()
+    if num_jobs > 1:
+        torch.set_num_threads(1)  # lhotse warns that threads x processes can hang
+    try:
+        with_feats = cuts.compute_and_store_features(
+            extractor=make_fbank_extractor(num_mel_bins, _sampling_rate(cuts)),
+            # num_jobs == 1 writes one file at storage_path: keep the same "<dir>/feats-<i>" layout.
+            storage_path=storage if num_jobs > 1 else storage / "feats-0",
+            num_jobs=num_jobs,
+            storage_type=LilcomChunkyWriter,
+        )
+        with_feats = with_feats.to_eager()
+    finally:
+        torch.set_num_threads(threads)
+    failed = sorted(set(expected_ids) - {c.id for c in with_feats})
+    for cut_id in failed:
+        log.warning("Part %s: no features for cut %s (lhotse could not load its audio)", part, cut_id)
+    if len(with_feats) == 0:
+        raise SpeechkdError(f"part {part}: no cut's audio could be loaded from {manifest_paths(manifest_dir, part)[0]}")
+    out = cuts_path(output_dir, part)
+    tmp = out.with_name(f".tmp-{out.name}")
+    with_feats.to_file(tmp)
+    os.replace(tmp, out)
+    log.info("Part %s: wrote %s (%d cuts, %d failed)", part, out, len(with_feats), len(failed))
+    return FbankReport(part, out, num_cuts=len(with_feats), failed_cut_ids=failed)
+
+
+def _sampling_rate(cuts: "CutSet") -> int:
+    rates = {c.sampling_rate for c in cuts}
+    if len(rates) != 1:
+        raise SpeechkdError(f"cuts mix sampling rates {sorted(rates)}; resample the corpus to one rate first")
+    return rates.pop()
+
+
+def _require_lilcom() -> None:
+    try:
+        import lilcom  # noqa: F401
+    except ImportError as e:
+        raise SpeechkdError("feature storage needs the 'lilcom' package: pip install lilcom") from e
