@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "speechkd.cli.teachers",
     "speechkd.cli.distill",
     "speechkd.cli.pseudo",
+    "speechkd.cli.pseudo_label",
 )
 
 GROUP_HELP = {
