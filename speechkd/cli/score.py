@@ -39,6 +39,42 @@ def register(reg) -> None:
     p.add_argument("--tag", default="", help="tag of the decoding method, e.g. greedy_search (default: none)")
     p.add_argument("--normalize", action="store_true",
                    help="pass refs and hyps through normalize_librispeech before scoring (default: off)")
+    register_table(reg)
+
+
+def register_table(reg) -> None:
+    p = reg.command(
+        "score",
+        "table",
+        help="print (and optionally write) a markdown WER table from wer-summary.tsv files",
+        func=run_table,
+    )
+    p.add_argument("--summary", nargs="+", type=Path, required=True, metavar="TSV", help="wer-summary.tsv file(s)")
+    p.add_argument("--sets", nargs="*", default=None, help="column order of test sets (default: as found)")
+    p.add_argument("--title", nargs="*", default=None, help="row-name prefix per summary file (e.g. ctc transducer)")
+    p.add_argument("--output", type=Path, default=None, help="also write the table to this file")
+
+
+def run_table(args: argparse.Namespace) -> int:
+    from speechkd.decoding.scoring import read_summary, summary_markdown
+    from speechkd.errors import SpeechkdError
+
+    if args.title and len(args.title) != len(args.summary):
+        raise SpeechkdError(f"--title needs one name per --summary file ({len(args.summary)})")
+    rows = []
+    for i, path in enumerate(args.summary):
+        if not path.is_file():
+            raise SpeechkdError(f"WER summary not found: {path}")
+        for r in read_summary(path):
+            if args.title:
+                r = {**r, "tag": f"{args.title[i]} {r['tag']}".strip()}
+            rows.append(r)
+    table = summary_markdown(rows, args.sets)
+    print(table, end="")
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(table, encoding="utf-8")
+    return 0
 
 
 def infer_test_set(path: Path, prefix: str, suffix: str, tag: str) -> Optional[str]:

@@ -359,6 +359,22 @@ def read_summary(path: Union[str, Path]) -> list[dict[str, str]]:
     return rows
 
 
+def summary_markdown(rows: Sequence[dict[str, str]], sets: Optional[Sequence[str]] = None) -> str:
+    """A markdown WER table from ``wer-summary.tsv`` rows: one row per tag, one column per set.
+
+    ``sets`` fixes the column order (default: order of first appearance); a missing cell is ``-``.
+    """
+    if not rows:
+        raise SpeechkdError("no WER rows to tabulate")
+    sets = list(sets) if sets else list(dict.fromkeys(r["test_set"] for r in rows))
+    tags = list(dict.fromkeys(r["tag"] for r in rows))
+    wer = {(r["tag"], r["test_set"]): r["WER"] for r in rows}
+    lines = ["| decoding | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
+    for tag in tags:
+        lines.append(f"| {tag or '-'} | " + " | ".join(wer.get((tag, s), "-") for s in sets) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def update_summary(path: Union[str, Path], test_set: str, tag: str, stats: WerStats) -> None:
     """Add or replace the (test_set, tag) row of the summary table at ``path``."""
     path = Path(path)

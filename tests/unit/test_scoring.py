@@ -234,3 +234,22 @@ def test_totals_match_sclite(tmp_path):
     # sub, del and ins of equally short alignments can differ; ins - del = hyp words - ref words cannot.
     assert count("Percent Insertions") - count("Percent Deletions") == s.ins - s.dels
     assert count("Hyp. words") == s.hyp_words
+
+
+def test_summary_markdown_pivots_tags_by_set(tmp_path):
+    from speechkd.cli import main
+    from speechkd.decoding.scoring import compute_wer, read_summary, summary_markdown, update_summary
+
+    summary = tmp_path / "wer-summary.tsv"
+    # test-clean greedy: 1 sub in 4 words = 25.00; test-other greedy: 1 del in 2 words = 50.00
+    update_summary(summary, "test-clean", "greedy", compute_wer(["A B C D"], ["A B X D"]))
+    update_summary(summary, "test-other", "greedy", compute_wer(["A B"], ["A"]))
+    update_summary(summary, "test-clean", "beam4", compute_wer(["A B"], ["A B"]))
+    table = summary_markdown(read_summary(summary), ["test-clean", "test-other"])
+    lines = table.strip().splitlines()
+    assert lines[0] == "| decoding | test-clean | test-other |"
+    assert lines[2] == "| greedy | 25.00 | 50.00 |"
+    assert lines[3] == "| beam4 | 0.00 | - |"
+    out = tmp_path / "t.md"
+    assert main(["score", "table", "--summary", str(summary), "--title", "ctc", "--output", str(out)]) == 0
+    assert "| ctc greedy | 25.00 | 50.00 |" in out.read_text()
