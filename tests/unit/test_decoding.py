@@ -1,0 +1,166 @@
+"""CTC and transducer search, streaming greedy decoding (tiny random models)."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from speechkd.decoding.ctc import ctc_greedy_search
+from speechkd.decoding.streaming import StreamingGreedyDecoder, streaming_greedy_search
+from speechkd.decoding.transducer import (
+    greedy_search,
+    modified_beam_search,
+    modified_beam_search_nbest,
+    transducer_sequence_log_prob,
+)
+from speechkd.models import AsrModel, AsrModelConfig, EncoderConfig
+
+FEAT_DIM = 80
+# Random joiners are dominated by the decoder context; sharpening the acoustic side makes the
+# hypotheses depend on the frames (a mix of blanks and several tokens).
+ENC_PROJ_GAIN = 4.0
+OUTPUT_GAIN = 4.0
+
+
+def tiny_model(vocab: int = 6, causal: bool = True, seed: int = 2, context_size: int = 2) -> AsrModel:
+    torch.manual_seed(seed)
+    cfg = AsrModelConfig(
+        encoder=EncoderConfig(
+            d_model=32, num_layers=2, num_heads=4, ff_dim=64, conv_kernel=5, subsampling_channels=8,
+            dropout=0.0, causal=causal,
+        ),
+        vocab_size=vocab, decoder_dim=16, joiner_dim=16, decoder_context_size=context_size,
+    )
+    model = AsrModel(cfg).eval()
+    with torch.no_grad():
+        model.joiner.encoder_proj.weight.mul_(ENC_PROJ_GAIN)
+        model.joiner.output_linear.weight.mul_(OUTPUT_GAIN)
+    return model
+
+
+def feats(n: int, t: int, seed: int = 1) -> torch.Tensor:
+    return torch.randn(n, t, FEAT_DIM, generator=torch.Generator().manual_seed(seed))
+
+
+def one_hot_log_probs(paths: list[list[int]], vocab: int) -> torch.Tensor:
+    """(N, T, V) log-probs whose argmax is ``paths``."""
+    lp = torch.full((len(paths), len(paths[0]), vocab), -5.0)
+    for n, path in enumerate(paths):
+        for t, k in enumerate(path):
+            lp[n, t, k] = -0.1
+    return lp
+
+
+def test_ctc_greedy_hand_made():
+    lp = one_hot_log_probs([[0, 1, 1, 0, 1, 2, 2, 0, 3], [2, 2, 0, 0, 2, 1, 3, 3, 3]], vocab=4)
+    assert ctc_greedy_search(lp, torch.tensor([9, 6])) == [[1, 1, 2, 3], [2, 2, 1]]
+    assert ctc_greedy_search(lp, torch.tensor([0, 9])) == [[], [2, 2, 1, 3]]
+    # another blank id: 2 is dropped, 0 kept
+    assert ctc_greedy_search(lp[:1], torch.tensor([9]), blank_id=2) == [[0, 1, 0, 1, 0, 3]]
+
+
+def reference_greedy(model: AsrModel, enc: torch.Tensor, max_sym: int) -> list[int]:
+    """Unbatched greedy search written directly from the definition; enc (T, D)."""
+    ctx = [model.blank_id] * model.context_size
+    hyp: list[int] = []
+    for t in range(enc.size(0)):
+        for _ in range(max_sym):
+            dec = model.decoder(torch.tensor([ctx[-model.context_size :]]), need_pad=False)[0, 0]
+            tok = int(model.joiner(enc[t], dec).argmax())
+            if tok == model.blank_id:
+                break
+            hyp.append(tok)
+            ctx.append(tok)
+    return hyp
+
+
+@pytest.mark.parametrize("max_sym", [1, 3])
+def test_batched_greedy_equals_reference(max_sym):
+    model = tiny_model()
+    x, lens = feats(3, 57), torch.tensor([57, 30, 45])
+    with torch.no_grad():
+        enc = model.encode(x, lens)
+        hyps = greedy_search(model, enc.out, enc.out_lens, max_sym_per_frame=max_sym)
+        refs = [reference_greedy(model, enc.out[n, :length], max_sym) for n, length in enumerate(enc.out_lens.tolist())]
+    assert hyps == refs
+    assert len({tok for h in hyps for tok in h}) >= 3  # the check is not vacuous
+    assert all(0 < len(h) for h in hyps)
+
+
+def test_beam_one_equals_greedy():
+    model = tiny_model()
+    x, lens = feats(3, 50, seed=5), torch.tensor([50, 21, 37])
+    with torch.no_grad():
+        enc = model.encode(x, lens)
+    greedy = greedy_search(model, enc.out, enc.out_lens, max_sym_per_frame=1)
+    assert modified_beam_search(model, enc.out, enc.out_lens, beam=1) == greedy
+    assert any(len(h) > 0 for h in greedy)
+
+
+def test_sequence_probabilities_sum_to_one_and_large_beam_is_exact():
+    """V=3, T=4 frames: every token sequence of length <= 4 (31 of them), brute force."""
+    model = tiny_model(vocab=3, seed=4)
+    x = feats(1, 16, seed=7)
+    with torch.no_grad():
+        enc = model.encode(x, torch.tensor([16]))
+    frames = enc.out[0]
+    assert frames.size(0) == 4
+    seqs = [list(s) for u in range(5) for s in itertools.product([1, 2], repeat=u)]
+    scores = {tuple(s): transducer_sequence_log_prob(model, frames, s) for s in seqs}
+    assert math.fsum(math.exp(v) for v in scores.values()) == pytest.approx(1.0, abs=1e-9)
+    assert transducer_sequence_log_prob(model, frames, [1] * 5) == -math.inf
+    # beam >= hyps * V (before merging) at every frame: nothing is pruned, so the n-best list is
+    # the exact ranking with exact merged scores
+    nbest = modified_beam_search_nbest(model, enc.out, enc.out_lens, beam=len(seqs) * 3)[0]
+    assert len(nbest) == len(seqs)
+    ranked = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
+    assert [h.tokens for h in nbest[:5]] == [list(s) for s, _ in ranked[:5]]
+    for h in nbest:
+        assert h.log_prob == pytest.approx(scores[tuple(h.tokens)], abs=1e-6)  # float32 joiner
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_beam_not_worse_than_greedy(seed):
+    model = tiny_model(seed=seed)
+    x, lens = feats(2, 40, seed=seed + 10), torch.tensor([40, 27])
+    with torch.no_grad():
+        enc = model.encode(x, lens)
+    greedy = greedy_search(model, enc.out, enc.out_lens)
+    nbest = modified_beam_search_nbest(model, enc.out, enc.out_lens, beam=4)
+    for n, length in enumerate(enc.out_lens.tolist()):
+        frames = enc.out[n, :length]
+        best = nbest[n][0]
+        # the beam score covers only alignments kept in the beam: a lower bound of the exact score
+        assert best.log_prob <= transducer_sequence_log_prob(model, frames, best.tokens) + 1e-9
+        assert transducer_sequence_log_prob(model, frames, best.tokens) >= transducer_sequence_log_prob(
+            model, frames, greedy[n]
+        ) - 1e-9
+
+
+@pytest.mark.parametrize("chunk,left,max_sym", [(2, -1, 1), (3, 4, 2)])
+def test_streaming_greedy_equals_chunked_full_utterance_greedy(chunk, left, max_sym):
+    model = tiny_model()
+    x, lens = feats(3, 70, seed=3), torch.tensor([70, 43, 9])
+    with torch.no_grad():
+        enc = model.encode(x, lens, chunk_size=chunk, left_context=left)
+    full = greedy_search(model, enc.out, enc.out_lens, max_sym_per_frame=max_sym)
+    stream = streaming_greedy_search(model, x, lens, chunk, left, max_sym_per_frame=max_sym)
+    assert stream == full
+    assert len({tok for h in full for tok in h}) >= 3 and sum(map(len, full)) >= 10
+
+
+def test_streaming_decoder_short_last_chunk_and_partial_hyps():
+    model = tiny_model()
+    x = feats(1, 30, seed=9)
+    dec = StreamingGreedyDecoder(model, batch_size=1, chunk_size=2)
+    dec.accept_chunk(x[:, :8], torch.tensor([8]))
+    first = list(dec.hyps[0])
+    dec.accept_chunk(x[:, 8:16], torch.tensor([8]))
+    dec.accept_chunk(x[:, 16:24], torch.tensor([8]))
+    dec.accept_chunk(x[:, 24:30], torch.tensor([6]))  # short final chunk: padded inside
+    with torch.no_grad():
+        enc = model.encode(x, torch.tensor([30]), chunk_size=2)
+    final = greedy_search(model, enc.out, enc.out_lens)[0]
+    assert dec.hyps[0] == final
+    assert final[: len(first)] == first

@@ -1,0 +1,206 @@
+"""Conformer encoder, subsampling, heads and presets (tiny models, CPU, a few seconds)."""
+
+import math
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from speechkd.errors import SpeechkdError
+from speechkd.models import AsrModel, AsrModelConfig, EncoderConfig, load_preset
+from speechkd.models.conformer import ConformerEncoder, chunk_attention_mask
+from speechkd.models.subsampling import subsampled_lens
+
+FEAT_DIM = 80
+TOL = 1e-5
+
+
+def tiny_encoder(causal: bool, seed: int = 0, **kw) -> ConformerEncoder:
+    torch.manual_seed(seed)
+    cfg = EncoderConfig(
+        d_model=32, num_layers=2, num_heads=4, ff_dim=64, conv_kernel=5, subsampling_channels=8,
+        dropout=0.0, causal=causal, **kw,
+    )
+    return ConformerEncoder(cfg).eval()
+
+
+def feats(n: int, t: int, seed: int = 1) -> torch.Tensor:
+    return torch.randn(n, t, FEAT_DIM, generator=torch.Generator().manual_seed(seed))
+
+
+def test_subsampling_length_formula_and_shapes():
+    # ceil(ceil(T/2)/2), hand-computed
+    expected = {1: 1, 2: 1, 3: 1, 4: 1, 5: 2, 7: 2, 8: 2, 9: 3, 13: 4, 16: 4, 17: 5}
+    lens = torch.tensor(list(expected))
+    assert subsampled_lens(lens).tolist() == list(expected.values())
+    enc = tiny_encoder(causal=False)
+    for t in (5, 16, 17):
+        out = enc(feats(2, t), torch.tensor([t, t - 3]))
+        assert out.out.shape == (2, expected[t], 32)
+        assert out.out_lens.tolist() == [expected[t], int(subsampled_lens(torch.tensor(t - 3)))]
+        assert len(out.layer_outputs) == 2
+        assert all(h.shape == out.out.shape for h in out.layer_outputs)
+        assert torch.equal(out.layer_outputs[-1], out.out)
+
+
+def test_chunk_attention_mask_by_hand():
+    m = chunk_attention_mask(torch.tensor([5]), 6, chunk_size=2, left_context=1)[0, 0].int()
+    expected = torch.tensor(
+        [  # keys 0..5 (5 is padding); chunks {0,1} {2,3} {4,5}; left context 1 frame before the chunk
+            [1, 1, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0, 0],
+            [0, 1, 1, 1, 0, 0],
+            [0, 1, 1, 1, 0, 0],
+            [0, 0, 0, 1, 1, 0],
+            [0, 0, 0, 1, 1, 0],
+        ]
+    )
+    assert torch.equal(m, expected)
+    full = chunk_attention_mask(torch.tensor([3]), 4)[0, 0]
+    assert full.shape == (1, 4) and full.tolist() == [[True, True, True, False]]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("chunk,left", [(-1, -1), (2, 3)])
+def test_padded_utterance_equals_alone(causal, chunk, left):
+    enc = tiny_encoder(causal)
+    x = feats(2, 45)
+    x[1, 30:] = 7.0  # padding holds junk: it must not leak into valid frames
+    batch = enc(x, torch.tensor([45, 30]), chunk, left)
+    alone = enc(x[1:2, :30], torch.tensor([30]), chunk, left)
+    n = int(alone.out_lens[0])
+    assert n == int(batch.out_lens[1]) == 8
+    for b, a in zip(batch.layer_outputs, alone.layer_outputs):
+        torch.testing.assert_close(b[1, :n], a[0], atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("left", [-1, 3])
+def test_causal_chunked_outputs_ignore_future(left):
+    chunk, q = 2, 3  # change raw frames from the start of encoder chunk 3 on
+    t0 = 4 * chunk * q
+    x = feats(1, 60)
+    y = x.clone()
+    y[:, t0:] = torch.randn_like(y[:, t0:])
+    lens = torch.tensor([60])
+    enc = tiny_encoder(causal=True)
+    a, b = enc(x, lens, chunk, left).out, enc(y, lens, chunk, left).out
+    torch.testing.assert_close(a[:, : chunk * q], b[:, : chunk * q], atol=0, rtol=0)
+    assert (a[:, chunk * q :] - b[:, chunk * q :]).abs().amax(-1).min() > 1e-3  # every later frame changed
+    # the same check fails for a non-causal model (centred convolutions see the next chunk)
+    enc_nc = tiny_encoder(causal=False)
+    a, b = enc_nc(x, lens, chunk, left).out, enc_nc(y, lens, chunk, left).out
+    assert (a[:, : chunk * q] - b[:, : chunk * q]).abs().max() > 1e-3
+
+
+def run_streaming(enc: ConformerEncoder, x: torch.Tensor, lens: torch.Tensor, chunk: int, left: int) -> torch.Tensor:
+    """Feed x (N, T, C) chunk by chunk; returns concatenated outputs (N, T'', D)."""
+    states = enc.init_states(x.size(0), left)
+    step = 4 * chunk
+    outs = []
+    for i in range(math.ceil(x.size(1) / step)):
+        xc = x[:, i * step : (i + 1) * step]
+        xc = F.pad(xc, (0, 0, 0, step - xc.size(1)))
+        out, out_lens, states = enc.streaming_forward(xc, (lens - i * step).clamp(0, step), states)
+        assert out.shape[1] == chunk
+        outs.append(out)
+    assert states.processed_lens.tolist() == subsampled_lens(lens).tolist()
+    if left >= 0:
+        assert all(k.size(2) == left for k in states.keys)
+    return torch.cat(outs, dim=1)
+
+
+@pytest.mark.parametrize("chunk,left", [(2, -1), (2, 3), (3, -1), (3, 6)])
+def test_streaming_forward_equals_chunk_masked_forward(chunk, left):
+    enc = tiny_encoder(causal=True, seed=3)
+    x, lens = feats(2, 61), torch.tensor([61, 38])
+    ref = enc(x, lens, chunk, left)
+    got = run_streaming(enc, x, lens, chunk, left)
+    for n, length in enumerate(ref.out_lens.tolist()):
+        torch.testing.assert_close(got[n, :length], ref.out[n, :length], atol=TOL, rtol=0)
+    # and the chunk mask matters: full-context output differs
+    full = enc(x, lens).out
+    assert (full[0, : ref.out_lens[0]] - ref.out[0, : ref.out_lens[0]]).abs().max() > 1e-3
+
+
+def test_streaming_errors():
+    with pytest.raises(SpeechkdError, match="causal"):
+        tiny_encoder(causal=False).init_states(1)
+    enc = tiny_encoder(causal=True)
+    with pytest.raises(SpeechkdError, match="multiple of 4"):
+        enc.streaming_forward(feats(1, 6), torch.tensor([6]), enc.init_states(1))
+    with pytest.raises(SpeechkdError, match="chunk_size"):
+        enc(feats(1, 8), torch.tensor([8]), chunk_size=0)
+    with pytest.raises(SpeechkdError, match="num_heads"):
+        EncoderConfig(d_model=30, num_heads=4).validate()
+
+
+def test_sample_training_chunk():
+    rng = random.Random(0)
+    assert {tiny_encoder(False).sample_training_chunk(rng) for _ in range(20)} == {(-1, -1)}
+    enc = tiny_encoder(True, train_chunk_sizes=[4, 8], train_left_contexts=[2, -1], full_context_prob=0.0)
+    draws = {enc.sample_training_chunk(rng) for _ in range(200)}
+    assert draws == {(4, 2), (4, -1), (8, 2), (8, -1)}
+    enc = tiny_encoder(True, full_context_prob=1.0)
+    assert {enc.sample_training_chunk(rng) for _ in range(20)} == {(-1, -1)}
+
+
+def test_decoder_context_and_joiner_projection():
+    torch.manual_seed(0)
+    cfg = AsrModelConfig(
+        encoder=EncoderConfig(d_model=32, num_layers=1, num_heads=4, ff_dim=32, subsampling_channels=4),
+        vocab_size=9, decoder_dim=16, joiner_dim=12, decoder_context_size=2,
+    )
+    model = AsrModel(cfg).eval()
+    y = torch.tensor([[0, 3, 5, 2, 7]])  # blank (start) + tokens
+    dec = model.decoder(y)  # (1, 5, 16)
+    padded = [0, 0, 3, 5, 2, 7]
+    for u in range(5):  # output u == decoder run on its own 2-token window
+        window = model.decoder(torch.tensor([padded[u : u + 2]]), need_pad=False)
+        torch.testing.assert_close(dec[:, u], window[:, 0])
+    with pytest.raises(SpeechkdError, match="context"):
+        model.decoder(torch.tensor([[1, 2, 3]]), need_pad=False)
+    # pruned-loss style join on (N, T, s_range, J) == projecting inside
+    enc = torch.randn(2, 6, 32)
+    dec = torch.randn(2, 6, 3, 16)
+    am, lm = model.joiner.encoder_proj(enc), model.joiner.decoder_proj(dec)
+    logits = model.joiner(am[:, :, None, :].expand(-1, -1, 3, -1), lm, project_input=False)
+    assert logits.shape == (2, 6, 3, 9)
+    torch.testing.assert_close(logits, model.joiner(enc[:, :, None, :], dec))
+    assert model(lambda m: (m, m.num_params())) == (model, model.num_params())  # forward(fn) = fn(self)
+    lp = model.ctc_log_probs(torch.randn(2, 4, 32))
+    torch.testing.assert_close(lp.exp().sum(-1), torch.ones(2, 4))
+
+
+def expected_param_count(cfg: AsrModelConfig) -> int:
+    """Hand formula for AsrModel's parameter count."""
+    e = cfg.encoder
+    d, f, k, c = e.d_model, e.ff_dim, e.conv_kernel, e.subsampling_channels
+    freq = ((e.input_dim - 3) // 2 + 1 - 3) // 2 + 1
+    sub = (9 * c + c) + (9 * c * c + c) + (c * freq * d + d)
+    ffn = 2 * (d * f + f + f * d + d)
+    attn = 3 * d * d + 3 * d + d * d + d
+    conv = (2 * d * d + 2 * d) + (d * k + d) + 2 * d + (d * d + d)
+    norms = 5 * 2 * d
+    total = sub + e.num_layers * (ffn + attn + conv + norms)
+    v, dd, j = cfg.vocab_size, cfg.decoder_dim, cfg.joiner_dim
+    if cfg.use_ctc:
+        total += d * v + v
+    if cfg.use_transducer:
+        total += v * dd + dd * cfg.decoder_conv_group_size * cfg.decoder_context_size  # embedding + grouped conv
+        total += (d * j + j) + (dd * j + j) + (j * v + v)  # joiner
+        total += (d * v + v) + (dd * v + v)  # simple am/lm projections
+    return total
+
+
+@pytest.mark.parametrize("name,total,lo,hi", [("mini", 5_198_448, 4.5e6, 5.5e6), ("small", 23_517_264, 20e6, 25e6)])
+def test_preset_param_counts(name, total, lo, hi):
+    cfg = load_preset(name)
+    model = AsrModel(cfg)
+    assert model.num_params() == expected_param_count(cfg) == total
+    assert lo <= total <= hi
+    causal = AsrModel(load_preset(name, ["encoder.causal=true", "use_ctc=false"]))
+    assert causal.encoder.cfg.causal and causal.ctc_output is None
+    assert causal.num_params() == total - (cfg.encoder.d_model + 1) * cfg.vocab_size
+    with pytest.raises(SpeechkdError, match="unknown model preset"):
+        load_preset("nope")
