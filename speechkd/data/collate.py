@@ -1,0 +1,150 @@
+"""Turning a mini-batch ``CutSet`` into the batch dict of docs/INTERFACES.md.
+
+Batch keys:
+
+- ``inputs``: ``(N, T, C)`` float fbank, or ``(N, S)`` float audio samples.
+- ``input_lens``: ``(N,)`` int64 valid frames / samples per row.
+- ``tokens``: ``list[list[int]]`` from the tokenizer's ``encode``; None when no tokenizer is given.
+- ``texts``: ``list[str]`` (supervision texts of each cut joined by a space).
+- ``cut_ids``: ``list[str]``.
+- ``targets``: ``dict[name, Tensor (N, T_f, ...)]`` for each requested custom field, padded along
+  time with :data:`INT_PAD` (integer arrays, promoted to int64) or :data:`FLOAT_PAD` (float
+  arrays, as float32), plus ``targets[name + "_lens"]`` ``(N,)`` int64.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from speechkd.errors import SpeechkdError
+
+INT_PAD = -100
+FLOAT_PAD = 0.0
+
+
+class TokenizerLike(Protocol):
+    def encode(self, texts: list[str]) -> list[list[int]]: ...
+
+
+def cut_text(cut: Any) -> str:
+    """The cut's supervision texts joined with single spaces ('' when there are none)."""
+    parts = [(s.text or "").strip() for s in getattr(cut, "supervisions", [])]
+    return " ".join(p for p in parts if p)
+
+
+def _has_field(cut: Any, name: str) -> bool:
+    has = getattr(cut, "has_custom", None)
+    if callable(has):
+        return bool(has(name))
+    return getattr(cut, name, None) is not None
+
+
+def load_custom_array(cut: Any, name: str) -> np.ndarray:
+    """Load custom field ``name`` of ``cut`` with its temporal axis moved to axis 0.
+
+    Raises SpeechkdError naming the cut and field when the cut lacks it.
+    """
+    if not _has_field(cut, name):
+        raise SpeechkdError(
+            f"cut '{cut.id}' has no custom field '{name}' (required target field); "
+            "were the targets computed for this cut set?"
+        )
+    manifest = getattr(cut, name)
+    arr = np.asarray(cut.load_custom(name))
+    temporal_dim = getattr(manifest, "temporal_dim", None)
+    if temporal_dim is None:
+        raise SpeechkdError(
+            f"cut '{cut.id}': custom field '{name}' is not a TemporalArray (no temporal_dim); "
+            "targets must be stored with a frame_shift"
+        )
+    return np.moveaxis(arr, temporal_dim, 0)
+
+
+def pad_arrays(arrays: Sequence[np.ndarray], name: str = "field") -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad ``arrays`` (each ``(T_i, ...)``) along axis 0 into ``(N, max T_i, ...)``.
+
+    Integer/bool arrays become int64 padded with :data:`INT_PAD`; float arrays become float32
+    padded with :data:`FLOAT_PAD`. Returns ``(padded, lens (N,) int64)``.
+    """
+    if not arrays:
+        raise SpeechkdError(f"pad_arrays: no arrays for '{name}'")
+    trailing = arrays[0].shape[1:]
+    for a in arrays:
+        if a.shape[1:] != trailing:
+            raise SpeechkdError(
+                f"custom field '{name}': non-temporal shapes differ within a batch ({trailing} vs {a.shape[1:]})"
+            )
+    is_float = np.issubdtype(arrays[0].dtype, np.floating)
+    dtype, pad = (torch.float32, FLOAT_PAD) if is_float else (torch.int64, INT_PAD)
+    lens = torch.tensor([a.shape[0] for a in arrays], dtype=torch.int64)
+    out = torch.full((len(arrays), int(lens.max()), *trailing), pad, dtype=dtype)
+    for i, a in enumerate(arrays):
+        out[i, : a.shape[0]] = torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
+    return out, lens
+
+
+def collate_targets(cuts: Sequence[Any], names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Load and pad each custom field in ``names`` for every cut (see module docstring)."""
+    out: dict[str, torch.Tensor] = {}
+    for name in names:
+        padded, lens = pad_arrays([load_custom_array(c, name) for c in cuts], name)
+        out[name] = padded
+        out[name + "_lens"] = lens
+    return out
+
+
+class AsrBatchDataset(torch.utils.data.Dataset):
+    """A lhotse-style map dataset: ``dataset[cuts: CutSet] -> batch dict``.
+
+    Args:
+        input_strategy: a lhotse BatchIO (``PrecomputedFeatures``, ``OnTheFlyFeatures``,
+            ``AudioSamples``) returning ``(inputs, input_lens)``.
+        tokenizer: anything with ``encode(list[str]) -> list[list[int]]``, or None.
+        target_fields: names of TemporalArray custom fields to collate into ``targets``.
+    """
+
+    def __init__(
+        self,
+        input_strategy: Callable[[Any], tuple[torch.Tensor, torch.Tensor]],
+        tokenizer: Optional[TokenizerLike] = None,
+        target_fields: Sequence[str] = (),
+    ) -> None:
+        super().__init__()
+        self.input_strategy = input_strategy
+        self.tokenizer = tokenizer
+        self.target_fields = tuple(target_fields)
+
+    def __getitem__(self, cuts: Any) -> dict[str, Any]:
+        cuts = list(cuts)
+        from lhotse import CutSet
+
+        inputs, input_lens = self.input_strategy(CutSet.from_cuts(cuts))[:2]
+        texts = [cut_text(c) for c in cuts]
+        tokens = self.tokenizer.encode(texts) if self.tokenizer is not None else None
+        return {
+            "inputs": inputs,
+            "input_lens": input_lens.to(torch.int64),
+            "tokens": tokens,
+            "texts": texts,
+            "cut_ids": [c.id for c in cuts],
+            "targets": collate_targets(cuts, self.target_fields),
+        }
+
+    def __len__(self) -> int:  # pragma: no cover - sampler-driven dataset
+        raise TypeError("AsrBatchDataset is indexed by CutSets from a lhotse sampler; it has no length")
+
+
+def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Copy of ``batch`` with its tensors (also inside ``targets``) moved to ``device``."""
+
+    def mv(v: Any) -> Any:
+        if isinstance(v, torch.Tensor):
+            return v.to(device, non_blocking=True)
+        if isinstance(v, dict):
+            return {k: mv(x) for k, x in v.items()}
+        return v
+
+    return {k: mv(v) for k, v in batch.items()}

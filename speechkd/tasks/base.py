@@ -1,0 +1,72 @@
+"""The task protocol: what the trainer calls to turn a batch into a loss.
+
+A *task* (one per distillation method) knows how to run a model on a batch from
+:class:`speechkd.data.datamodule.AsrDataModule` and combine the weighted loss terms. The trainer
+only sees :class:`LossOutput`.
+
+Rules for implementers:
+
+- ``loss`` is a scalar tensor, already weighted and **summed** over the batch (not averaged);
+  ``num_frames`` is the normaliser used for logging (``loss / num_frames`` is what gets printed).
+- ``info`` holds named components (already weighted, summed over the batch, as plain floats) for
+  logging; the trainer divides them by ``num_frames`` too.
+- Training is in ``float32`` unless AMP is on; with AMP the call runs under ``torch.autocast``.
+- The trainer passes the plain module (it averages gradients across DDP ranks itself), so a task
+  may call submodules directly; :func:`unwrap_model` is there for code that may also receive a
+  ``DistributedDataParallel`` wrapper.
+- Return :meth:`LossOutput.skip` (``loss=None`` plus a reason) to skip a batch on purpose, e.g. when
+  every utterance is infeasible for the loss. The trainer counts and logs it; under DDP one
+  rank's skip makes every rank skip that step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch
+
+
+@dataclass
+class LossOutput:
+    """Result of :meth:`Task.compute_loss`.
+
+    Attributes:
+        loss: scalar tensor to back-propagate (weighted, summed over the batch), or None to skip.
+        num_frames: normaliser for logging (e.g. number of encoder output frames in the batch).
+        info: named loss components (floats, summed over the batch) for logging.
+        skip_reason: why the batch was skipped (required when ``loss`` is None).
+    """
+
+    loss: Optional["torch.Tensor"]
+    num_frames: float
+    info: dict[str, float] = field(default_factory=dict)
+    skip_reason: Optional[str] = None
+
+    @classmethod
+    def skip(cls, reason: str) -> "LossOutput":
+        """A batch the task refuses on purpose (no optimizer step)."""
+        return cls(loss=None, num_frames=0.0, info={}, skip_reason=reason)
+
+    @property
+    def skipped(self) -> bool:
+        return self.loss is None
+
+
+@runtime_checkable
+class Task(Protocol):
+    """What the trainer needs from a task."""
+
+    def compute_loss(self, model: "torch.nn.Module", batch: dict[str, Any], training: bool) -> LossOutput:
+        """Run ``model`` on ``batch`` (a datamodule batch dict already on the model's device).
+
+        ``training`` is False during validation (the trainer has already called ``model.eval()``
+        and disabled autograd).
+        """
+        ...
+
+
+def unwrap_model(model: "torch.nn.Module") -> "torch.nn.Module":
+    """The underlying module of a ``DistributedDataParallel`` (or ``DataParallel``) wrapper."""
+    return getattr(model, "module", model)

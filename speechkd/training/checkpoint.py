@@ -1,0 +1,138 @@
+"""Training checkpoints: atomic writes, RNG capture, discovery of the one to resume from.
+
+Files in an experiment dir:
+
+- ``checkpoint-<step>.pt``: written every ``save_every_n`` batches (and when training stops at
+  ``max_steps``); only the newest ``keep_last_n`` are kept.
+- ``epoch-<e>.pt``: written at the end of epoch ``e`` (1-based); never pruned.
+
+Each file is a dict with at least ``model`` (state dict), ``step`` (training batches consumed),
+``epoch`` and ``batches_in_epoch`` (the position to continue from: epoch number, and batches of
+that epoch already consumed), plus optimizer/scheduler/grad-scaler states and per-rank RNG states
+(see :mod:`speechkd.training.trainer`).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+
+from speechkd.errors import SpeechkdError
+
+STEP_RE = re.compile(r"^checkpoint-(\d+)\.pt$")
+EPOCH_RE = re.compile(r"^epoch-(\d+)\.pt$")
+FORMAT_VERSION = 1
+
+PathLike = Union[str, Path]
+
+
+def save_checkpoint_atomic(obj: dict[str, Any], path: PathLike) -> Path:
+    """``torch.save`` to a temp file in the same dir, then ``os.replace`` onto ``path``.
+
+    A crash mid-write leaves the previous file (if any) intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: PathLike, mmap: bool = False) -> dict[str, Any]:
+    """Load a checkpoint dict on CPU (``weights_only=False``: it holds RNG states and configs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpeechkdError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for corrupt files
+        raise SpeechkdError(f"cannot read checkpoint {path}: {e}") from e
+    if not isinstance(obj, dict):
+        raise SpeechkdError(f"checkpoint {path} does not hold a dict (got {type(obj).__name__})")
+    return obj
+
+
+def step_checkpoints(exp_dir: PathLike) -> list[tuple[int, Path]]:
+    """``[(step, path)]`` of ``checkpoint-<step>.pt`` files, sorted by step."""
+    return _numbered(exp_dir, STEP_RE)
+
+
+def epoch_checkpoints(exp_dir: PathLike) -> list[tuple[int, Path]]:
+    """``[(epoch, path)]`` of ``epoch-<e>.pt`` files, sorted by epoch."""
+    return _numbered(exp_dir, EPOCH_RE)
+
+
+def _numbered(exp_dir: PathLike, pattern: re.Pattern[str]) -> list[tuple[int, Path]]:
+    exp_dir = Path(exp_dir)
+    if not exp_dir.is_dir():
+        return []
+    out = []
+    for p in exp_dir.iterdir():
+        m = pattern.match(p.name)
+        if m:
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def find_resume_checkpoint(exp_dir: PathLike) -> Optional[Path]:
+    """The checkpoint with the highest ``step`` among the newest step file and newest epoch file."""
+    candidates = []
+    steps = step_checkpoints(exp_dir)
+    if steps:
+        candidates.append(steps[-1][1])
+    epochs = epoch_checkpoints(exp_dir)
+    if epochs:
+        candidates.append(epochs[-1][1])
+    best: Optional[tuple[int, Path]] = None
+    for p in candidates:
+        step = int(load_checkpoint(p, mmap=True).get("step", -1))
+        if best is None or step > best[0]:
+            best = (step, p)
+    return None if best is None else best[1]
+
+
+def prune_step_checkpoints(exp_dir: PathLike, keep_last_n: int) -> list[Path]:
+    """Delete all but the newest ``keep_last_n`` step checkpoints (``<= 0`` keeps all)."""
+    if keep_last_n <= 0:
+        return []
+    old = step_checkpoints(exp_dir)[:-keep_last_n]
+    for _, p in old:
+        p.unlink(missing_ok=True)
+    return [p for _, p in old]
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """RNG states of python ``random``, numpy, torch CPU and (when present) all CUDA devices."""
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)

@@ -1,0 +1,516 @@
+"""The training loop: one code path for a single CPU/GPU process and ``torchrun`` DDP.
+
+``Trainer(cfg, model, task, datamodule, train_cuts, valid_cuts, exp_dir).fit(resume=True)``
+
+- **Steps.** ``step`` counts training batches consumed (a skipped batch still counts); the lr
+  schedule, ``log_every_n``, ``valid_every_n``, ``save_every_n`` and ``max_steps`` are in these
+  steps. Epochs are 1-based.
+- **DDP.** Launched by ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set), the trainer
+  initialises the process group (gloo on CPU, nccl on GPU), copies rank 0's weights to every rank,
+  and after each backward averages the gradients over ranks in flat buckets
+  (:func:`speechkd.training.dist.average_gradients`); the lhotse samplers give each rank its share
+  of batches. Why not the ``DistributedDataParallel`` wrapper: its forward runs collectives of its
+  own (bucket rebuild, buffer broadcast), so a task that skips a batch before calling the model on
+  one rank deadlocks every rank (seen here with gloo), and tasks could not call submodules
+  directly. Here the only collectives are the trainer's own, at points every rank reaches. The
+  price is no overlap of gradient communication with the backward pass. Buffers (e.g. BatchNorm
+  statistics) stay per rank; rank 0's are saved. Every rank logs to
+  ``exp_dir/log/train.log.rank{R}``; only rank 0 writes checkpoints, TensorBoard and run info.
+- **Checkpoints** (:mod:`speechkd.training.checkpoint`): ``checkpoint-<step>.pt`` every
+  ``save_every_n`` steps and when ``max_steps`` stops training, ``epoch-<e>.pt`` after each epoch,
+  written atomically. They hold the model, optimizer, scheduler, grad scaler, the position
+  (``epoch``, ``batches_in_epoch``), the step count, counters and the RNG states of every rank.
+  ``fit(resume=True)`` restores the newest one and fast-forwards the data to the same position,
+  so an interrupted run ends with the same parameters as an uninterrupted one.
+- **Bad batches.** A non-finite loss (or gradient norm) on any rank skips the optimizer step on
+  all ranks; the cut ids are logged and counted, and more than ``max_consecutive_bad_batches``
+  in a row stops training with an error. A task may also skip a batch on purpose
+  (``LossOutput.skip(reason)``); those are counted by reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+
+from speechkd.config import to_dict
+from speechkd.data.collate import move_batch
+from speechkd.data.datamodule import set_loader_epoch
+from speechkd.errors import SpeechkdError
+from speechkd.tasks.base import LossOutput, Task, unwrap_model
+from speechkd.training import dist as sdist
+from speechkd.training.checkpoint import (
+    FORMAT_VERSION,
+    capture_rng_state,
+    find_resume_checkpoint,
+    load_checkpoint,
+    prune_step_checkpoints,
+    restore_rng_state,
+    save_checkpoint_atomic,
+    seed_everything,
+)
+from speechkd.training.scheduler import LrScheduler, SchedulerConfig
+
+log = logging.getLogger(__name__)
+
+AMP_KINDS = ("none", "fp16", "bf16")
+LOG_FORMAT = "%(asctime)s %(levelname)s [rank{rank}] [%(filename)s:%(lineno)d] %(message)s"
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW."""
+
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    weight_decay: float = 1e-2
+    eps: float = 1e-8
+
+    def validate(self) -> None:
+        if self.lr <= 0 or len(self.betas) != 2:
+            raise SpeechkdError(f"optimizer: lr must be > 0 and betas two numbers (got {self.lr}, {self.betas})")
+
+
+@dataclass
+class TrainerConfig:
+    num_epochs: int = 10
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    grad_clip: float = 5.0  # max total grad norm; <= 0 disables clipping
+    amp: str = "none"  # none | fp16 | bf16 (CUDA only; ignored with a warning on CPU)
+    seed: int = 42
+    log_every_n: int = 50
+    valid_every_n: int = 3000  # 0: validate only at the end of each epoch
+    save_every_n: int = 2000  # 0: no step checkpoints (epoch checkpoints are always written)
+    keep_last_n: int = 5  # step checkpoints kept; <= 0 keeps all
+    tensorboard: bool = True
+    progress_bar: bool = True
+    max_steps: Optional[int] = None  # stop after this many training batches (smoke tests)
+    max_consecutive_bad_batches: int = 20
+    ddp_backend: str = "auto"  # auto (nccl on GPU, gloo on CPU) | nccl | gloo
+    ddp_bucket_numel: int = 25_000_000  # gradient elements per all-reduce call
+
+    def validate(self) -> None:
+        if self.amp not in AMP_KINDS:
+            raise SpeechkdError(f"trainer.amp must be one of {AMP_KINDS}, got {self.amp!r}")
+        if self.num_epochs < 1:
+            raise SpeechkdError(f"trainer.num_epochs must be >= 1, got {self.num_epochs}")
+        if self.log_every_n < 1:
+            raise SpeechkdError(f"trainer.log_every_n must be >= 1, got {self.log_every_n}")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise SpeechkdError(f"trainer.max_steps must be >= 0, got {self.max_steps}")
+        self.optimizer.validate()
+        self.scheduler.validate()
+
+
+@dataclass
+class TrainState:
+    """Counters saved in checkpoints. ``epoch``/``batches_in_epoch``: where training continues."""
+
+    step: int = 0
+    epoch: int = 1
+    batches_in_epoch: int = 0
+    num_bad_batches: int = 0
+    consecutive_bad_batches: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    last_valid_loss: Optional[float] = None
+
+
+class _Meter:
+    """Running sums of loss, frames, named components and audio seconds over a log interval."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss = 0.0
+        self.frames = 0.0
+        self.audio_s = 0.0
+        self.info: dict[str, float] = {}
+        self.t0 = time.monotonic()
+
+    def add(self, out: LossOutput, loss: float, audio_s: float) -> None:
+        self.loss += loss
+        self.frames += out.num_frames
+        self.audio_s += audio_s
+        for k, v in out.info.items():
+            self.info[k] = self.info.get(k, 0.0) + float(v)
+
+    def per_frame(self) -> dict[str, float]:
+        denom = max(self.frames, 1.0)
+        out = {"loss": self.loss / denom}
+        out.update({k: v / denom for k, v in self.info.items()})
+        return out
+
+    def audio_per_second(self) -> float:
+        return self.audio_s / max(time.monotonic() - self.t0, 1e-9)
+
+
+Hook = Callable[["Trainer"], None]
+
+
+class Trainer:
+    """Trains ``model`` with ``task`` on batches from ``datamodule``.
+
+    Args:
+        cfg: trainer options.
+        model: the module to train (moved to the device; wrapped in DDP when distributed).
+        task: object with ``compute_loss(model, batch, training) -> LossOutput``.
+        datamodule: an :class:`~speechkd.data.datamodule.AsrDataModule`-like object.
+        train_cuts, valid_cuts: lhotse CutSets (``valid_cuts`` may be None).
+        exp_dir: output directory.
+        run_config: resolved configuration dumped to ``exp_dir/config.yaml`` (default: the trainer
+            and data configs).
+        on_step_end: callables run after every training batch (e.g. tests interrupting training).
+    """
+
+    def __init__(
+        self,
+        cfg: TrainerConfig,
+        model: nn.Module,
+        task: Task,
+        datamodule: Any,
+        train_cuts: Any,
+        valid_cuts: Any = None,
+        exp_dir: Union[str, Path] = "exp",
+        run_config: Optional[Mapping[str, Any]] = None,
+        on_step_end: Sequence[Hook] = (),
+    ) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.model = model
+        self.task = task
+        self.datamodule = datamodule
+        self.train_cuts = train_cuts
+        self.valid_cuts = valid_cuts
+        self.exp_dir = Path(exp_dir)
+        self.run_config = run_config
+        self.on_step_end = list(on_step_end)
+        self.state = TrainState()
+        self.dist = sdist.DistInfo()
+        self.device = torch.device("cpu")
+        self._last_valid_step: Optional[int] = None
+
+    # ================================================================ set-up
+    def fit(self, resume: bool = True) -> TrainState:
+        """Train until ``num_epochs`` (or ``max_steps``) are done; returns the final counters."""
+        self.dist, owns_group = sdist.init_distributed(self.cfg.ddp_backend)
+        handler = self._attach_log_file()
+        self._tb = None
+        try:
+            self._setup()
+            if resume:
+                self._maybe_resume()
+            self._train_loop()
+        finally:
+            if self._tb is not None:
+                self._tb.close()
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+            if owns_group:
+                sdist.cleanup_distributed()
+        return self.state
+
+    def _attach_log_file(self) -> logging.Handler:
+        path = self.exp_dir / "log" / f"train.log.rank{self.dist.rank}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path)
+        handler.setLevel(logging.INFO)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT.format(rank=self.dist.rank)))
+        logging.getLogger().addHandler(handler)
+        pkg = logging.getLogger("speechkd")
+        if pkg.getEffectiveLevel() > logging.INFO:
+            pkg.setLevel(logging.INFO)
+        return handler
+
+    def _setup(self) -> None:
+        cfg = self.cfg
+        self.device = sdist.device_for(self.dist)
+        seed_everything(cfg.seed + self.dist.rank)
+        self.amp_dtype = self._amp_dtype()
+        self.model.to(self.device)
+        self.module = self.model
+        if self.dist.distributed:
+            sdist.broadcast_module_state(self.model)
+        oc = cfg.optimizer
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=oc.lr, betas=tuple(oc.betas), weight_decay=oc.weight_decay, eps=oc.eps
+        )
+        self.scheduler = LrScheduler(self.optimizer, cfg.scheduler)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.train_dl = self.datamodule.train_dataloader(self.train_cuts)
+        self.valid_dl = self.datamodule.eval_dataloader(self.valid_cuts) if self.valid_cuts is not None else None
+        if self.dist.is_main:
+            self._write_run_info()
+            if cfg.tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.exp_dir / "tensorboard"))
+        n_params = sum(p.numel() for p in self.model.parameters())
+        log.info(
+            "training on %s, rank %d of %d, %d parameters, amp=%s, exp dir %s",
+            self.device, self.dist.rank, self.dist.world_size, n_params, cfg.amp, self.exp_dir,
+        )
+
+    def _amp_dtype(self) -> Optional[torch.dtype]:
+        if self.cfg.amp == "none":
+            return None
+        if self.device.type != "cuda":
+            log.warning("trainer.amp=%s needs CUDA; training in float32 on %s", self.cfg.amp, self.device)
+            return None
+        return torch.float16 if self.cfg.amp == "fp16" else torch.bfloat16
+
+    def _write_run_info(self) -> None:
+        from speechkd.utils.runinfo import write_run_info
+
+        config = dict(self.run_config) if self.run_config is not None else {
+            "trainer": to_dict(self.cfg),
+            "data": to_dict(getattr(self.datamodule, "cfg", {})),
+        }
+        write_run_info(self.exp_dir, config, name="train")
+
+    # ================================================================ checkpoints
+    def _checkpoint_payload(self) -> dict[str, Any]:
+        rng = sdist.all_gather_object(capture_rng_state())  # collective: every rank calls it
+        return {
+            "format_version": FORMAT_VERSION,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "grad_scaler": self.scaler.state_dict(),
+            "step": self.state.step,
+            "epoch": self.state.epoch,
+            "batches_in_epoch": self.state.batches_in_epoch,
+            "train_state": asdict(self.state),
+            "rng": rng,
+            "world_size": self.dist.world_size,
+            "trainer_config": to_dict(self.cfg),
+        }
+
+    def save(self, name: str) -> Optional[Path]:
+        """Write ``exp_dir/name`` on rank 0 (all ranks must call it: RNG states are gathered)."""
+        payload = self._checkpoint_payload()
+        path = None
+        if self.dist.is_main:
+            path = save_checkpoint_atomic(payload, self.exp_dir / name)
+            if name.startswith("checkpoint-"):
+                prune_step_checkpoints(self.exp_dir, self.cfg.keep_last_n)
+            log.info("saved %s (step %d, epoch %d, batch %d of the epoch)", path, self.state.step,
+                     self.state.epoch, self.state.batches_in_epoch)
+        sdist.barrier()
+        return path
+
+    def _maybe_resume(self) -> None:
+        path = find_resume_checkpoint(self.exp_dir)
+        if path is None:
+            log.info("no checkpoint in %s: starting from scratch", self.exp_dir)
+            return
+        ckpt = load_checkpoint(path)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["grad_scaler"])
+        self.state = TrainState(**ckpt["train_state"])
+        rngs = ckpt["rng"]
+        if ckpt.get("world_size", 1) != self.dist.world_size:
+            log.warning(
+                "%s was written with world size %s, now %d: the data order after resuming is not exact",
+                path, ckpt.get("world_size"), self.dist.world_size,
+            )
+        restore_rng_state(rngs[self.dist.rank % len(rngs)])
+        log.info("resumed from %s: step %d, epoch %d, %d batches into the epoch", path, self.state.step,
+                 self.state.epoch, self.state.batches_in_epoch)
+
+    # ================================================================ loop
+    def _reached_max_steps(self) -> bool:
+        return self.cfg.max_steps is not None and self.state.step >= self.cfg.max_steps
+
+    def _train_loop(self) -> None:
+        cfg, st = self.cfg, self.state
+        self._meter = _Meter()
+        while st.epoch <= cfg.num_epochs:
+            if self._reached_max_steps():
+                break
+            self.scheduler.set_epoch(st.epoch)
+            set_loader_epoch(self.train_dl, st.epoch, st.batches_in_epoch)
+            if self._run_epoch_batches():
+                return
+            self._log_skips()
+            self.validate()
+            st.epoch += 1
+            st.batches_in_epoch = 0
+            self.save(f"epoch-{st.epoch - 1}.pt")
+
+    def _run_epoch_batches(self) -> bool:
+        """Consume the rest of the current epoch; True when ``max_steps`` stopped training."""
+        cfg, st = self.cfg, self.state
+        bar = self._progress_bar()
+        try:
+            for batch in self.train_dl:
+                if self._reached_max_steps():
+                    return True
+                self._train_step(batch)
+                st.step += 1
+                st.batches_in_epoch += 1
+                bar.update(1)
+                for hook in self.on_step_end:
+                    hook(self)
+                if st.step % cfg.log_every_n == 0:
+                    self._log_train(bar)
+                if cfg.valid_every_n > 0 and st.step % cfg.valid_every_n == 0:
+                    self.validate()
+                saved = cfg.save_every_n > 0 and st.step % cfg.save_every_n == 0
+                if saved:
+                    self.save(f"checkpoint-{st.step}.pt")
+                if self._reached_max_steps():
+                    if not saved:
+                        self.save(f"checkpoint-{st.step}.pt")
+                    log.info("reached max_steps=%d", cfg.max_steps)
+                    return True
+        finally:
+            bar.close()
+        return False
+
+    def _progress_bar(self) -> Any:
+        from tqdm import tqdm
+
+        return tqdm(
+            desc=f"epoch {self.state.epoch}",
+            initial=self.state.batches_in_epoch,
+            unit="batch",
+            disable=not (self.dist.is_main and self.cfg.progress_bar),
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _train_step(self, batch: dict[str, Any]) -> bool:
+        """Forward/backward/update on one batch; False when the batch was skipped."""
+        st = self.state
+        self.module.train()
+        self.scheduler.step_batch(st.step)
+        dev_batch = move_batch(batch, self.device)
+        with self._autocast():
+            out = self.task.compute_loss(self.module, dev_batch, True)
+        local_skip = out.loss is None
+        local_bad = not local_skip and not bool(torch.isfinite(out.loss.detach()).all())
+        flags = sdist.all_reduce_sum(torch.tensor([float(local_skip), float(local_bad)], device=self.device))
+        any_skip, any_bad = bool(flags[0] > 0), bool(flags[1] > 0)
+        if any_bad:
+            self._bad_batch(batch["cut_ids"], "non-finite loss" if local_bad else "non-finite loss on another rank")
+            return False
+        if any_skip:
+            reason = (out.skip_reason or "skipped by the task") if local_skip else "skipped on another rank"
+            st.skipped[reason] = st.skipped.get(reason, 0) + 1
+            log.debug("step %d: batch skipped (%s): %s", st.step, reason, batch["cut_ids"])
+            self.optimizer.zero_grad(set_to_none=True)
+            return False
+        self.scaler.scale(out.loss).backward()
+        sdist.average_gradients(list(self.model.parameters()), self.cfg.ddp_bucket_numel)
+        if not self._clip_and_check_grads():
+            self._bad_batch(batch["cut_ids"], "non-finite gradient norm")
+            return False
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        st.consecutive_bad_batches = 0
+        self._meter.add(out, float(out.loss.detach()), self.datamodule.batch_duration(batch))
+        return True
+
+    def _clip_and_check_grads(self) -> bool:
+        """Unscale and clip gradients; False when the total norm is not finite (fp32/bf16 only:
+        with fp16 the grad scaler skips such steps itself and lowers its scale)."""
+        if self.cfg.grad_clip <= 0:
+            return True
+        self.scaler.unscale_(self.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        return self.scaler.is_enabled() or bool(torch.isfinite(norm))
+
+    def _bad_batch(self, cut_ids: list[str], what: str) -> None:
+        st = self.state
+        self.optimizer.zero_grad(set_to_none=True)
+        st.num_bad_batches += 1
+        st.consecutive_bad_batches += 1
+        log.warning(
+            "step %d: %s; batch skipped (%d bad batches so far, %d in a row); cuts: %s",
+            st.step, what, st.num_bad_batches, st.consecutive_bad_batches, " ".join(cut_ids),
+        )
+        if st.consecutive_bad_batches > self.cfg.max_consecutive_bad_batches:
+            raise SpeechkdError(
+                f"{st.consecutive_bad_batches} consecutive bad batches (limit trainer.max_consecutive_bad_batches="
+                f"{self.cfg.max_consecutive_bad_batches}); last cuts: {' '.join(cut_ids)}. Check the data and lr."
+            )
+
+    # ================================================================ logging / validation
+    def _lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+    def _log_train(self, bar: Any) -> None:
+        m, st = self._meter, self.state
+        stats = m.per_frame()
+        speed = m.audio_per_second()
+        comps = ", ".join(f"{k}={v:.4g}" for k, v in stats.items() if k != "loss")
+        log.info(
+            "epoch %d step %d: loss/frame=%.4g%s, lr=%.3g, %.1f s audio/s, bad=%d",
+            st.epoch, st.step, stats["loss"], f" ({comps})" if comps else "", self._lr(), speed, st.num_bad_batches,
+        )
+        bar.set_postfix(loss=f"{stats['loss']:.4g}", lr=f"{self._lr():.2e}", audio_s_per_s=f"{speed:.1f}")
+        if self._tb is not None:
+            for k, v in stats.items():
+                self._tb.add_scalar(f"train/{k}", v, st.step)
+            self._tb.add_scalar("train/lr", self._lr(), st.step)
+            self._tb.add_scalar("train/audio_seconds_per_second", speed, st.step)
+        m.reset()
+
+    def _log_skips(self) -> None:
+        st = self.state
+        if st.skipped or st.num_bad_batches:
+            log.info("after epoch %d: %d bad batches, skipped by reason: %s", st.epoch, st.num_bad_batches, st.skipped)
+
+    @torch.no_grad()
+    def validate(self) -> Optional[float]:
+        """Per-frame validation loss summed over ranks (None without validation cuts)."""
+        if self.valid_dl is None:
+            return None
+        if self._last_valid_step == self.state.step:
+            return self.state.last_valid_loss
+        self._last_valid_step = self.state.step
+        model = unwrap_model(self.module)
+        model.eval()
+        totals = torch.zeros(2, dtype=torch.float64)  # loss, frames
+        info: dict[str, float] = {}
+        num_dropped = 0
+        for batch in self.valid_dl:
+            with self._autocast():
+                out = self.task.compute_loss(model, move_batch(batch, self.device), False)
+            if out.loss is None or not torch.isfinite(out.loss).all():
+                num_dropped += 1
+                log.warning("validation: batch left out (%s); cuts: %s",
+                            out.skip_reason or "non-finite loss", " ".join(batch["cut_ids"]))
+                continue
+            totals += torch.tensor([float(out.loss), out.num_frames], dtype=torch.float64)
+            for k, v in out.info.items():
+                info[k] = info.get(k, 0.0) + float(v)
+        model.train()
+        totals = sdist.all_reduce_sum(totals.to(self.device)).cpu()
+        loss = float(totals[0] / totals[1]) if totals[1] > 0 else math.nan
+        self.state.last_valid_loss = loss
+        comps = ", ".join(f"{k}={v / max(float(totals[1]), 1.0):.4g}" for k, v in info.items())
+        log.info("validation at step %d: loss/frame=%.4g%s, %d batches left out on this rank", self.state.step, loss,
+                 f" ({comps}, this rank)" if comps else "", num_dropped)
+        if self._tb is not None:
+            self._tb.add_scalar("valid/loss", loss, self.state.step)
+        return loss

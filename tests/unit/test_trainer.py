@@ -1,0 +1,145 @@
+"""Trainer: exact mid-epoch resume, bad/skipped batches; checkpoint utilities; lr schedules."""
+
+import math
+
+import pytest
+import torch
+
+from speechkd.data.datamodule import AsrDataModule, DataConfig
+from speechkd.errors import SpeechkdError
+from speechkd.testing.toy import ToyCtcTask, ToyModel, ToyTokenizer, make_toy_cuts
+from speechkd.training.average import average_checkpoints, average_state_dicts, select_checkpoints
+from speechkd.training.checkpoint import find_resume_checkpoint, save_checkpoint_atomic, step_checkpoints
+from speechkd.training.scheduler import SchedulerConfig, lr_factor
+from speechkd.training.trainer import Trainer, TrainerConfig
+
+NUM_EPOCHS = 2
+
+
+@pytest.fixture(scope="module")
+def cuts(tmp_path_factory):
+    return make_toy_cuts(tmp_path_factory.mktemp("tr") / "audio", num_cuts=10, seed=7)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _run(cuts, exp, num_workers=0, task=None, hooks=(), resume=True, **cfg_kw):
+    dm = AsrDataModule(DataConfig(features="on_the_fly", max_duration=5.0, num_buckets=2, num_workers=num_workers,
+                                  max_cut_duration=3.0), tokenizer=ToyTokenizer())
+    torch.manual_seed(0)
+    kw = dict(num_epochs=NUM_EPOCHS, log_every_n=2, save_every_n=3, valid_every_n=4, progress_bar=False,
+              tensorboard=False, scheduler=SchedulerConfig(kind="noam", warmup_steps=3))
+    kw.update(cfg_kw)
+    trainer = Trainer(TrainerConfig(**kw), ToyModel(dropout=0.3), task or ToyCtcTask(), dm, cuts,
+                      cuts.subset(first=3), exp, on_step_end=hooks)
+    state = trainer.fit(resume=resume)
+    return trainer, state
+
+
+@pytest.fixture(scope="module")
+def reference(cuts, tmp_path_factory):
+    trainer, state = _run(cuts, tmp_path_factory.mktemp("ref"))
+    return trainer.model.state_dict(), state
+
+
+def _assert_same(sd_a, sd_b):
+    assert sd_a.keys() == sd_b.keys()
+    for k in sd_a:
+        assert torch.equal(sd_a[k], sd_b[k]), k
+
+
+def test_resume_after_crash_is_exact(cuts, reference, tmp_path):
+    ref_sd, ref_state = reference
+    assert ref_state.step >= 8 and ref_state.epoch == NUM_EPOCHS + 1
+
+    def crash(tr):
+        if tr.state.step == 7:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        _run(cuts, tmp_path, hooks=[crash])
+    assert [s for s, _ in step_checkpoints(tmp_path)] == [3, 6]  # 7 was lost with the crash
+    trainer, state = _run(cuts, tmp_path)
+    assert state.step == ref_state.step
+    _assert_same(trainer.model.state_dict(), ref_sd)
+    assert "resumed from" in (tmp_path / "log" / "train.log.rank0").read_text()
+    # without restoring, a fresh run from step 6's weights would differ (dropout RNG, optimizer)
+    assert not torch.equal(torch.load(tmp_path / "checkpoint-6.pt", weights_only=False)["model"]["out.weight"],
+                           ref_sd["out.weight"])
+
+
+def test_resume_with_max_steps_and_a_worker_is_exact(cuts, reference, tmp_path):
+    ref_sd, ref_state = reference
+    _, state = _run(cuts, tmp_path, num_workers=1, max_steps=4)
+    assert state.step == 4 and (tmp_path / "checkpoint-4.pt").is_file()
+    trainer, state = _run(cuts, tmp_path, num_workers=1)
+    assert state.step == ref_state.step
+    _assert_same(trainer.model.state_dict(), ref_sd)
+
+
+def test_nan_batch_skipped_and_counted(cuts, tmp_path):
+    bad_id = cuts[4].id
+    trainer, state = _run(cuts, tmp_path, task=ToyCtcTask(nan_cut_ids=[bad_id]), num_epochs=1)
+    assert state.num_bad_batches == 1 and state.consecutive_bad_batches == 0
+    # one optimizer update per batch except the bad one
+    adam_steps = {int(s["step"]) for s in trainer.optimizer.state.values()}
+    assert adam_steps == {state.step - 1}
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    log = (tmp_path / "log" / "train.log.rank0").read_text()
+    assert "non-finite loss" in log and bad_id in log
+
+
+def test_too_many_consecutive_bad_batches_is_an_error(cuts, tmp_path):
+    task = ToyCtcTask(nan_cut_ids=[c.id for c in cuts])
+    with pytest.raises(SpeechkdError, match="3 consecutive bad batches"):
+        _run(cuts, tmp_path, task=task, max_consecutive_bad_batches=2)
+
+
+def test_task_skip_counted_by_reason(cuts, tmp_path):
+    trainer, state = _run(cuts, tmp_path, task=ToyCtcTask(skip_cut_ids=[cuts[2].id]), num_epochs=1)
+    assert state.skipped == {"toy: batch holds a cut listed in skip_cut_ids": 1}
+    assert state.num_bad_batches == 0
+
+
+def test_average_checkpoints_hand_made(tmp_path):
+    a = {"w": torch.tensor([1.0, 2.0]), "h": torch.tensor([1.0], dtype=torch.float16), "n": torch.tensor(3)}
+    b = {"w": torch.tensor([3.0, 6.0]), "h": torch.tensor([2.0], dtype=torch.float16), "n": torch.tensor(7)}
+    c = {"w": torch.tensor([5.0, 1.0]), "h": torch.tensor([6.0], dtype=torch.float16), "n": torch.tensor(9)}
+    torch.save({"model": a, "step": 1}, tmp_path / "epoch-1.pt")
+    torch.save({"model": b, "step": 2}, tmp_path / "epoch-2.pt")
+    torch.save(c, tmp_path / "epoch-3.pt")  # a bare state dict
+    avg = average_checkpoints(select_checkpoints(tmp_path, num=2, by="epoch", last=2))
+    assert torch.equal(avg["w"], torch.tensor([2.0, 4.0]))
+    assert avg["h"].dtype == torch.float16 and avg["h"].item() == 1.5
+    assert avg["n"].item() == 7  # int buffer from the last
+    avg3 = average_checkpoints(select_checkpoints(tmp_path, num=3))
+    assert torch.equal(avg3["w"], torch.tensor([3.0, 3.0])) and avg3["n"].item() == 9 and avg3["h"].item() == 3.0
+    with pytest.raises(SpeechkdError, match="found only 3"):
+        select_checkpoints(tmp_path, num=4)
+    with pytest.raises(SpeechkdError, match="different keys"):
+        average_state_dicts([a, {"w": a["w"]}])
+
+
+def test_resume_picks_highest_step_and_atomic_save(tmp_path):
+    save_checkpoint_atomic({"step": 10}, tmp_path / "checkpoint-10.pt")
+    save_checkpoint_atomic({"step": 12}, tmp_path / "epoch-2.pt")
+    save_checkpoint_atomic({"step": 8}, tmp_path / "checkpoint-8.pt")
+    assert find_resume_checkpoint(tmp_path).name == "epoch-2.pt"
+    save_checkpoint_atomic({"step": 14}, tmp_path / "checkpoint-14.pt")
+    assert find_resume_checkpoint(tmp_path).name == "checkpoint-14.pt"
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_lr_factors():
+    eden = SchedulerConfig(kind="eden", warmup_steps=0, lr_steps=100, lr_epochs=2)
+    assert lr_factor(eden, 0, 0) == 1.0
+    assert lr_factor(eden, 100, 2) == pytest.approx(2**-0.25 * 2**-0.25)
+    warm = SchedulerConfig(kind="eden", warmup_steps=10, warmup_start=0.5, lr_steps=1e9, lr_epochs=1e9)
+    assert lr_factor(warm, 4, 0) == pytest.approx(0.7)
+    noam = SchedulerConfig(kind="noam", warmup_steps=10)
+    assert lr_factor(noam, 4, 0) == pytest.approx(0.5)
+    assert lr_factor(noam, 9, 0) == pytest.approx(1.0)
+    assert lr_factor(noam, 39, 0) == pytest.approx(math.sqrt(10 / 40))
+    assert lr_factor(SchedulerConfig(kind="constant", warmup_steps=0), 123, 4) == 1.0
