@@ -344,6 +344,12 @@ class Trainer:
             set_loader_epoch(self.train_dl, st.epoch, st.batches_in_epoch)
             if self._run_epoch_batches():
                 return
+            if st.batches_in_epoch == 0:
+                raise SpeechkdError(
+                    f"epoch {st.epoch} produced no training batch: every bucket was smaller than "
+                    f"max_duration and dropped (data.drop_last=true), or every cut was filtered out; "
+                    f"lower data.num_buckets, set data.drop_last=false, or check the training cuts"
+                )
             self._log_skips()
             self.validate()
             st.epoch += 1

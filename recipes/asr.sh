@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# ASR backbone stages (20-39): train a CTC / pruned-transducer model, average checkpoints, decode, score.
+# Called by egs/<corpus>/run.sh after its data stages; usable on its own:
+#
+#   recipes/asr.sh --config egs/minilibri/conf/ctc.yaml --exp-dir egs/minilibri/exp/ctc \
+#     --cuts-dir egs/minilibri/data/fbank --bpe-model egs/minilibri/data/lang_bpe_256/bpe.model \
+#     --train-parts train --valid-parts dev --test-parts "dev test-clean test-other" --methods ctc-greedy
+#
+# Stages: 20 train, 21 average checkpoints, 30 decode full context, 31 decode chunk-wise (streaming models),
+# 39 WER table (<exp-dir>/decode/wer-table.md).
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SPEECHKD_ROOT=${SPEECHKD_ROOT:-$(cd "$here/.." && pwd)}
+export PYTHONPATH="$SPEECHKD_ROOT${PYTHONPATH:+:$PYTHONPATH}"
+# shellcheck source=lib/lib.sh
+. "$here/lib/lib.sh"
+
+stage=20                  # first stage to run
+stop_stage=39             # last stage to run
+config=                   # experiment YAML (model_preset, model, loss, data, trainer)
+overrides=                # space-separated config overrides, e.g. "trainer.num_epochs=2 data.num_workers=0"
+exp_dir=                  # experiment directory
+cuts_dir=                 # directory with librispeech_cuts_<part>.jsonl.gz
+bpe_model=                # sentencepiece model
+train_parts=train         # space-separated training parts
+valid_parts=dev           # space-separated validation parts
+test_parts="dev test-clean test-other"  # space-separated parts to decode
+avg=3                     # number of epoch checkpoints to average (capped at the number of epochs)
+methods=greedy            # space-separated decoding methods: ctc-greedy greedy beam
+beam_size=4               # beam of modified beam search
+chunk_sizes=              # space-separated streaming chunk sizes (encoder frames); empty: no streaming decode
+left_context=-1           # streaming left context in encoder frames (-1: all)
+nproc=1                   # training processes (torchrun; GPUs or CPU processes)
+help_message="Usage: $0 [options]   (ASR stages 20-39: train, average, decode, score)"
+
+# shellcheck source=lib/parse_options.sh
+. "$here/lib/parse_options.sh"
+
+python=${PYTHON:-python}
+[ -n "$exp_dir" ] || die "--exp-dir is required"
+[ -n "$cuts_dir" ] || die "--cuts-dir is required"
+[ -n "$bpe_model" ] || die "--bpe-model is required"
+read -r -a train_arr <<<"$train_parts"
+read -r -a valid_arr <<<"$valid_parts"
+read -r -a test_arr <<<"$test_parts"
+read -r -a method_arr <<<"$methods"
+read -r -a chunk_arr <<<"$chunk_sizes"
+read -r -a override_arr <<<"$overrides"
+set_args=()
+for o in "${override_arr[@]}"; do set_args+=(--set "$o"); done
+config_args=()
+[ -z "$config" ] || config_args=(--config "$config")
+launcher=("$python")
+[ "$nproc" -le 1 ] || launcher=("$python" -m torch.distributed.run --standalone --nproc_per_node "$nproc")
+key="config=$config overrides=$overrides train=$train_parts bpe=$bpe_model"
+
+if [ "$stage" -le 20 ] && [ "$stop_stage" -ge 20 ]; then
+  log "Stage 20: train ($exp_dir)"
+  require_file "$bpe_model" -- "run the data stages first"
+  if ! stage_done 20 "$exp_dir" "$key"; then
+    "${launcher[@]}" -m speechkd asr train "${config_args[@]}" "${set_args[@]}" --exp-dir "$exp_dir" \
+      --cuts-dir "$cuts_dir" --train-parts "${train_arr[@]}" --valid-parts "${valid_arr[@]}" --bpe-model "$bpe_model"
+    mark_done 20 "$exp_dir" "$key"
+  fi
+fi
+
+if [ "$stage" -le 21 ] && [ "$stop_stage" -ge 21 ]; then
+  log "Stage 21: average the last $avg epoch checkpoints"
+  if ! stage_done 21 "$exp_dir" "$key avg=$avg"; then
+    "$python" -m speechkd asr average --exp-dir "$exp_dir" --avg "$avg" --cap
+    mark_done 21 "$exp_dir" "$key avg=$avg"
+  fi
+fi
+
+if [ "$stage" -le 30 ] && [ "$stop_stage" -ge 30 ]; then
+  log "Stage 30: decode ${test_parts} with ${methods} (full context)"
+  dkey="$key avg=$avg methods=$methods beam=$beam_size parts=$test_parts"
+  if ! stage_done 30 "$exp_dir" "$dkey"; then
+    "$python" -m speechkd asr decode --exp-dir "$exp_dir" --parts "${test_arr[@]}" --methods "${method_arr[@]}" \
+      --beam-size "$beam_size"
+    mark_done 30 "$exp_dir" "$dkey"
+  fi
+fi
+
+if [ "$stage" -le 31 ] && [ "$stop_stage" -ge 31 ] && [ ${#chunk_arr[@]} -gt 0 ]; then
+  log "Stage 31: streaming decode of ${test_parts}, chunk sizes ${chunk_sizes}, left context $left_context"
+  dkey="$key avg=$avg chunks=$chunk_sizes left=$left_context parts=$test_parts"
+  if ! stage_done 31 "$exp_dir" "$dkey"; then
+    "$python" -m speechkd asr decode --exp-dir "$exp_dir" --parts "${test_arr[@]}" --methods greedy \
+      --chunk-sizes "${chunk_arr[@]}" --left-context "$left_context"
+    mark_done 31 "$exp_dir" "$dkey"
+  fi
+fi
+
+if [ "$stage" -le 39 ] && [ "$stop_stage" -ge 39 ]; then
+  log "Stage 39: WER table -> $exp_dir/decode/wer-table.md"
+  require_file "$exp_dir/decode/wer-summary.tsv" -- "run stage 30 first"
+  "$python" -m speechkd score table --summary "$exp_dir/decode/wer-summary.tsv" --sets "${test_arr[@]}" \
+    --output "$exp_dir/decode/wer-table.md"
+fi

@@ -1,0 +1,178 @@
+"""Decode test sets with a trained ASR experiment and score them.
+
+``speechkd asr decode`` wraps :func:`decode_asr`. Methods:
+
+- ``ctc-greedy``: argmax of the CTC head, repeats collapsed, blanks dropped.
+- ``greedy``: transducer greedy search (one symbol per frame by default).
+- ``beam``: transducer modified beam search (``beam_size`` hypotheses, one symbol per frame).
+
+``chunk_size > 0`` decodes a causal model chunk-wise: ``greedy`` then runs real streaming (the
+encoder fed chunk by chunk with its caches, decoder state carried across chunks); the other
+methods encode with the same chunked attention mask (simulated streaming, identical outputs).
+
+Results go to ``<exp_dir>/decode/`` (``recogs-/errs-<set>-<tag>.txt``, trn files) and one
+``wer-summary.tsv`` row per (set, tag), via :func:`speechkd.decoding.scoring.write_results`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+from speechkd.errors import SpeechkdError
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+METHODS = ("ctc-greedy", "greedy", "beam")
+
+
+def decode_tag(method: str, beam_size: int, chunk_size: int, left_context: int) -> str:
+    """Name of a decoding configuration, used in result file names."""
+    tag = f"beam{beam_size}" if method == "beam" else method
+    if chunk_size > 0:
+        tag += f"-chunk{chunk_size}" + (f"-left{left_context}" if left_context >= 0 else "")
+    return tag
+
+
+def load_model_for_decoding(exp_dir: PathLike, checkpoint: Optional[PathLike]) -> tuple[Any, Any, dict[str, Any]]:
+    """(model in eval mode, experiment config, paths) from ``exp_dir`` and a checkpoint file.
+
+    ``checkpoint`` defaults to ``averaged.pt`` when present, else the newest epoch checkpoint.
+    """
+    from speechkd.models.asr import AsrModel
+    from speechkd.training.asr_experiment import AVERAGED_NAME, read_experiment
+    from speechkd.training.checkpoint import epoch_checkpoints, load_checkpoint
+
+    cfg, paths = read_experiment(exp_dir)
+    if checkpoint is None:
+        avg = Path(exp_dir) / AVERAGED_NAME
+        epochs = epoch_checkpoints(exp_dir)
+        if avg.is_file():
+            checkpoint = avg
+        elif epochs:
+            checkpoint = epochs[-1][1]
+        else:
+            raise SpeechkdError(f"no averaged.pt or epoch-*.pt checkpoint in {exp_dir}")
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_absolute() and not checkpoint.is_file():
+        checkpoint = Path(exp_dir) / checkpoint
+    state = load_checkpoint(checkpoint)
+    model = AsrModel(cfg.model)
+    try:
+        model.load_state_dict(state["model"] if "model" in state else state)
+    except RuntimeError as e:
+        raise SpeechkdError(f"checkpoint {checkpoint} does not fit the model in {exp_dir}/config.yaml: {e}") from e
+    log.info("loaded %s", checkpoint)
+    model.eval()
+    return model, cfg, paths
+
+
+def _check_method(model: Any, method: str, chunk_size: int) -> None:
+    if method not in METHODS:
+        raise SpeechkdError(f"unknown decoding method {method!r}; choose from {', '.join(METHODS)}")
+    if method == "ctc-greedy" and model.ctc_output is None:
+        raise SpeechkdError("ctc-greedy decoding needs a model with a CTC head (model.use_ctc=true)")
+    if method in ("greedy", "beam") and model.joiner is None:
+        raise SpeechkdError(f"{method} decoding needs a transducer (model.use_transducer=true)")
+    if chunk_size > 0 and not model.cfg.encoder.causal:
+        raise SpeechkdError(
+            f"chunk_size={chunk_size} needs a causal (streaming) encoder; this model has encoder.causal=false"
+        )
+
+
+def decode_batch(
+    model: Any, batch: dict[str, Any], method: str, beam_size: int, chunk_size: int, left_context: int
+) -> list[list[int]]:
+    """Token ids for every utterance of ``batch`` (inputs (N, T, C), input_lens (N,))."""
+    from speechkd.decoding.ctc import ctc_greedy_search
+    from speechkd.decoding.streaming import streaming_greedy_search
+    from speechkd.decoding.transducer import greedy_search, modified_beam_search
+
+    x, x_lens = batch["inputs"], batch["input_lens"]
+    if method == "greedy" and chunk_size > 0:
+        return streaming_greedy_search(model, x, x_lens, chunk_size=chunk_size, left_context=left_context)
+    enc = model.encode(x, x_lens, chunk_size=chunk_size, left_context=left_context)
+    if method == "ctc-greedy":
+        return ctc_greedy_search(model.ctc_log_probs(enc.out), enc.out_lens, blank_id=model.blank_id)
+    if method == "greedy":
+        return greedy_search(model, enc.out, enc.out_lens)
+    return modified_beam_search(model, enc.out, enc.out_lens, beam=beam_size)
+
+
+def decode_asr(
+    exp_dir: PathLike,
+    parts: Sequence[str],
+    methods: Sequence[str] = ("greedy",),
+    beam_size: int = 4,
+    chunk_sizes: Sequence[int] = (-1,),
+    left_context: int = -1,
+    checkpoint: Optional[PathLike] = None,
+    cuts_dir: Optional[PathLike] = None,
+    bpe_model: Optional[PathLike] = None,
+    max_duration: float = 200.0,
+) -> dict[tuple[str, str], Any]:
+    """Decode ``parts`` with every (method, chunk size) and score them.
+
+    Returns ``{(part, tag): WerStats}``. ``cuts_dir`` and ``bpe_model`` default to the ones
+    recorded at training time. Every combination is checked before any decoding starts.
+    """
+    from speechkd.data.datamodule import AsrDataModule
+    from speechkd.text.tokenizer import Tokenizer
+    from speechkd.training.asr_experiment import load_cuts
+
+    model, cfg, paths = load_model_for_decoding(exp_dir, checkpoint)
+    for method in methods:
+        for chunk in chunk_sizes:
+            _check_method(model, method, chunk)
+    cuts_dir = cuts_dir or paths.get("cuts_dir")
+    bpe_model = bpe_model or paths.get("bpe_model")
+    if not cuts_dir or not bpe_model:
+        raise SpeechkdError("pass --cuts-dir and --bpe-model (not recorded in the experiment's config.yaml)")
+    tokenizer = Tokenizer(bpe_model)
+    data_cfg = cfg.data
+    data_cfg.max_duration = max_duration
+    dm = AsrDataModule(data_cfg, tokenizer=None)
+    out_dir = Path(exp_dir) / "decode"
+    results: dict[tuple[str, str], Any] = {}
+    for part in parts:
+        cuts = load_cuts(cuts_dir, [part])
+        for method in methods:
+            for chunk in chunk_sizes:
+                tag = decode_tag(method, beam_size, chunk, left_context)
+                results[(part, tag)] = _decode_part(
+                    model, dm, cuts, tokenizer, part, tag, out_dir, method, beam_size, chunk, left_context
+                )
+    return results
+
+
+def _decode_part(
+    model: Any,
+    dm: Any,
+    cuts: Any,
+    tokenizer: Any,
+    part: str,
+    tag: str,
+    out_dir: Path,
+    method: str,
+    beam_size: int,
+    chunk_size: int,
+    left_context: int,
+) -> Any:
+    import torch
+
+    from speechkd.decoding.scoring import write_results
+
+    rows: list[tuple[str, str, str]] = []
+    audio_s, t0 = 0.0, time.perf_counter()
+    with torch.inference_mode():
+        for batch in dm.eval_dataloader(cuts):
+            hyps = tokenizer.decode(decode_batch(model, batch, method, beam_size, chunk_size, left_context))
+            rows.extend(zip(batch["cut_ids"], batch["texts"], hyps))
+            audio_s += dm.batch_duration(batch)
+    elapsed = time.perf_counter() - t0
+    stats = write_results(rows, out_dir, part, tag=tag)
+    log.info("%s %s: WER %.2f%% (%d utts), RTF %.4f", part, tag, stats.wer, len(rows), elapsed / max(audio_s, 1e-9))
+    return stats

@@ -1,0 +1,222 @@
+"""ASR task: a batch -> weighted CTC and pruned-transducer losses.
+
+The losses themselves are pure functions in :mod:`speechkd.losses`; this module only glues the
+model's heads to them and applies the weights from :class:`AsrLossConfig`.
+
+Pruned transducer (k2's recipe, as in icefall):
+
+1. ``am = simple_am_proj(enc) (N, T, V)``, ``lm = simple_lm_proj(decoder(blank + y)) (N, U+1, V)``;
+   the smoothed "simple" loss on ``am + lm`` gives occupation gradients ``px_grad, py_grad``.
+2. ``ranges = get_rnnt_prune_ranges(px_grad, py_grad, boundary, prune_range) (N, T, prune_range)``.
+3. The joiner runs only on ``(N, T, prune_range, J)`` pruned inputs, never on ``(N, T, U+1, J)``.
+4. ``loss = simple_scale * simple + pruned_scale * pruned``; during ``warmup_steps`` the simple scale
+   goes from 1.0 down to ``simple_loss_scale`` and the pruned scale from ``pruned_warmup_start``
+   up to 1.0 (the pruned loss is meaningless until the simple loss has found an alignment).
+
+Utterances that CTC cannot align (fewer output frames than tokens plus repeats) are removed from
+the CTC term; a batch with nothing left to train on
+is skipped with a reason (the trainer logs and counts it). Left-out utterances are logged with
+their cut ids and counted in ``AsrTask.num_ctc_infeasible``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import torch
+
+from speechkd.errors import SpeechkdError
+from speechkd.tasks.base import LossOutput
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "k2", "portable")
+
+
+@dataclass
+class AsrLossConfig:
+    """Loss weights and knobs of the ASR task."""
+
+    ctc_weight: float = 0.0  # weight of the CTC loss (needs model.use_ctc)
+    transducer_weight: float = 1.0  # weight of simple+pruned transducer losses (needs use_transducer)
+    simple_loss_scale: float = 0.5  # weight of the simple loss inside the transducer term
+    prune_range: int = 5  # symbols kept per frame by pruning
+    lm_scale: float = 0.25  # lm-only smoothing of the simple loss
+    am_scale: float = 0.0  # am-only smoothing of the simple loss
+    warmup_steps: int = 2000  # steps over which the pruned loss is phased in
+    pruned_warmup_start: float = 0.1  # pruned-loss scale at step 0
+    rnnt_backend: str = "auto"  # auto (k2 when importable) | k2 | portable
+
+    def validate(self) -> None:
+        if self.ctc_weight < 0 or self.transducer_weight < 0 or self.ctc_weight + self.transducer_weight <= 0:
+            raise SpeechkdError(
+                f"loss: ctc_weight={self.ctc_weight} and transducer_weight={self.transducer_weight} "
+                "must be >= 0 and not both 0"
+            )
+        if self.prune_range < 1:
+            raise SpeechkdError(f"loss.prune_range must be >= 1, got {self.prune_range}")
+        if self.rnnt_backend not in BACKENDS:
+            raise SpeechkdError(f"loss.rnnt_backend must be one of {BACKENDS}, got {self.rnnt_backend!r}")
+
+    def check_model(self, use_ctc: bool, use_transducer: bool) -> None:
+        """A loss with weight > 0 needs its head; a head with weight 0 would be unused (DDP error)."""
+        for name, weight, present in (
+            ("ctc", self.ctc_weight, use_ctc),
+            ("transducer", self.transducer_weight, use_transducer),
+        ):
+            if weight > 0 and not present:
+                raise SpeechkdError(f"loss.{name}_weight={weight} but the model has no {name} head")
+            if weight == 0 and present:
+                raise SpeechkdError(
+                    f"loss.{name}_weight=0 but the model has a {name} head that would never train; "
+                    f"set model.use_{name}=false or give it a weight"
+                )
+
+    def scales(self, step: int) -> tuple[float, float]:
+        """(simple_scale, pruned_scale) at training ``step`` (warm-up schedule above)."""
+        if self.warmup_steps <= 0 or step >= self.warmup_steps:
+            return self.simple_loss_scale, 1.0
+        frac = step / self.warmup_steps
+        simple = 1.0 - frac * (1.0 - self.simple_loss_scale)
+        pruned = self.pruned_warmup_start + frac * (1.0 - self.pruned_warmup_start)
+        return simple, pruned
+
+
+def pad_tokens(tokens: list[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """list of N token lists -> (padded (N, U_max) int64, lens (N,) int64)."""
+    lens = torch.tensor([len(t) for t in tokens], dtype=torch.int64, device=device)
+    u_max = int(lens.max().item()) if len(tokens) else 0
+    out = torch.full((len(tokens), u_max), pad, dtype=torch.int64, device=device)
+    for i, t in enumerate(tokens):
+        if t:
+            out[i, : len(t)] = torch.tensor(t, dtype=torch.int64, device=device)
+    return out, lens
+
+
+def transducer_losses(
+    model: Any,
+    enc_out: torch.Tensor,
+    enc_lens: torch.Tensor,
+    tokens: list[list[int]],
+    cfg: AsrLossConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(simple_loss, pruned_loss), each summed over the batch.
+
+    enc_out (N, T, D), enc_lens (N,), tokens: N lists of ids (blank excluded).
+    """
+    from speechkd.losses import rnnt
+
+    decoder, joiner = model.require_transducer()
+    blank = model.blank_id
+    device = enc_out.device
+    y, y_lens = pad_tokens(tokens, pad=0, device=device)  # (N, U)
+    sos_y, _ = pad_tokens([[blank] + t for t in tokens], pad=blank, device=device)  # (N, U+1)
+    dec_out = decoder(sos_y)  # (N, U+1, decoder_dim)
+    boundary = torch.zeros((y.size(0), 4), dtype=torch.int64, device=device)
+    boundary[:, 2] = y_lens
+    boundary[:, 3] = enc_lens
+
+    lm = model.simple_lm_proj(dec_out)  # (N, U+1, V)
+    am = model.simple_am_proj(enc_out)  # (N, T, V)
+    simple_loss, (px_grad, py_grad) = rnnt.rnnt_loss_smoothed(
+        lm=lm.float(),
+        am=am.float(),
+        symbols=y,
+        termination_symbol=blank,
+        lm_only_scale=cfg.lm_scale,
+        am_only_scale=cfg.am_scale,
+        boundary=boundary,
+        reduction="sum",
+        return_grad=True,
+        backend=cfg.rnnt_backend,
+    )
+    ranges = rnnt.get_rnnt_prune_ranges(
+        px_grad=px_grad, py_grad=py_grad, boundary=boundary, s_range=cfg.prune_range, backend=cfg.rnnt_backend
+    )  # (N, T, prune_range)
+    am_pruned, lm_pruned = rnnt.do_rnnt_pruning(
+        am=joiner.encoder_proj(enc_out), lm=joiner.decoder_proj(dec_out), ranges=ranges, backend=cfg.rnnt_backend
+    )  # (N, T, prune_range, J) each
+    logits = joiner(am_pruned, lm_pruned, project_input=False)  # (N, T, prune_range, V)
+    pruned_loss = rnnt.rnnt_loss_pruned(
+        logits=logits.float(),
+        symbols=y,
+        ranges=ranges,
+        termination_symbol=blank,
+        boundary=boundary,
+        reduction="sum",
+        backend=cfg.rnnt_backend,
+    )
+    return simple_loss, pruned_loss
+
+
+def ctc_term(
+    model: Any, enc_out: torch.Tensor, enc_lens: torch.Tensor, tokens: list[list[int]]
+) -> tuple[torch.Tensor, list[int]]:
+    """(CTC loss summed over feasible utterances, indices of the infeasible utterances).
+
+    When no utterance is feasible the loss is ``0 * log_probs.sum()``: zero, but still connected to
+    the CTC head so DDP sees its parameters used.
+    """
+    from speechkd.losses.ctc import ctc_feasible, ctc_loss
+
+    log_probs = model.ctc_log_probs(enc_out)  # (N, T, V)
+    ok = ctc_feasible(enc_lens, tokens)  # (N,) bool
+    bad = (~ok).nonzero(as_tuple=True)[0].tolist()
+    if len(bad) == len(tokens):
+        return log_probs.sum() * 0.0, bad
+    idx = ok.nonzero(as_tuple=True)[0]
+    kept = [tokens[i] for i in idx.tolist()]
+    loss = ctc_loss(log_probs[idx], enc_lens[idx], kept, blank=model.blank_id, reduction="sum")
+    return loss, bad
+
+
+class AsrTask:
+    """CTC and/or pruned-transducer training of :class:`speechkd.models.asr.AsrModel`.
+
+    ``step_fn`` returns the current training step (for the pruned-loss warm-up); the CLI binds it to
+    the trainer's counter so warm-up survives a resume.
+    """
+
+    def __init__(self, cfg: AsrLossConfig, step_fn: Optional[Callable[[], int]] = None) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.step_fn = step_fn or (lambda: 0)
+        self.num_ctc_infeasible = 0  # utterances left out of the CTC loss so far (logged as they occur)
+
+    def compute_loss(self, model: torch.nn.Module, batch: dict[str, Any], training: bool) -> LossOutput:
+        # Everything runs inside model.forward (AsrModel.forward(fn) calls fn(self)) so DDP sees
+        # every submodule call of the step.
+        return model(lambda m: self._losses(m, batch, training))
+
+    def _losses(self, model: Any, batch: dict[str, Any], training: bool) -> LossOutput:
+        cfg = self.cfg
+        tokens: list[list[int]] = batch["tokens"]
+        enc = model.encode(batch["inputs"], batch["input_lens"])
+        num_frames = float(enc.out_lens.sum().item())
+        info: dict[str, float] = {}
+        total: Optional[torch.Tensor] = None
+        if cfg.ctc_weight > 0:
+            ctc, bad = ctc_term(model, enc.out, enc.out_lens, tokens)
+            if bad:
+                self.num_ctc_infeasible += len(bad)
+                log.warning(
+                    "%d utterance(s) too short for CTC left out of the CTC loss (%d so far): %s",
+                    len(bad),
+                    self.num_ctc_infeasible,
+                    " ".join(batch["cut_ids"][i] for i in bad),
+                )
+            if len(bad) == len(tokens) and cfg.transducer_weight == 0:
+                return LossOutput.skip(f"all {len(bad)} utterances are too short for CTC")
+            info["ctc"] = float(ctc.detach()) * cfg.ctc_weight
+            total = cfg.ctc_weight * ctc
+        if cfg.transducer_weight > 0:
+            simple, pruned = transducer_losses(model, enc.out, enc.out_lens, tokens, cfg)
+            s_scale, p_scale = self.cfg.scales(self.step_fn()) if training else (cfg.simple_loss_scale, 1.0)
+            info["simple"] = float(simple.detach())
+            info["pruned"] = float(pruned.detach())
+            tr = cfg.transducer_weight * (s_scale * simple + p_scale * pruned)
+            total = tr if total is None else total + tr
+        assert total is not None
+        return LossOutput(loss=total, num_frames=num_frames, info=info)

@@ -1,0 +1,167 @@
+"""ASR experiment: config, model building, training and checkpoint averaging from recipe paths.
+
+``speechkd asr train`` / ``speechkd asr average`` are thin wrappers around :func:`train_asr` and
+:func:`average_asr`. The experiment YAML has four sections (``model``, ``loss``, ``data``,
+``trainer``) plus ``model_preset``: the preset (``speechkd/models/presets/<name>.yaml``) gives the
+model defaults and the ``model`` section overrides them. ``model.vocab_size`` always comes from the
+BPE model, so a config cannot disagree with the tokenizer.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+from speechkd.config import apply_overrides, from_dict, load_yaml, to_dict
+from speechkd.data.datamodule import DataConfig
+from speechkd.errors import SpeechkdError
+from speechkd.models.asr import AsrModelConfig
+from speechkd.tasks.asr import AsrLossConfig
+from speechkd.training.trainer import TrainerConfig
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+AVERAGED_NAME = "averaged.pt"
+
+
+@dataclass
+class AsrExperimentConfig:
+    """Everything ``speechkd asr train`` needs besides paths."""
+
+    model_preset: str = "mini"
+    model: AsrModelConfig = field(default_factory=AsrModelConfig)
+    loss: AsrLossConfig = field(default_factory=AsrLossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    def validate(self) -> None:
+        self.loss.check_model(self.model.use_ctc, self.model.use_transducer)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_experiment_config(
+    path: Optional[PathLike], overrides: Sequence[str] = (), vocab_size: Optional[int] = None
+) -> AsrExperimentConfig:
+    """Preset model defaults <- YAML ``path`` <- ``overrides``; ``vocab_size`` (from BPE) wins."""
+    from speechkd.models.asr import PRESET_DIR, list_presets
+
+    data = load_yaml(path) if path else {}
+    data = apply_overrides(data, overrides)
+    preset = data.get("model_preset", AsrExperimentConfig.model_preset)
+    preset_path = PRESET_DIR / f"{preset}.yaml"
+    if not preset_path.is_file():
+        raise SpeechkdError(f"unknown model_preset '{preset}'; available: {', '.join(list_presets())}")
+    data["model"] = _deep_merge(load_yaml(preset_path), data.get("model") or {})
+    if vocab_size is not None:
+        given = data["model"].get("vocab_size")
+        if given is not None and given != vocab_size and "model.vocab_size" in " ".join(overrides):
+            raise SpeechkdError(f"model.vocab_size={given} disagrees with the BPE model's {vocab_size}")
+        data["model"]["vocab_size"] = vocab_size
+    return from_dict(AsrExperimentConfig, data)
+
+
+def load_cuts(cuts_dir: PathLike, parts: Sequence[str], prefix: str = "librispeech_cuts") -> Any:
+    """CutSet of ``<cuts_dir>/<prefix>_<part>.jsonl.gz`` for every part, concatenated (lazily)."""
+    from lhotse import CutSet, combine
+
+    paths = [Path(cuts_dir) / f"{prefix}_{p}.jsonl.gz" for p in parts]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise SpeechkdError(f"cut manifest(s) not found: {', '.join(missing)} (run the data stages first)")
+    sets = [CutSet.from_jsonl_lazy(p) for p in paths]
+    return sets[0] if len(sets) == 1 else combine(*sets)
+
+
+def train_asr(
+    config_path: Optional[PathLike],
+    overrides: Sequence[str],
+    exp_dir: PathLike,
+    cuts_dir: PathLike,
+    train_parts: Sequence[str],
+    valid_parts: Sequence[str],
+    bpe_model: PathLike,
+    resume: bool = True,
+) -> None:
+    """Train an :class:`~speechkd.models.asr.AsrModel` (CTC and/or pruned transducer)."""
+    from speechkd.data.datamodule import AsrDataModule
+    from speechkd.models.asr import AsrModel
+    from speechkd.tasks.asr import AsrTask
+    from speechkd.text.tokenizer import Tokenizer
+    from speechkd.training.trainer import Trainer
+
+    tokenizer = Tokenizer(bpe_model)
+    cfg = load_experiment_config(config_path, overrides, vocab_size=tokenizer.vocab_size)
+    if cfg.model.blank_id != tokenizer.blank_id:
+        raise SpeechkdError(f"model.blank_id={cfg.model.blank_id} but the BPE model's blank is {tokenizer.blank_id}")
+    train_cuts = load_cuts(cuts_dir, train_parts)
+    valid_cuts = load_cuts(cuts_dir, valid_parts) if valid_parts else None
+    model = AsrModel(cfg.model)
+    log.info(
+        "model: %.2fM parameters (encoder %.2fM), preset %s, causal=%s",
+        model.num_params() / 1e6,
+        model.num_params(model.encoder) / 1e6,
+        cfg.model_preset,
+        cfg.model.encoder.causal,
+    )
+    task = AsrTask(cfg.loss)
+    dm = AsrDataModule(cfg.data, tokenizer=tokenizer)
+    run_config = to_dict(cfg)
+    run_config["paths"] = {
+        "cuts_dir": str(cuts_dir),
+        "train_parts": list(train_parts),
+        "valid_parts": list(valid_parts),
+        "bpe_model": str(Path(bpe_model).resolve()),
+    }
+    trainer = Trainer(cfg.trainer, model, task, dm, train_cuts, valid_cuts, exp_dir, run_config=run_config)
+    task.step_fn = lambda: trainer.state.step
+    trainer.fit(resume=resume)
+
+
+def read_experiment(exp_dir: PathLike) -> tuple[AsrExperimentConfig, dict[str, Any]]:
+    """The resolved config (and its ``paths`` section) that ``train_asr`` wrote into ``exp_dir``."""
+    path = Path(exp_dir) / "config.yaml"
+    if not path.is_file():
+        raise SpeechkdError(f"{path} not found: is {exp_dir} a speechkd asr experiment dir?")
+    data = load_yaml(path)
+    paths = data.pop("paths", {}) or {}
+    return from_dict(AsrExperimentConfig, data), paths
+
+
+def average_asr(
+    exp_dir: PathLike, avg: int, by: str = "epoch", last: Optional[int] = None, cap: bool = False
+) -> Path:
+    """Average the last ``avg`` checkpoints of ``exp_dir`` into ``exp_dir/averaged.pt``.
+
+    ``cap``: average all available checkpoints when there are fewer than ``avg`` (logged) instead
+    of failing — for short smoke runs.
+    """
+    import torch
+
+    from speechkd.training.average import average_checkpoints, select_checkpoints
+    from speechkd.training.checkpoint import epoch_checkpoints, save_checkpoint_atomic, step_checkpoints
+
+    if cap:
+        found = len(epoch_checkpoints(exp_dir) if by == "epoch" else step_checkpoints(exp_dir))
+        if 0 < found < avg:
+            log.warning("only %d %s checkpoint(s) in %s: averaging %d instead of %d", found, by, exp_dir, found, avg)
+            avg = found
+
+    paths = select_checkpoints(exp_dir, avg, by=by, last=last)
+    log.info("averaging %s", ", ".join(p.name for p in paths))
+    state = average_checkpoints(paths)
+    out = Path(exp_dir) / AVERAGED_NAME
+    save_checkpoint_atomic(
+        {"model": state, "averaged_from": [p.name for p in paths], "torch": torch.__version__, "argv": sys.argv},
+        out,
+    )
+    return out

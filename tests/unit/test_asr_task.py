@@ -1,0 +1,88 @@
+"""The ASR task glue: weights, pruning, CTC feasibility handling, warm-up schedule."""
+
+import pytest
+import torch
+
+from speechkd.errors import SpeechkdError
+from speechkd.models.asr import AsrModel, AsrModelConfig
+from speechkd.models.conformer import EncoderConfig
+from speechkd.tasks.asr import AsrLossConfig, AsrTask, pad_tokens
+
+
+def tiny_model(use_ctc: bool, use_transducer: bool, vocab: int = 7) -> AsrModel:
+    torch.manual_seed(0)
+    enc = EncoderConfig(input_dim=20, subsampling_channels=8, d_model=16, num_layers=1, num_heads=2,
+                        ff_dim=32, conv_kernel=3, dropout=0.0)
+    cfg = AsrModelConfig(encoder=enc, vocab_size=vocab, use_ctc=use_ctc, use_transducer=use_transducer,
+                         decoder_dim=8, joiner_dim=8)
+    return AsrModel(cfg).eval()
+
+
+def batch(lens, tokens, cut_ids=None):
+    torch.manual_seed(1)
+    x = torch.randn(len(lens), max(lens), 20)
+    return {"inputs": x, "input_lens": torch.tensor(lens), "tokens": tokens,
+            "cut_ids": cut_ids or [f"c{i}" for i in range(len(lens))]}
+
+
+def full_rnnt_loss(model, b):
+    """Reference: the full (unpruned) RNN-T loss through the whole joiner, summed over the batch."""
+    from speechkd.losses.rnnt import rnnt_loss
+
+    enc = model.encode(b["inputs"], b["input_lens"])
+    y, y_lens = pad_tokens(b["tokens"], 0, enc.out.device)
+    sos, _ = pad_tokens([[0] + t for t in b["tokens"]], 0, enc.out.device)
+    dec = model.decoder(sos)
+    logits = model.joiner(enc.out.unsqueeze(2), dec.unsqueeze(1))  # (N, T, U+1, V)
+    boundary = torch.zeros(len(b["tokens"]), 4, dtype=torch.int64)
+    boundary[:, 2], boundary[:, 3] = y_lens, enc.out_lens
+    return rnnt_loss(logits.float(), y, termination_symbol=0, boundary=boundary, reduction="sum",
+                     backend="portable")
+
+
+def test_pruned_with_wide_range_equals_full_loss():
+    model = tiny_model(False, True)
+    b = batch([40, 33], [[1, 2, 3], [4, 5]])
+    # prune_range >= U+1 keeps every symbol: the pruned loss must equal the full loss
+    cfg = AsrLossConfig(ctc_weight=0.0, transducer_weight=1.0, prune_range=4, warmup_steps=0,
+                        simple_loss_scale=0.0, rnnt_backend="portable")
+    with torch.no_grad():
+        out = AsrTask(cfg).compute_loss(model, b, training=False)
+        ref = full_rnnt_loss(model, b)
+    assert out.info["pruned"] == pytest.approx(float(ref), rel=1e-5)
+    assert float(out.loss) == pytest.approx(float(ref), rel=1e-5)
+    assert out.num_frames == float((torch.tensor([40, 33]) + 3) // 4 @ torch.ones(2, dtype=torch.long))
+
+
+def test_warmup_scales():
+    cfg = AsrLossConfig(simple_loss_scale=0.5, warmup_steps=100, pruned_warmup_start=0.1)
+    assert cfg.scales(0) == (1.0, pytest.approx(0.1))
+    assert cfg.scales(50) == (pytest.approx(0.75), pytest.approx(0.55))
+    assert cfg.scales(100) == (0.5, 1.0)
+
+
+def test_ctc_infeasible_utterance_left_out_and_counted(caplog):
+    model = tiny_model(True, False)
+    # 8 input frames -> 2 encoder frames: 3 tokens cannot fit; 40 frames -> 10 frames fit
+    b = batch([40, 8], [[1, 2, 3], [1, 2, 3]], ["ok", "short"])
+    cfg = AsrLossConfig(ctc_weight=1.0, transducer_weight=0.0)
+    task = AsrTask(cfg)
+    with torch.no_grad():
+        out = task.compute_loss(model, b, training=True)
+        only_ok = task.compute_loss(model, batch([40], [[1, 2, 3]], ["ok"]), training=True)
+    assert task.num_ctc_infeasible == 1
+    assert "short" in caplog.text
+    assert float(out.loss) == pytest.approx(float(only_ok.loss), rel=1e-5)
+    # a batch where nothing is feasible is skipped with a reason
+    with torch.no_grad():
+        skipped = task.compute_loss(model, batch([8], [[1, 2, 3]], ["short"]), training=True)
+    assert skipped.skipped and "too short" in skipped.skip_reason
+
+
+def test_loss_weights_must_match_heads():
+    with pytest.raises(SpeechkdError, match="no ctc head"):
+        AsrLossConfig(ctc_weight=0.5).check_model(use_ctc=False, use_transducer=True)
+    with pytest.raises(SpeechkdError, match="never train"):
+        AsrLossConfig(ctc_weight=0.0).check_model(use_ctc=True, use_transducer=True)
+    with pytest.raises(SpeechkdError, match="not both 0"):
+        AsrLossConfig(ctc_weight=0.0, transducer_weight=0.0).validate()
