@@ -44,5 +44,5 @@ if ! "$venv/bin/python" -c "import torch" >/dev/null 2>&1; then
   "${pip[@]}" "$torch_spec"
 fi
 log "installing speechkd (editable) with extras dev,whisper,minilibri"
-"${pip[@]}" -e "$root[dev,whisper,minilibri]"
+"${pip[@]}" -e "${root}[dev,whisper,minilibri]"
 log "done: activate with 'source $venv/bin/activate'"

@@ -152,8 +152,6 @@ def _add_num_jobs(p: argparse.ArgumentParser, what: str) -> None:
 def add_download_command(reg: Any) -> None:
     """Register ``data download-librispeech``.
 
-    Not called by :func:`register` while ``speechkd/cli/minilibri.py`` registers a command of the
-    same name (argparse refuses duplicates); the project lead picks one of the two.
     """
     p = reg.command(
         "data",
@@ -182,6 +180,7 @@ def add_download_command(reg: Any) -> None:
 
 
 def register(reg: Any) -> None:
+    add_download_command(reg)
     p = reg.command(
         "data",
         "prepare-librispeech",

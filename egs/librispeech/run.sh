@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# LibriSpeech: data stages (download, manifests, fbank, BPE, summary), then the method stages.
+#
+#   PYTHON=../../.venv/bin/python ./run.sh --corpus-dir /data/LibriSpeech --stop-stage 4
+#   PYTHON=../../.venv/bin/python ./run.sh --download true --train-parts train-clean-100   # needs internet
+#   ./run.sh --help
+#
+# Stages: 0 download (only with --download true), 1 lhotse manifests, 2 fbank features (+ speed
+# perturbation of the train parts), 3 BPE model, 4 summary table.
+# Finished stages are skipped (markers under <data-dir>/.done/). Stages 1 and 2 also skip parts whose
+# output manifests exist (resume after a crash): to recompute a part, delete its manifests as well as
+# the stage marker. Relative paths are relative to this directory (the script cds here).
+set -euo pipefail
+cd "$(dirname "$0")"
+# shellcheck source=path.sh
+. ./path.sh
+
+stage=0                  # first stage to run
+stop_stage=100           # last stage to run
+nj=16                    # parallel jobs (processes)
+download=false           # stage 0: download the parts from openslr.org into <download-dir>/LibriSpeech
+download_dir=download    # where stage 0 downloads and unpacks
+corpus_dir=download/LibriSpeech  # LibriSpeech directory holding the parts (<download-dir>/LibriSpeech with --download true)
+train_parts="train-clean-100 train-clean-360 train-other-500"  # training parts
+eval_parts="dev-clean dev-other test-clean test-other"  # dev/test parts
+bpe_part=train-clean-100 # part whose transcripts train the BPE model
+data_dir=data            # manifests, features, BPE model, stage markers
+exp_dir=exp              # models and results of the method stages
+speed_perturb=true       # add 0.9/1.1 speed-perturbed copies of the train parts
+vocab_size=500           # BPE vocabulary size
+help_message="Usage: $0 [options]   (LibriSpeech data stages 0-4, then the method stages)"
+
+# shellcheck source=../../recipes/lib/parse_options.sh
+. "$SPEECHKD_ROOT/recipes/lib/parse_options.sh"
+
+if [ "$download" = true ]; then
+  corpus_dir=$download_dir/LibriSpeech
+fi
+read -r -a train_list <<<"$train_parts"
+read -r -a eval_list <<<"$eval_parts"
+parts=("${train_list[@]}" "${eval_list[@]}")
+manifest_dir=$data_dir/manifests
+fbank_dir=$data_dir/fbank
+lang_dir=$data_dir/lang_bpe_$vocab_size
+sp_args=()
+if [ "$speed_perturb" = true ]; then
+  sp_args=(--speed-perturb-parts "${train_list[@]}")
+fi
+bpe_cuts=$fbank_dir/librispeech_cuts_$bpe_part.jsonl.gz
+
+if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
+  if [ "$download" = true ]; then
+    log "Stage 0: download ${parts[*]} into $download_dir"
+    key="download=$download_dir parts=${parts[*]}"
+    if ! stage_done 0 "$data_dir" "$key"; then
+      "$python" -m speechkd data download-librispeech --target-dir "$download_dir" --parts "${parts[@]}"
+      mark_done 0 "$data_dir" "$key"
+    fi
+  else
+    log "Stage 0: no download (--download false); using $corpus_dir"
+  fi
+fi
+
+if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
+  log "Stage 1: lhotse manifests of ${parts[*]}"
+  require_file "$corpus_dir" -- "run with --download true or point --corpus-dir at LibriSpeech"
+  key="corpus=$corpus_dir parts=${parts[*]}"
+  if ! stage_done 1 "$data_dir" "$key"; then
+    "$python" -m speechkd data prepare-librispeech --corpus-dir "$corpus_dir" --output-dir "$manifest_dir" \
+      --parts "${parts[@]}" --num-jobs "$nj"
+    mark_done 1 "$data_dir" "$key"
+  fi
+fi
+
+if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+  log "Stage 2: fbank features (speed perturbation: $speed_perturb)"
+  key="parts=${parts[*]} speed_perturb=$speed_perturb"
+  if ! stage_done 2 "$data_dir" "$key"; then
+    "$python" -m speechkd data fbank --manifest-dir "$manifest_dir" --output-dir "$fbank_dir" \
+      --parts "${parts[@]}" --num-jobs "$nj" "${sp_args[@]}"
+    mark_done 2 "$data_dir" "$key"
+  fi
+fi
+
+if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
+  log "Stage 3: BPE model, vocabulary $vocab_size, trained on $bpe_part, in $lang_dir"
+  key="vocab=$vocab_size bpe_part=$bpe_part"
+  if ! stage_done 3 "$data_dir" "$key"; then
+    "$python" -m speechkd data bpe --cuts "$bpe_cuts" --output-dir "$lang_dir" --vocab-size "$vocab_size" \
+      --overwrite
+    mark_done 3 "$data_dir" "$key"
+  fi
+fi
+
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+  log "Stage 4: corpus summary table"
+  key="parts=${parts[*]}"
+  if ! stage_done 4 "$data_dir" "$key"; then
+    "$python" -m speechkd data summary --manifest-dir "$manifest_dir" --output "$data_dir/summary.tsv"
+    mark_done 4 "$data_dir" "$key"
+  fi
+fi
+
+# ==================================================================================================
+# Method stages (10-39: teacher targets, training, decoding) go here, e.g. the ASR baseline:
+#   recipes/asr.sh --stage "$stage" --stop-stage "$stop_stage" --data-dir "$data_dir" \
+#     --lang-dir "$lang_dir" --exp-dir "$exp_dir/asr" ...
+# (wired in by the method recipes; the data stages above are all this script does so far)
+# shellcheck disable=SC2034  # used by the method stages
+method_exp_dir=$exp_dir
+# ==================================================================================================
+
+log "Done (stages $stage-$stop_stage)"

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# MiniLibri: an offline mini corpus in LibriSpeech layout (TTS voices reading public-domain sentences for
+# train/dev/test-clean, real recorded speech for test-other), then the same data stages as
+# egs/librispeech/run.sh, then the method stages.
+#
+#   PYTHON=../../.venv/bin/python ./run.sh                        # ~1 h of train audio, stages 0-4 (+ methods)
+#   PYTHON=../../.venv/bin/python ./run.sh --tiny true --stop-stage 4   # a few dozen utterances, seconds
+#   ./run.sh --help
+#
+# Stages: 0 build the corpus, 1 lhotse manifests, 2 fbank features, 3 BPE model, 4 summary table.
+# Finished stages are skipped (markers under <data-dir>/.done/); a stage that runs recomputes its outputs
+# (--overwrite). Relative paths are relative to this directory (the script cds here).
+set -euo pipefail
+cd "$(dirname "$0")"
+# shellcheck source=path.sh
+. ./path.sh
+
+stage=0                  # first stage to run
+stop_stage=100           # last stage to run
+nj=4                     # parallel jobs (processes)
+tiny=false               # build the tiny corpus: a few dozen utterances (tests, smoke runs)
+train_minutes=60         # planned train audio of the corpus in minutes (not used with --tiny true)
+seed=0                   # sentence shuffling seed of the corpus
+download_dir=download    # the corpus is built in <download-dir>/MiniLibri
+data_dir=data            # manifests, features, BPE model, stage markers
+exp_dir=exp              # models and results of the method stages
+speed_perturb=false      # add 0.9/1.1 speed-perturbed copies of the train cuts
+vocab_size=256           # BPE vocabulary size (about 1 h of text)
+tiny_vocab_size=48       # BPE vocabulary size with --tiny true
+methods=asr              # method recipes to run after the data stages, in order (asr)
+asr_models="ctc transducer"  # ASR baselines: conf/asr_<name>.yaml each (exp/asr_<name>)
+asr_overrides=           # space-separated config overrides for every ASR model, e.g. "trainer.num_epochs=2"
+ctc_decode_methods=ctc-greedy  # decoding methods of the ctc model
+transducer_decode_methods="greedy beam"  # decoding methods of transducer models
+chunk_sizes="8 16"       # streaming decoding chunk sizes (encoder frames of 40 ms) of transducer models
+avg=3                    # epoch checkpoints averaged for decoding
+help_message="Usage: $0 [options]   (MiniLibri data stages 0-4, then the method stages 10-49)"
+
+# shellcheck source=../../recipes/lib/parse_options.sh
+. "$SPEECHKD_ROOT/recipes/lib/parse_options.sh"
+
+corpus_dir=$download_dir/MiniLibri
+train_part=train
+parts=(train dev test-clean test-other)
+manifest_dir=$data_dir/manifests
+fbank_dir=$data_dir/fbank
+corpus_args=(--train-minutes "$train_minutes")
+sp_args=()
+if [ "$tiny" = true ]; then
+  corpus_args=(--tiny)
+  vocab_size=$tiny_vocab_size
+fi
+if [ "$speed_perturb" = true ]; then
+  sp_args=(--speed-perturb-parts "$train_part")
+fi
+lang_dir=$data_dir/lang_bpe_$vocab_size
+read -r -a method_arr <<<"$methods"
+read -r -a asr_model_arr <<<"$asr_models"
+# shellcheck disable=SC2034  # used by the method stages below
+train_cuts=$fbank_dir/librispeech_cuts_$train_part.jsonl.gz
+
+if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
+  log "Stage 0: build the mini corpus in $corpus_dir (tiny=$tiny)"
+  key="corpus=$corpus_dir ${corpus_args[*]} seed=$seed"
+  if ! stage_done 0 "$data_dir" "$key"; then
+    "$python" -m speechkd data make-minilibri --output-dir "$corpus_dir" "${corpus_args[@]}" \
+      --seed "$seed" --num-jobs "$nj"
+    mark_done 0 "$data_dir" "$key"
+  fi
+fi
+
+if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
+  log "Stage 1: lhotse manifests of ${parts[*]}"
+  key="corpus=$corpus_dir ${corpus_args[*]} seed=$seed parts=${parts[*]}"
+  if ! stage_done 1 "$data_dir" "$key"; then
+    "$python" -m speechkd data prepare-librispeech --corpus-dir "$corpus_dir" --output-dir "$manifest_dir" \
+      --parts "${parts[@]}" --num-jobs "$nj" --overwrite
+    mark_done 1 "$data_dir" "$key"
+  fi
+fi
+
+if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+  log "Stage 2: fbank features (speed perturbation: $speed_perturb)"
+  key="parts=${parts[*]} speed_perturb=$speed_perturb"
+  if ! stage_done 2 "$data_dir" "$key"; then
+    "$python" -m speechkd data fbank --manifest-dir "$manifest_dir" --output-dir "$fbank_dir" \
+      --parts "${parts[@]}" --num-jobs "$nj" --overwrite "${sp_args[@]}"
+    mark_done 2 "$data_dir" "$key"
+  fi
+fi
+
+if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
+  log "Stage 3: BPE model, vocabulary $vocab_size, in $lang_dir"
+  key="vocab=$vocab_size train=$train_part"
+  if ! stage_done 3 "$data_dir" "$key"; then
+    "$python" -m speechkd data bpe --cuts "$train_cuts" --output-dir "$lang_dir" --vocab-size "$vocab_size" \
+      --overwrite
+    mark_done 3 "$data_dir" "$key"
+  fi
+fi
+
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+  log "Stage 4: corpus summary table"
+  key="parts=${parts[*]}"
+  if ! stage_done 4 "$data_dir" "$key"; then
+    "$python" -m speechkd data summary --manifest-dir "$manifest_dir" --output "$data_dir/summary.tsv"
+    mark_done 4 "$data_dir" "$key"
+  fi
+fi
+
+# ==================================================================================================
+# Method stages (10-39 targets/training/decoding, 40+ export), one recipe per method, in --methods order.
+if [ "$stop_stage" -ge 10 ]; then
+  for method in "${method_arr[@]}"; do
+    case $method in
+      asr)
+        # Baselines: one experiment per --asr-models entry, conf/asr_<name>.yaml, exp/asr_<name>.
+        for model in "${asr_model_arr[@]}"; do
+          model_methods=$ctc_decode_methods
+          chunks=
+          if [ "$model" != ctc ]; then
+            model_methods=$transducer_decode_methods
+            chunks=$chunk_sizes
+          fi
+          "$SPEECHKD_ROOT/recipes/asr.sh" --stage "$stage" --stop-stage "$stop_stage" \
+            --config "conf/asr_$model.yaml" --overrides "$asr_overrides" --exp-dir "$exp_dir/asr_$model" \
+            --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" --train-parts "$train_part" \
+            --valid-parts dev --test-parts "dev test-clean test-other" --methods "$model_methods" \
+            --chunk-sizes "$chunks" --avg "$avg"
+        done
+        ;;
+      *) die "unknown method '$method' in --methods (known: asr)" ;;
+    esac
+  done
+fi
+# ==================================================================================================
+
+log "Done (stages $stage-$stop_stage)"

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Helpers shared by every recipe script (source it; it defines functions only).
+#
+#   log "Stage 3: train BPE"          -> "2024-05-01 12:00:00 (run.sh:42) Stage 3: train BPE" on stderr
+#   die "message"                     -> log + exit 1
+#   require_file FILE... [-- HINT]    -> error naming each missing file (and the hint, e.g. the stage to run)
+#   stage_done N DIR KEY...           -> 0 (and logs "Stage N: already done (remove <marker> to redo)")
+#                                        when stage N finished before with the same KEY
+#   mark_done N DIR KEY...            -> records that stage N finished with KEY
+#
+# Stage pattern (every stage is exactly one `python -m speechkd ...` call):
+#
+#   if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
+#     log "Stage 3: BPE model, vocab $vocab_size"
+#     key="vocab=$vocab_size train=$train_part"          # the options that change the stage's output
+#     if ! stage_done 3 "$data_dir" "$key"; then
+#       "$python" -m speechkd data bpe ...
+#       mark_done 3 "$data_dir" "$key"
+#     fi
+#   fi
+#
+# Markers live in DIR/.done/stage<N>.<hash of KEY>; a changed KEY (e.g. another vocab size) runs the stage
+# again, and removing the marker forces a rerun. A marker holds the key and the time it was written.
+
+log() {
+  local caller=${BASH_SOURCE[1]:-$0}
+  echo "$(date '+%F %T') (${caller##*/}:${BASH_LINENO[0]:-0}) $*" >&2
+}
+
+die() {
+  local caller=${BASH_SOURCE[1]:-$0}
+  echo "$(date '+%F %T') (${caller##*/}:${BASH_LINENO[0]:-0}) ERROR: $*" >&2
+  exit 1
+}
+
+require_file() {
+  local missing=() hint="" f
+  while [ $# -gt 0 ]; do
+    if [ "$1" = "--" ]; then
+      shift
+      hint=" ($*)"
+      break
+    fi
+    [ -e "$1" ] || missing+=("$1")
+    shift
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    for f in "${missing[@]}"; do
+      echo "$(date '+%F %T') (${BASH_SOURCE[1]##*/}:${BASH_LINENO[0]:-0}) ERROR: missing file $f$hint" >&2
+    done
+    exit 1
+  fi
+}
+
+# stage_marker N DIR KEY...: the marker path of stage N for KEY.
+stage_marker() {
+  local n=$1 dir=$2 sum
+  shift 2
+  sum=$(printf '%s\0' "$@" | cksum | cut -d' ' -f1)
+  echo "$dir/.done/stage$n.$sum"
+}
+
+stage_done() {
+  local marker
+  marker=$(stage_marker "$@")
+  if [ -f "$marker" ]; then
+    echo "$(date '+%F %T') (${BASH_SOURCE[1]##*/}:${BASH_LINENO[0]:-0}) Stage $1: already done (remove $marker to redo)" >&2
+    return 0
+  fi
+  return 1
+}
+
+mark_done() {
+  local marker
+  marker=$(stage_marker "$@")
+  mkdir -p "$(dirname "$marker")"
+  shift 2
+  { printf 'key:'; printf ' %q' "$@"; printf '\ndone: %s\n' "$(date '+%F %T')"; } >"$marker"
+}

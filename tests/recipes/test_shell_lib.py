@@ -1,0 +1,144 @@
+"""recipes/lib/parse_options.sh and lib.sh semantics (small bash scripts run via subprocess), and
+shellcheck on every shell script of the repository."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LIB = ROOT / "recipes" / "lib"
+
+OPTION_SCRIPT = """\
+#!/usr/bin/env bash
+set -euo pipefail
+stage=0            # first stage to run
+stop_stage=100     # last stage to run
+data_dir=data      # where data goes
+use_gpu=false      # boolean knob
+help_message="Usage: demo.sh [options] <positional>"
+. {lib}/parse_options.sh
+echo "stage=$stage stop_stage=$stop_stage data_dir=$data_dir use_gpu=$use_gpu rest=$*"
+"""
+
+
+@pytest.fixture()
+def demo(tmp_path: Path) -> Path:
+    script = tmp_path / "demo.sh"
+    script.write_text(OPTION_SCRIPT.format(lib=LIB))
+    return script
+
+
+def run_bash(script: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(script), *args], capture_output=True, text=True, timeout=30, env=env)
+
+
+def test_options_set_values_dashes_to_underscores(demo: Path) -> None:
+    res = run_bash(demo, "--stage", "3", "--stop-stage=7", "--data-dir", "/x y", "--use-gpu", "true", "pos1", "pos2")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "stage=3 stop_stage=7 data_dir=/x y use_gpu=true rest=pos1 pos2"
+
+
+def test_defaults_kept_without_options(demo: Path) -> None:
+    res = run_bash(demo)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "stage=0 stop_stage=100 data_dir=data use_gpu=false rest="
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--bogus", "1"], "unknown option --bogus"),
+        (["--path", "/tmp"], "unknown option --path"),  # an env variable, not an option of the block
+        (["--help-message", "x"], "unknown option --help-message"),
+        (["--use-gpu", "yes"], "option --use-gpu is boolean"),
+        (["--stage"], "option --stage needs a value"),
+    ],
+)
+def test_bad_options_are_errors(demo: Path, args: list[str], message: str) -> None:
+    res = run_bash(demo, *args)
+    assert res.returncode == 1
+    assert message in res.stderr
+    assert res.stdout == ""
+
+
+def test_help_lists_options_defaults_and_comments(demo: Path) -> None:
+    res = run_bash(demo, "--stage", "5", "--help")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert out.startswith("Usage: demo.sh [options] <positional>")
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  --")}
+    assert list(lines) == ["--stage", "--stop-stage", "--data-dir", "--use-gpu"]
+    assert "[5]" in lines["--stage"] and "first stage to run" in lines["--stage"]  # value after parsing so far
+    assert "[false]" in lines["--use-gpu"] and "boolean knob" in lines["--use-gpu"]
+
+
+LIB_SCRIPT = """\
+#!/usr/bin/env bash
+set -euo pipefail
+. {lib}/lib.sh
+dir=$1; key=$2
+if ! stage_done 3 "$dir" "$key"; then
+  echo RAN
+  mark_done 3 "$dir" "$key"
+fi
+log "finished"
+"""
+
+
+def test_stage_markers_skip_same_key_and_rerun_new_key(tmp_path: Path) -> None:
+    script = tmp_path / "lib_demo.sh"
+    script.write_text(LIB_SCRIPT.format(lib=LIB))
+    first = run_bash(script, str(tmp_path / "d"), "vocab=256")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == "RAN\n"
+    assert "(lib_demo.sh:9) finished" in first.stderr  # log names the calling file:line
+    again = run_bash(script, str(tmp_path / "d"), "vocab=256")
+    assert again.stdout == ""
+    markers = list((tmp_path / "d" / ".done").iterdir())
+    assert len(markers) == 1 and markers[0].name.startswith("stage3.")
+    assert f"Stage 3: already done (remove {markers[0]} to redo)" in again.stderr
+    other = run_bash(script, str(tmp_path / "d"), "vocab=500")
+    assert other.stdout == "RAN\n"
+    markers[0].unlink()
+    redo = run_bash(script, str(tmp_path / "d"), "vocab=256")
+    assert redo.stdout == "RAN\n"
+
+
+def test_require_file_names_missing_file(tmp_path: Path) -> None:
+    script = tmp_path / "req.sh"
+    present = tmp_path / "present.txt"
+    present.write_text("x")
+    script.write_text(
+        textwrap.dedent(
+            f"""\
+            set -euo pipefail
+            . {LIB}/lib.sh
+            require_file {present} {tmp_path}/absent.txt -- run stage 1 first
+            echo unreachable
+            """
+        )
+    )
+    res = run_bash(script)
+    assert res.returncode == 1
+    assert f"missing file {tmp_path}/absent.txt (run stage 1 first)" in res.stderr
+    assert "present.txt" not in res.stderr and res.stdout == ""
+
+
+def shell_scripts() -> list[Path]:
+    skip = {".venv", ".git", "node_modules"}
+    return sorted(p for p in ROOT.rglob("*.sh") if not skip.intersection(p.relative_to(ROOT).parts))
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+def test_shellcheck_clean() -> None:
+    scripts = shell_scripts()
+    assert any(p.name == "parse_options.sh" for p in scripts)
+    res = subprocess.run(
+        ["shellcheck", "-x", *map(str, scripts)], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
