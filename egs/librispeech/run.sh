@@ -29,7 +29,15 @@ data_dir=data            # manifests, features, BPE model, stage markers
 exp_dir=exp              # models and results of the method stages
 speed_perturb=true       # add 0.9/1.1 speed-perturbed copies of the train parts
 vocab_size=500           # BPE vocabulary size
-help_message="Usage: $0 [options]   (LibriSpeech data stages 0-4, then the method stages)"
+methods=asr              # method recipes to run after the data stages, in order (asr)
+asr_models=transducer_small  # ASR baselines: conf/asr_<name>.yaml each (exp/asr_<name>); also ctc_small
+asr_overrides=           # space-separated config overrides for every ASR model, e.g. "trainer.amp=bf16"
+ctc_decode_methods=ctc-greedy  # decoding methods of ctc models
+transducer_decode_methods="greedy beam"  # decoding methods of transducer models
+chunk_sizes="8 16 32"    # streaming decoding chunk sizes (encoder frames of 40 ms) of transducer models
+avg=5                    # epoch checkpoints averaged for decoding
+nproc=1                  # training processes (GPUs) per experiment, via torchrun
+help_message="Usage: $0 [options]   (LibriSpeech data stages 0-4, then the method stages 10-49)"
 
 # shellcheck source=../../recipes/lib/parse_options.sh
 . "$SPEECHKD_ROOT/recipes/lib/parse_options.sh"
@@ -48,6 +56,8 @@ if [ "$speed_perturb" = true ]; then
   sp_args=(--speed-perturb-parts "${train_list[@]}")
 fi
 bpe_cuts=$fbank_dir/librispeech_cuts_$bpe_part.jsonl.gz
+read -r -a method_arr <<<"$methods"
+read -r -a asr_model_arr <<<"$asr_models"
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   if [ "$download" = true ]; then
@@ -103,12 +113,30 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
 fi
 
 # ==================================================================================================
-# Method stages (10-39: teacher targets, training, decoding) go here, e.g. the ASR baseline:
-#   recipes/asr.sh --stage "$stage" --stop-stage "$stop_stage" --data-dir "$data_dir" \
-#     --lang-dir "$lang_dir" --exp-dir "$exp_dir/asr" ...
-# (wired in by the method recipes; the data stages above are all this script does so far)
-# shellcheck disable=SC2034  # used by the method stages
-method_exp_dir=$exp_dir
+# Method stages (10-39 targets/training/decoding, 40+ export), one recipe per method, in --methods order.
+if [ "$stop_stage" -ge 10 ]; then
+  for method in "${method_arr[@]}"; do
+    case $method in
+      asr)
+        # Baselines: one experiment per --asr-models entry, conf/asr_<name>.yaml, exp/asr_<name>.
+        for model in "${asr_model_arr[@]}"; do
+          model_methods=$transducer_decode_methods
+          chunks=$chunk_sizes
+          if [[ $model == ctc* ]]; then
+            model_methods=$ctc_decode_methods
+            chunks=
+          fi
+          "$SPEECHKD_ROOT/recipes/asr.sh" --stage "$stage" --stop-stage "$stop_stage" \
+            --config "conf/asr_$model.yaml" --overrides "$asr_overrides" --exp-dir "$exp_dir/asr_$model" \
+            --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" --train-parts "$train_parts" \
+            --valid-parts "dev-clean dev-other" --test-parts "$eval_parts" --methods "$model_methods" \
+            --chunk-sizes "$chunks" --avg "$avg" --nproc "$nproc"
+        done
+        ;;
+      *) die "unknown method '$method' in --methods (known: asr)" ;;
+    esac
+  done
+fi
 # ==================================================================================================
 
 log "Done (stages $stage-$stop_stage)"

@@ -1,0 +1,48 @@
+"""Smoke run of egs/minilibri/run.sh --tiny true through the ASR stages (20-39) with tiny models."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from test_minilibri_data import TINY_VOCAB, run_recipe, stages_run
+
+TINY_MODEL = (
+    "trainer.num_epochs=2 trainer.progress_bar=false trainer.tensorboard=false "
+    "data.num_workers=0 data.num_buckets=2 data.drop_last=false "
+    "model.encoder.num_layers=2 model.encoder.d_model=64 model.encoder.ff_dim=128 "
+    "model.decoder_dim=64 model.joiner_dim=64"
+)
+SETS = ("dev", "test-clean", "test-other")
+TAGS = {"asr_ctc": ("ctc-greedy",), "asr_transducer": ("greedy", "beam4", "greedy-chunk8", "greedy-chunk16")}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(any(shutil.which(t) is None for t in ("sox", "bible", "espeak-ng")), reason="TTS tools missing")
+def test_tiny_asr_stages(tmp_path: Path) -> None:
+    first = run_recipe(tmp_path, "--stop-stage", "39", "--asr-overrides", TINY_MODEL, timeout=900)
+    # ctc: no streaming stage (31); transducer: all of them
+    assert stages_run(first.stderr) == [0, 1, 2, 3, 4, 20, 21, 30, 39, 20, 21, 30, 31, 39]
+    for model, tags in TAGS.items():
+        exp = tmp_path / "exp" / model
+        cfg = yaml.safe_load((exp / "config.yaml").read_text())
+        assert cfg["model"]["vocab_size"] == TINY_VOCAB  # taken from the BPE model
+        assert "trainer.num_epochs=2" in (exp / "command.sh").read_text()
+        assert yaml.safe_load((exp / "versions.yaml").read_text())["torch"]
+        assert (exp / "averaged.pt").is_file() and (exp / "epoch-2.pt").is_file()
+        rows = (exp / "decode" / "wer-summary.tsv").read_text().splitlines()[1:]
+        got = {(r.split("\t")[0], r.split("\t")[1]) for r in rows}
+        assert got == {(s, t) for s in SETS for t in tags}
+        for s in SETS:
+            for t in tags:
+                assert (exp / "decode" / f"errs-{s}-{t}.txt").read_text().startswith("%WER")
+        table = (exp / "decode" / "wer-table.md").read_text()
+        assert table.splitlines()[0] == "| decoding | dev | test-clean | test-other |"
+
+    # the same command again: every stage is already done, nothing retrains
+    second = run_recipe(tmp_path, "--stop-stage", "39", "--asr-overrides", TINY_MODEL, timeout=900)
+    assert [n for n in stages_run(second.stderr) if n < 39] == []
+    assert second.stderr.count("Stage 20: already done") == 2
