@@ -21,7 +21,8 @@ stop_stage=39             # last stage to run
 config=                   # experiment YAML (model_preset, model, loss, data, trainer)
 overrides=                # space-separated config overrides, e.g. "trainer.num_epochs=2 data.num_workers=0"
 exp_dir=                  # experiment directory
-cuts_dir=                 # directory with librispeech_cuts_<part>.jsonl.gz
+cuts_dir=                 # directory with librispeech_cuts_<part>.jsonl.gz (training/validation)
+test_cuts_dir=            # directory with the test parts' cuts (default: --cuts-dir)
 bpe_model=                # sentencepiece model
 train_parts=train         # space-separated training parts
 valid_parts=dev           # space-separated validation parts
@@ -41,6 +42,7 @@ python=${PYTHON:-python}
 [ -n "$exp_dir" ] || die "--exp-dir is required"
 [ -n "$cuts_dir" ] || die "--cuts-dir is required"
 [ -n "$bpe_model" ] || die "--bpe-model is required"
+[ -n "$test_cuts_dir" ] || test_cuts_dir=$cuts_dir
 read -r -a train_arr <<<"$train_parts"
 read -r -a valid_arr <<<"$valid_parts"
 read -r -a test_arr <<<"$test_parts"
@@ -78,7 +80,7 @@ if [ "$stage" -le 30 ] && [ "$stop_stage" -ge 30 ]; then
   dkey="$key avg=$avg methods=$methods beam=$beam_size parts=$test_parts"
   if ! stage_done 30 "$exp_dir" "$dkey"; then
     "$python" -m speechkd asr decode --exp-dir "$exp_dir" --parts "${test_arr[@]}" --methods "${method_arr[@]}" \
-      --beam-size "$beam_size"
+      --beam-size "$beam_size" --cuts-dir "$test_cuts_dir"
     mark_done 30 "$exp_dir" "$dkey"
   fi
 fi
@@ -88,7 +90,7 @@ if [ "$stage" -le 31 ] && [ "$stop_stage" -ge 31 ] && [ ${#chunk_arr[@]} -gt 0 ]
   dkey="$key avg=$avg chunks=$chunk_sizes left=$left_context parts=$test_parts"
   if ! stage_done 31 "$exp_dir" "$dkey"; then
     "$python" -m speechkd asr decode --exp-dir "$exp_dir" --parts "${test_arr[@]}" --methods greedy \
-      --chunk-sizes "${chunk_arr[@]}" --left-context "$left_context"
+      --chunk-sizes "${chunk_arr[@]}" --left-context "$left_context" --cuts-dir "$test_cuts_dir"
     mark_done 31 "$exp_dir" "$dkey"
   fi
 fi

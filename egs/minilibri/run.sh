@@ -28,13 +28,14 @@ exp_dir=exp              # models and results of the method stages
 speed_perturb=false      # add 0.9/1.1 speed-perturbed copies of the train cuts
 vocab_size=256           # BPE vocabulary size (about 1 h of text)
 tiny_vocab_size=48       # BPE vocabulary size with --tiny true
-methods=asr              # method recipes to run after the data stages, in order (asr)
+methods="asr whisper_pl" # method recipes to run after the data stages, in order (asr whisper_pl)
 asr_models="ctc transducer"  # ASR baselines: conf/asr_<name>.yaml each (exp/asr_<name>)
 asr_overrides=           # space-separated config overrides for every ASR model, e.g. "trainer.num_epochs=2"
 ctc_decode_methods=ctc-greedy  # decoding methods of the ctc model
 transducer_decode_methods="greedy beam"  # decoding methods of transducer models
 chunk_sizes="8 16"       # streaming decoding chunk sizes (encoder frames of 40 ms) of transducer models
 avg=3                    # epoch checkpoints averaged for decoding
+pl_shards=4              # whisper_pl: labelling shards (the unit of resumption)
 help_message="Usage: $0 [options]   (MiniLibri data stages 0-4, then the method stages 10-49)"
 
 # shellcheck source=../../recipes/lib/parse_options.sh
@@ -130,7 +131,15 @@ if [ "$stop_stage" -ge 10 ]; then
             --chunk-sizes "$chunks" --avg "$avg"
         done
         ;;
-      *) die "unknown method '$method' in --methods (known: asr)" ;;
+      whisper_pl)
+        # Streaming transducer trained only on Whisper tiny.en pseudo-labels of the train audio.
+        "$SPEECHKD_ROOT/recipes/whisper_pl.sh" --stage "$stage" --stop-stage "$stop_stage" \
+          --exp-dir "$exp_dir/whisper_pl" --cuts-dir "$fbank_dir" --train-part "$train_part" \
+          --test-parts "dev test-clean test-other" --vocab-size "$vocab_size" --num-shards "$pl_shards" \
+          --config conf/asr_transducer.yaml --overrides "$asr_overrides" --methods "$transducer_decode_methods" \
+          --chunk-sizes "$chunk_sizes" --avg "$avg"
+        ;;
+      *) die "unknown method '$method' in --methods (known: asr whisper_pl)" ;;
     esac
   done
 fi

@@ -70,6 +70,7 @@ def cmd_pseudo_label(args: argparse.Namespace) -> Optional[int]:
 
 
 def register(reg: Any) -> None:
+    register_score_labels(reg)
     p = reg.command(
         GROUP,
         "pseudo-label",
@@ -111,3 +112,24 @@ def register(reg: Any) -> None:
     p.add_argument("--num-threads", type=int, default=None, help="CPU threads (torch / CTranslate2); default: library default")
     p.add_argument("--no-merge", action="store_true", help="do not merge the shards into cuts.jsonl.gz")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def cmd_score_labels(args: argparse.Namespace) -> int:
+    from speechkd.targets.pseudo_label import score_labels
+
+    stats = score_labels(args.cuts, args.out_dir, args.test_set, tag=args.tag)
+    print(f"{args.test_set}\t{args.tag}\tWER {stats.wer:.2f}%")
+    return 0
+
+
+def register_score_labels(reg: Any) -> None:
+    p = reg.command(
+        GROUP,
+        "score-labels",
+        help="WER of pseudo-labels against the references kept in custom['reference'] (the teacher's WER)",
+        func=cmd_score_labels,
+    )
+    p.add_argument("--cuts", type=Path, required=True, help="pseudo-labelled cuts (output of pseudo-label)")
+    p.add_argument("--out-dir", type=Path, required=True, help="where recogs/errs/trn and wer-summary.tsv go")
+    p.add_argument("--test-set", required=True, help="name of the set in the result files")
+    p.add_argument("--tag", default="teacher", help="row name in wer-summary.tsv (default: teacher)")

@@ -10,9 +10,9 @@ TEACHER_KINDS = ("auto", "ssl", "whisper")  # mirrors speechkd.teachers.TEACHER_
 
 
 def _convert_ct2_whisper(args: argparse.Namespace) -> Optional[int]:
-    from speechkd.teachers.ct2_convert import convert_ct2_whisper
+    from speechkd.teachers.ct2_convert import convert_ct2_whisper, resolve_ct2_dir
 
-    out = convert_ct2_whisper(args.ct2_dir, args.out_dir, dtype=args.dtype, overwrite=args.overwrite)
+    out = convert_ct2_whisper(resolve_ct2_dir(args.ct2_dir), args.out_dir, dtype=args.dtype, overwrite=args.overwrite)
     print(out)
     return 0
 
@@ -43,7 +43,7 @@ def register(reg) -> None:  # noqa: ANN001 - CommandRegistry, kept untyped to av
             "extractor files, usable offline by WhisperProcessor and `speechkd teachers info`."
         ),
     )
-    p.add_argument("ct2_dir", metavar="CT2_DIR", help="CTranslate2 Whisper model directory")
+    p.add_argument("ct2_dir", metavar="CT2_DIR", help="CTranslate2 Whisper model directory, or packaged:tiny.en for the pip-packaged Whisper tiny.en")
     p.add_argument("out_dir", metavar="OUT_DIR", help="output checkpoint directory (created)")
     p.add_argument(
         "--dtype", default="float32", choices=("float32", "float16", "bfloat16"), help="stored weight dtype"

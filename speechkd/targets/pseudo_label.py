@@ -508,3 +508,23 @@ def pseudo_label(
     elif merge:
         logger.info("%d of %d shards still to do (%s): not merging yet", len(pending), num_shards, pending[:10])
     return result
+
+
+def score_labels(cuts_path: Union[str, Path], out_dir: Union[str, Path], test_set: str, tag: str = "teacher") -> Any:
+    """Score the pseudo-labels (``sup.text``) of ``cuts_path`` against ``custom['reference']``.
+
+    Writes the usual result files (see :func:`speechkd.decoding.scoring.write_results`); a cut without
+    a reference is an error naming it (scoring a subset silently would flatter the teacher).
+    """
+    from lhotse import CutSet
+
+    from speechkd.decoding.scoring import write_results
+
+    rows: list[tuple[str, str, str]] = []
+    for cut in CutSet.from_file(cuts_path):
+        for sup in cut.supervisions:
+            ref = (sup.custom or {}).get("reference")
+            if ref is None:
+                raise SpeechkdError(f"{cuts_path}: cut {cut.id} has no custom['reference'] to score against")
+            rows.append((cut.id, ref, sup.text or ""))
+    return write_results(rows, out_dir, test_set, tag=tag)

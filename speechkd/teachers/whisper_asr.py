@@ -412,9 +412,14 @@ class FasterWhisper:
 
 
 def load_whisper_teacher(path_or_id: str, backend: str = "transformers", **options: Any) -> WhisperTeacherASR:
-    """Load a Whisper ASR teacher; ``options`` go to :class:`TransformersWhisper` or :class:`FasterWhisper`."""
+    """Load a Whisper ASR teacher; ``options`` go to :class:`TransformersWhisper` or :class:`FasterWhisper`.
+
+    For faster-whisper, ``packaged:tiny.en`` names the pip-packaged CTranslate2 Whisper tiny.en.
+    """
     if backend == "transformers":
         return TransformersWhisper(path_or_id, **options)
     if backend == "faster-whisper":
-        return FasterWhisper(path_or_id, **options)
+        from speechkd.teachers.ct2_convert import resolve_ct2_dir
+
+        return FasterWhisper(str(resolve_ct2_dir(path_or_id)), **options)
     raise SpeechkdError(f"unknown Whisper backend {backend!r}; use one of {BACKENDS}")

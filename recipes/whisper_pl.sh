@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# Whisper pseudo-labelling: label the training audio with a Whisper teacher, drop hallucinated labels
+# (per-rule report), train a streaming transducer on the kept labels only, decode, compare.
+# Called by egs/<corpus>/run.sh after its data stages (fbank cuts must exist); usable on its own.
+#
+# Stages: 10 prepare the teacher (convert the pip-packaged CTranslate2 model for the transformers backend),
+# 11 label the training part, 12 filter the labels (filter-report.tsv), 13 BPE model on the kept labels,
+# 14-15 the teacher's own WER on the test parts, 20-39 recipes/asr.sh on the pseudo-labelled cuts
+# (train, average, decode full context and chunk-wise), tables in <exp-dir>/decode/.
+# No ground-truth text reaches training: the BPE model is trained on pseudo-labels, and the WER-vs-reference
+# filter is off unless --reference-filter true (distil-whisper's rule, for corpora with transcripts).
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SPEECHKD_ROOT=${SPEECHKD_ROOT:-$(cd "$here/.." && pwd)}
+export PYTHONPATH="$SPEECHKD_ROOT${PYTHONPATH:+:$PYTHONPATH}"
+# shellcheck source=lib/lib.sh
+. "$here/lib/lib.sh"
+
+stage=10                  # first stage to run
+stop_stage=39             # last stage to run
+teacher=packaged:tiny.en  # Whisper: packaged:tiny.en, a CTranslate2 dir (faster-whisper), a transformers dir or hub id
+backend=faster-whisper    # faster-whisper | transformers
+beam_size=5               # teacher beam (1 = greedy)
+batch_size=8              # clips per teacher call
+num_shards=4              # labelling shards (resumable unit; one per GPU/rank under torchrun)
+device=cpu                # cpu | cuda
+num_threads=2             # CPU threads of the teacher
+exp_dir=                  # experiment directory (labels, filtered cuts, student)
+cuts_dir=                 # directory with librispeech_cuts_<part>.jsonl.gz (features + recordings)
+train_part=train          # part to pseudo-label (its transcripts are never used for training)
+test_parts="dev test-clean test-other"  # parts to decode and to score the teacher on
+reference_filter=false    # also drop labels whose WER against the reference exceeds filter max_wer
+filter_overrides=         # space-separated label-filter overrides, e.g. "max_chars_per_sec=30"
+vocab_size=256            # BPE vocabulary of the student (trained on the kept pseudo-labels)
+config=                   # student experiment YAML (recipes/asr.sh --config)
+overrides=                # space-separated student config overrides
+chunk_sizes="8 16"        # streaming decoding chunk sizes of the student (encoder frames)
+methods="greedy beam"     # student decoding methods (full context)
+avg=3                     # epoch checkpoints averaged
+help_message="Usage: $0 [options]   (Whisper pseudo-labelling stages 10-39)"
+
+# shellcheck source=lib/parse_options.sh
+. "$here/lib/parse_options.sh"
+
+python=${PYTHON:-python}
+[ -n "$exp_dir" ] || die "--exp-dir is required"
+[ -n "$cuts_dir" ] || die "--cuts-dir is required"
+read -r -a test_arr <<<"$test_parts"
+read -r -a filter_arr <<<"$filter_overrides"
+label_dir=$exp_dir/labels
+pl_cuts_dir=$exp_dir/data        # librispeech_cuts_<train_part>.jsonl.gz with pseudo-label text
+lang_dir=$exp_dir/lang_bpe_$vocab_size
+teacher_dir=$teacher
+if [ "$backend" = transformers ] && [ "$teacher" = packaged:tiny.en ]; then
+  teacher_dir=$exp_dir/teacher_hf
+fi
+filter_args=()
+[ "$reference_filter" = true ] || filter_args+=(--set max_wer=null)
+for o in "${filter_arr[@]}"; do filter_args+=(--set "$o"); done
+label_args=(--teacher "$teacher_dir" --backend "$backend" --beam-size "$beam_size" --batch-size "$batch_size"
+  --num-shards "$num_shards" --device "$device" --num-threads "$num_threads")
+key="teacher=$teacher backend=$backend beam=$beam_size"
+
+if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ] && [ "$teacher_dir" != "$teacher" ]; then
+  log "Stage 10: convert $teacher (CTranslate2) to a transformers checkpoint in $teacher_dir"
+  if ! stage_done 10 "$exp_dir" "$teacher"; then
+    "$python" -m speechkd teachers convert-ct2-whisper "$teacher" "$teacher_dir" --overwrite
+    mark_done 10 "$exp_dir" "$teacher"
+  fi
+fi
+
+if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
+  log "Stage 11: pseudo-label $train_part with $teacher ($backend, beam $beam_size)"
+  require_file "$cuts_dir/librispeech_cuts_$train_part.jsonl.gz" -- "run the data stages first"
+  if ! stage_done 11 "$exp_dir" "$key part=$train_part"; then
+    "$python" -m speechkd pseudo pseudo-label --cuts "$cuts_dir/librispeech_cuts_$train_part.jsonl.gz" \
+      --output-dir "$label_dir/$train_part" "${label_args[@]}"
+    mark_done 11 "$exp_dir" "$key part=$train_part"
+  fi
+fi
+
+if [ "$stage" -le 12 ] && [ "$stop_stage" -ge 12 ]; then
+  log "Stage 12: filter the labels -> $exp_dir/filter/filter-report.tsv"
+  fkey="$key reference_filter=$reference_filter filters=$filter_overrides"
+  if ! stage_done 12 "$exp_dir" "$fkey"; then
+    "$python" -m speechkd pseudo filter-labels --cuts "$label_dir/$train_part/cuts.jsonl.gz" \
+      --output-cuts "$pl_cuts_dir/librispeech_cuts_$train_part.jsonl.gz" --report-dir "$exp_dir/filter" \
+      "${filter_args[@]}"
+    mark_done 12 "$exp_dir" "$fkey"
+  fi
+fi
+
+if [ "$stage" -le 13 ] && [ "$stop_stage" -ge 13 ]; then
+  log "Stage 13: BPE model ($vocab_size) on the kept pseudo-labels"
+  bkey="$key reference_filter=$reference_filter filters=$filter_overrides vocab=$vocab_size"
+  if ! stage_done 13 "$exp_dir" "$bkey"; then
+    "$python" -m speechkd data bpe --cuts "$pl_cuts_dir/librispeech_cuts_$train_part.jsonl.gz" \
+      --output-dir "$lang_dir" --vocab-size "$vocab_size" --overwrite
+    mark_done 13 "$exp_dir" "$bkey"
+  fi
+fi
+
+if [ "$stage" -le 14 ] && [ "$stop_stage" -ge 14 ]; then
+  for part in "${test_arr[@]}"; do
+    log "Stage 14: label $part with the teacher (to score the teacher against the references)"
+    if ! stage_done 14 "$exp_dir" "$key part=$part"; then
+      "$python" -m speechkd pseudo pseudo-label --cuts "$cuts_dir/librispeech_cuts_$part.jsonl.gz" \
+        --output-dir "$label_dir/$part" "${label_args[@]}"
+      mark_done 14 "$exp_dir" "$key part=$part"
+    fi
+  done
+fi
+
+if [ "$stage" -le 15 ] && [ "$stop_stage" -ge 15 ]; then
+  for part in "${test_arr[@]}"; do
+    log "Stage 15: the teacher's WER on $part -> $exp_dir/decode/wer-summary.tsv"
+    "$python" -m speechkd pseudo score-labels --cuts "$label_dir/$part/cuts.jsonl.gz" \
+      --out-dir "$exp_dir/decode" --test-set "$part" --tag "teacher-$backend-beam$beam_size"
+  done
+fi
+
+if [ "$stop_stage" -ge 20 ]; then
+  config_args=()
+  [ -z "$config" ] || config_args=(--config "$config")
+  "$here/asr.sh" --stage "$stage" --stop-stage "$stop_stage" "${config_args[@]}" --overrides "$overrides" \
+    --exp-dir "$exp_dir" --cuts-dir "$pl_cuts_dir" --test-cuts-dir "$cuts_dir" --bpe-model "$lang_dir/bpe.model" \
+    --train-parts "$train_part" --valid-parts "" --test-parts "$test_parts" --methods "$methods" \
+    --chunk-sizes "$chunk_sizes" --avg "$avg"
+fi
