@@ -55,7 +55,9 @@ config_args=()
 [ -z "$config" ] || config_args=(--config "$config")
 launcher=("$python")
 [ "$nproc" -le 1 ] || launcher=("$python" -m torch.distributed.run --standalone --nproc_per_node "$nproc")
-key="config=$config overrides=$overrides train=$train_parts bpe=$bpe_model"
+config_sum=
+[ -z "$config" ] || config_sum=$(cksum <"$config")  # an edited config retrains; a moved one does not
+key="config=$config_sum overrides=$overrides train=$train_parts bpe=$bpe_model"
 
 if [ "$stage" -le 20 ] && [ "$stop_stage" -ge 20 ]; then
   log "Stage 20: train ($exp_dir)"

