@@ -1,0 +1,202 @@
+"""DistilHuBERT task: on-the-fly vs stored targets, metadata checks, crops, training, export."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from speechkd.errors import SpeechkdError
+
+LAYERS = [2, 4]
+TINY_TEACHER = dict(
+    hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+    conv_dim=(16, 16, 16), conv_kernel=(10, 3, 3), conv_stride=(5, 4, 2),
+    num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+)
+TINY_STUDENT = dict(hidden_size=32, num_heads=2, ffn_dim=64, pred_head_layers=LAYERS, hidden_dropout=0.0,
+                    attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0)
+
+
+def save_tiny_hubert(out: Path, seed: int = 0) -> Path:
+    from transformers import HubertConfig, HubertModel
+
+    torch.manual_seed(seed)
+    HubertModel(HubertConfig(**TINY_TEACHER)).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny random HuBERT teacher on disk, its student, and a few noise cuts in a cuts dir."""
+    from speechkd.models.distilhubert import DistilHubertConfig, DistilHubertStudent
+    from speechkd.teachers import load_teacher
+    from speechkd.testing.toy import make_toy_cuts
+
+    root = tmp_path_factory.mktemp("distill")
+    teacher_dir = save_tiny_hubert(root / "teacher")
+    teacher = load_teacher(str(teacher_dir))
+    cuts = make_toy_cuts(root / "audio", num_cuts=4, min_duration=1.0, max_duration=2.0)
+    cuts_dir = root / "cuts"
+    cuts_dir.mkdir()
+    cuts.to_file(cuts_dir / "librispeech_cuts_train.jsonl.gz")
+    torch.manual_seed(1)
+    student = DistilHubertStudent.from_teacher(teacher.model, DistilHubertConfig(**TINY_STUDENT))
+    return dict(root=root, teacher_dir=teacher_dir, teacher=teacher, cuts=cuts, cuts_dir=cuts_dir, student=student)
+
+
+def _batch(cuts, target_fields=()):
+    from speechkd.data.datamodule import AsrDataModule, DataConfig
+
+    dm = AsrDataModule(DataConfig(input="audio", max_duration=100.0, num_workers=0, shuffle=False),
+                       target_fields=target_fields)
+    return next(iter(dm.eval_dataloader(cuts)))
+
+
+def test_stored_targets_give_the_on_the_fly_loss(setup, tmp_path):
+    from lhotse import CutSet
+
+    from speechkd.targets.hidden_states import extract_hidden_states, read_targets_metadata
+    from speechkd.tasks.distill import DistillLossConfig, DistillModel, DistillTask
+
+    teacher, student = setup["teacher"], setup["student"].eval()
+    losses = {}
+    for dtype in ("float32", "float16"):
+        rep = extract_hidden_states(setup["cuts"], teacher, LAYERS, tmp_path / dtype, "train", dtype=dtype,
+                                    max_duration=3.0)  # several teacher batches
+        assert rep.num_cuts == 4 and not rep.skipped
+        meta = read_targets_metadata(tmp_path / dtype)
+        assert meta["layers"] == LAYERS and meta["dtype"] == dtype and meta["parts"]["train"]["num_cuts"] == 4
+        stored_cuts = CutSet.from_file(rep.cuts_path)
+        batch = _batch(stored_cuts, ("teacher_hidden",))
+        task = DistillTask(DistillLossConfig(mode="stored"), LAYERS, teacher.frame_shift)
+        losses[dtype] = task.compute_loss(DistillModel(student), batch, False)
+    fly_task = DistillTask(DistillLossConfig(mode="on_the_fly"), LAYERS, teacher.frame_shift)
+    fly = fly_task.compute_loss(DistillModel(student, teacher), _batch(setup["cuts"]), False)
+    assert losses["float32"].num_frames == fly.num_frames > 0
+    torch.testing.assert_close(losses["float32"].loss, fly.loss, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(losses["float16"].loss, fly.loss, rtol=2e-3, atol=0.0)
+    for key, value in fly.info.items():
+        assert losses["float32"].info[key] == pytest.approx(value, rel=1e-4)
+    # per-head cosine stats are frame sums of values in [-1, 1]
+    assert set(fly.info) == {"l1_L2", "cos_L2", "l1_L4", "cos_L4"}
+    assert abs(fly.info["cos_L2"]) <= fly.num_frames
+
+
+def test_metadata_mismatch_is_an_error(setup, tmp_path):
+    from speechkd.targets.hidden_states import check_targets_metadata, extract_hidden_states
+    from speechkd.teachers import load_teacher
+
+    teacher = setup["teacher"]
+    extract_hidden_states(setup["cuts"], teacher, LAYERS, tmp_path, "train")
+    assert check_targets_metadata(tmp_path, teacher, LAYERS, parts=["train"])["fingerprint"]
+    with pytest.raises(SpeechkdError, match=r"layers.*\[2, 4\].*\[1, 4\]"):
+        check_targets_metadata(tmp_path, teacher, [1, 4])
+    other = load_teacher(str(save_tiny_hubert(tmp_path / "other", seed=5)))
+    with pytest.raises(SpeechkdError, match="fingerprint"):
+        check_targets_metadata(tmp_path, other, LAYERS)
+    with pytest.raises(SpeechkdError, match="no targets extracted for part"):
+        check_targets_metadata(tmp_path, teacher, LAYERS, parts=["dev"])
+    # a second extraction with another layer set into the same directory is refused
+    with pytest.raises(SpeechkdError, match="describes other targets"):
+        extract_hidden_states(setup["cuts"], teacher, [1, 3], tmp_path, "dev")
+    with pytest.raises(SpeechkdError, match="out of range"):
+        extract_hidden_states(setup["cuts"], teacher, [2, 9], tmp_path / "bad", "train")
+
+
+def test_stored_mode_without_the_field_is_an_error(setup):
+    from speechkd.tasks.distill import DistillLossConfig, DistillModel, DistillTask
+
+    task = DistillTask(DistillLossConfig(mode="stored"), LAYERS, 0.02)
+    with pytest.raises(SpeechkdError, match="no target field 'teacher_hidden'"):
+        task.compute_loss(DistillModel(setup["student"]), _batch(setup["cuts"]), False)
+
+
+def test_crops_cut_audio_and_frames_at_the_same_place():
+    from speechkd.tasks.distill import crop_audio, crop_frames, crop_starts
+
+    hop, max_samples = 4, 12
+    wav_lens = torch.tensor([30, 10, 13])
+    wavs = torch.arange(3 * 30, dtype=torch.float32).view(3, 30)
+    starts = crop_starts(wav_lens, max_samples, hop, generator=torch.Generator().manual_seed(0))
+    assert starts[1] == 0 and starts[2] in (0,)  # 13 - 12 = 1 sample of room: less than a hop
+    assert starts[0] % hop == 0 and 0 <= starts[0] <= 30 - max_samples
+    out, lens = crop_audio(wavs, wav_lens, starts, max_samples)
+    assert lens.tolist() == [12, 10, 12]
+    s0 = int(starts[0])
+    assert torch.equal(out[0], wavs[0, s0 : s0 + 12])
+    assert torch.equal(out[1, :10], wavs[1, :10]) and torch.all(out[1, 10:] == 0)
+    # frames (N, H, T, D) with value = frame index
+    frames = torch.arange(8, dtype=torch.float32).view(1, 1, 8, 1).expand(3, 2, 8, 1).clone()
+    got, f_lens = crop_frames(frames, torch.tensor([8, 3, 4]), starts // hop, torch.full((3,), 3))
+    assert f_lens.tolist() == [3, 3, 3]
+    assert got[0, 1, :, 0].tolist() == [s0 // hop + i for i in range(3)]
+    # the random starts cover every allowed position
+    seen = {int(crop_starts(torch.tensor([30]), max_samples, hop)[0]) for _ in range(200)}
+    assert seen == {0, 4, 8, 12, 16}
+
+
+def _write_config(path: Path, teacher_dir: Path, **trainer) -> Path:
+    cfg = {
+        "teacher": {"path": str(teacher_dir)},
+        "student": TINY_STUDENT,
+        "loss": {"mode": "on_the_fly", "max_crop_seconds": 1.0},
+        "data": {"input": "audio", "max_duration": 10.0, "max_cut_duration": 5.0, "num_buckets": 2,
+                 "num_workers": 0, "drop_last": False, "shuffle": False},
+        "trainer": {"num_epochs": 100, "log_every_n": 5, "valid_every_n": 0, "save_every_n": 0,
+                    "tensorboard": False, "progress_bar": False,
+                    "optimizer": {"lr": 3e-3, "weight_decay": 0.0},
+                    "scheduler": {"kind": "constant", "warmup_steps": 0}, **trainer},
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_training_lowers_the_loss_and_exports(setup, tmp_path):
+    from transformers import AutoModel
+
+    from speechkd.training.distill_experiment import export_distill, load_trained_student, train_distill
+
+    config = _write_config(tmp_path / "conf.yaml", setup["teacher_dir"], max_steps=20)
+    exp = tmp_path / "exp"
+    train_distill(config, [], exp, setup["cuts_dir"], ["train"], [])
+    logged = [float(x) for x in re.findall(r"loss/frame=([0-9.e+-]+)", (exp / "log" / "train.log.rank0").read_text())]
+    assert len(logged) == 4  # steps 5, 10, 15, 20
+    assert logged[-1] < 0.8 * logged[0], logged
+    student, ckpt = load_trained_student(exp)
+    assert ckpt.name == "checkpoint-20.pt"
+    out = export_distill(exp, tmp_path / "hf")
+    hf = AutoModel.from_pretrained(out).eval()
+    wav = torch.randn(1, 16000)
+    with torch.no_grad():
+        ref = student(wav, torch.tensor([16000])).hidden_states[-1]
+        got = hf(wav, attention_mask=torch.ones(1, 16000, dtype=torch.long)).last_hidden_state
+    torch.testing.assert_close(got, ref)
+
+
+def test_stored_mode_training_checks_metadata(setup, tmp_path):
+    from speechkd.targets.hidden_states import extract_hidden_states
+    from speechkd.training.distill_experiment import train_distill
+
+    extract_hidden_states(setup["cuts"], setup["teacher"], [1, 4], tmp_path / "targets", "train")
+    config = _write_config(tmp_path / "conf.yaml", setup["teacher_dir"], max_steps=1)
+    with pytest.raises(SpeechkdError, match="do not match this run"):
+        train_distill(config, ["loss.mode=stored"], tmp_path / "exp", setup["cuts_dir"], ["train"],
+                      targets_dir=tmp_path / "targets")
+    with pytest.raises(SpeechkdError, match="teacher layer 7"):
+        train_distill(config, ["student.pred_head_layers=[2,7]"], tmp_path / "exp2", setup["cuts_dir"], ["train"])
+
+
+def test_a_checkpoint_that_is_not_a_speech_encoder_is_refused(setup, tmp_path):
+    from transformers import BertConfig, BertModel
+
+    from speechkd.training.distill_experiment import train_distill
+
+    bert = tmp_path / "bert"
+    BertModel(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)).save_pretrained(bert)
+    config = _write_config(tmp_path / "conf.yaml", bert, max_steps=1)
+    with pytest.raises(SpeechkdError, match="not a speech encoder"):
+        train_distill(config, [], tmp_path / "exp", setup["cuts_dir"], ["train"])
