@@ -29,7 +29,8 @@ data_dir=data            # manifests, features, BPE model, stage markers
 exp_dir=exp              # models and results of the method stages
 speed_perturb=true       # add 0.9/1.1 speed-perturbed copies of the train parts
 vocab_size=500           # BPE vocabulary size
-methods=asr              # method recipes to run after the data stages, in order (asr)
+methods=asr              # method recipes to run after the data stages, in order (asr distilhubert)
+distill_teacher=facebook/hubert-base-ls960  # distilhubert teacher: hub id or local checkpoint dir
 asr_models=transducer_small  # ASR baselines: conf/asr_<name>.yaml each (exp/asr_<name>); also ctc_small
 asr_overrides=           # space-separated config overrides for every ASR model, e.g. "trainer.amp=bf16"
 ctc_decode_methods=ctc-greedy  # decoding methods of ctc models
@@ -133,7 +134,15 @@ if [ "$stop_stage" -ge 10 ]; then
             --chunk-sizes "$chunks" --avg "$avg" --nproc "$nproc"
         done
         ;;
-      *) die "unknown method '$method' in --methods (known: asr)" ;;
+      distilhubert)
+        # DistilHuBERT from HuBERT-base (hub id or local path: --distill-teacher).
+        "$SPEECHKD_ROOT/recipes/distilhubert.sh" --stage "$stage" --stop-stage "$stop_stage" \
+          --config conf/distilhubert_hubert_base.yaml --probe-config conf/distilhubert_probe.yaml \
+          --teacher "$distill_teacher" --exp-dir "$exp_dir/distilhubert_hubert_base" --cuts-dir "$fbank_dir" \
+          --bpe-model "$lang_dir/bpe.model" --train-parts "$train_parts" --valid-parts dev-clean \
+          --probe-train-parts train-clean-100 --test-parts "$eval_parts" --nproc "$nproc"
+        ;;
+      *) die "unknown method '$method' in --methods (known: asr distilhubert)" ;;
     esac
   done
 fi

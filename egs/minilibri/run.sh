@@ -28,7 +28,7 @@ exp_dir=exp              # models and results of the method stages
 speed_perturb=false      # add 0.9/1.1 speed-perturbed copies of the train cuts
 vocab_size=256           # BPE vocabulary size (about 1 h of text)
 tiny_vocab_size=48       # BPE vocabulary size with --tiny true
-methods="asr whisper_pl" # method recipes to run after the data stages, in order (asr whisper_pl)
+methods="asr whisper_pl distilhubert"  # method recipes run after the data stages, in order
 asr_models="ctc transducer"  # ASR baselines: conf/asr_<name>.yaml each (exp/asr_<name>)
 asr_overrides=           # space-separated config overrides for every ASR model, e.g. "trainer.num_epochs=2"
 ctc_decode_methods=ctc-greedy  # decoding methods of the ctc model
@@ -37,6 +37,8 @@ chunk_sizes="8 16"       # streaming decoding chunk sizes (encoder frames of 40 
 avg=3                    # epoch checkpoints averaged for decoding
 pl_shards=4              # whisper_pl: labelling shards (the unit of resumption)
 pl_beam_size=5           # whisper_pl: teacher beam size (1 = greedy)
+distill_overrides=       # distilhubert: space-separated student/trainer overrides
+probe_overrides=         # distilhubert: space-separated evaluate-upstream overrides
 help_message="Usage: $0 [options]   (MiniLibri data stages 0-4, then the method stages 10-49)"
 
 # shellcheck source=../../recipes/lib/parse_options.sh
@@ -140,7 +142,16 @@ if [ "$stop_stage" -ge 10 ]; then
           --config conf/asr_transducer.yaml --overrides "$asr_overrides" --methods "$transducer_decode_methods" \
           --chunk-sizes "$chunk_sizes" --avg "$avg"
         ;;
-      *) die "unknown method '$method' in --methods (known: asr whisper_pl)" ;;
+      distilhubert)
+        # Layer-wise distillation of the real Whisper tiny.en encoder (converted from the pip package).
+        "$SPEECHKD_ROOT/recipes/distilhubert.sh" --stage "$stage" --stop-stage "$stop_stage" \
+          --config conf/distilhubert_whisper_tiny.yaml --probe-config conf/distilhubert_probe.yaml \
+          --overrides "$distill_overrides" --probe-overrides "$probe_overrides" \
+          --teacher-ct2-dir packaged --teacher-dir "$exp_dir/whisper-tiny.en" \
+          --exp-dir "$exp_dir/distilhubert_whisper_tiny" --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" \
+          --train-parts "$train_part" --valid-parts dev --test-parts "dev test-clean test-other"
+        ;;
+      *) die "unknown method '$method' in --methods (known: asr whisper_pl distilhubert)" ;;
     esac
   done
 fi

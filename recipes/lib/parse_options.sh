@@ -21,6 +21,11 @@
 
 # The caller's file and the line that sources this file.
 _po_src=${BASH_SOURCE[1]:-}
+# A script that did `cd "$(dirname "$0")"` before sourcing us sees a relative BASH_SOURCE that no longer
+# resolves from the new directory; the directory it came from is in OLDPWD.
+if [ -n "$_po_src" ] && [ ! -r "$_po_src" ] && [ -n "${OLDPWD:-}" ] && [ -r "$OLDPWD/$_po_src" ]; then
+  _po_src=$OLDPWD/$_po_src
+fi
 _po_line=${BASH_LINENO[0]:-0}
 
 # Option names and their comments, from the caller's option block.

@@ -142,3 +142,17 @@ def test_shellcheck_clean() -> None:
         ["shellcheck", "-x", *map(str, scripts)], capture_output=True, text=True, timeout=120, cwd=ROOT
     )
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_recipe_help_and_unknown_option_from_the_repo_root() -> None:
+    """run.sh cds to its own dir before parsing: options must still come from its option block
+    when it is started by a relative path from elsewhere (the README's `egs/minilibri/run.sh`)."""
+    help_out = subprocess.run(["bash", "egs/minilibri/run.sh", "--help"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60)
+    assert help_out.returncode == 0
+    text = help_out.stdout + help_out.stderr
+    assert "--asr-models" in text and "--methods" in text
+    bad = subprocess.run(["bash", "egs/minilibri/run.sh", "--bogus-option", "1"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode != 0
+    assert "bogus" in bad.stdout + bad.stderr
