@@ -84,8 +84,12 @@ class DataConfig:
                 f"data.max_cut_duration ({self.max_cut_duration}) exceeds data.max_duration "
                 f"({self.max_duration}): such cuts could never fit in a batch"
             )
-        if self.num_workers < 0 or self.num_buckets < 1:
-            raise SpeechkdError("data.num_workers must be >= 0 and data.num_buckets >= 1")
+        if self.num_workers < 0 or self.num_buckets < 2:
+            # lhotse's DynamicBucketingSampler asserts num_buckets > 1: say so before training starts
+            raise SpeechkdError(
+                f"data.num_workers must be >= 0 and data.num_buckets >= 2 "
+                f"(got num_workers={self.num_workers}, num_buckets={self.num_buckets})"
+            )
 
 
 class CutFilter:

@@ -57,3 +57,11 @@ def test_missing_file_and_roundtrip(tmp_path):
     data = yaml.safe_load((tmp_path / "out.yaml").read_text())
     assert data == to_dict(cfg)
     assert load_config(Cfg, tmp_path / "out.yaml") == cfg
+
+
+def test_data_config_rejects_one_bucket():
+    from speechkd.data.datamodule import DataConfig
+
+    with pytest.raises(SpeechkdError, match="num_buckets >= 2"):
+        load_config(DataConfig, None, ["num_buckets=1"])
+    assert load_config(DataConfig, None, ["num_buckets=2"]).num_buckets == 2
