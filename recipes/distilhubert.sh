@@ -24,9 +24,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SPEECHKD_ROOT=${SPEECHKD_ROOT:-$(cd "$here/.." && pwd)}
-export PYTHONPATH="$SPEECHKD_ROOT${PYTHONPATH:+:$PYTHONPATH}"
-# shellcheck source=lib/lib.sh
-. "$here/lib/lib.sh"
+# shellcheck source=lib/env.sh
+. "$here/lib/env.sh"  # PYTHONPATH, $python ($PYTHON, else the repo's .venv, else python), lib.sh
 
 stage=10                  # first stage to run
 stop_stage=49             # last stage to run
@@ -52,7 +51,6 @@ help_message="Usage: $0 [options]   (DistilHuBERT stages 10-49: teacher, targets
 # shellcheck source=lib/parse_options.sh
 . "$here/lib/parse_options.sh"
 
-python=${PYTHON:-python}
 [ -n "$exp_dir" ] || die "--exp-dir is required"
 [ -n "$cuts_dir" ] || die "--cuts-dir is required"
 [ -n "$config" ] || die "--config is required"

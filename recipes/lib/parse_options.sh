@@ -9,8 +9,8 @@
 # Semantics:
 #   --stage 3 / --stage=3     sets stage=3
 #   --speed-perturb true      dashes become underscores: sets speed_perturb
-#   only variables of the caller's option block may be set (the top-level `name=value` lines above the
-#   line that sources this file); when the caller's source cannot be read, any variable already
+#   only variables of the caller's option block may be set (the last run of top-level `name=value` lines,
+#   comments and blank lines right above the line that sources this file); when the caller's source cannot be read, any variable already
 #   defined is accepted (Kaldi's rule). Unknown options are errors.
 #   a boolean option (default true or false) accepts only true or false.
 #   --help / -h prints $help_message (if set; it is not an option itself) and every option with its current default and its
@@ -36,10 +36,16 @@ if [ -n "$_po_src" ] && [ -r "$_po_src" ] && [ "$_po_line" -gt 0 ]; then
   while IFS= read -r _po_l || [ -n "$_po_l" ]; do
     _po_n=$((_po_n + 1))
     [ "$_po_n" -ge "$_po_line" ] && break
-    if [[ $_po_l =~ ^([A-Za-z_][A-Za-z0-9_]*)=([^#]*)(#[[:space:]]*(.*))?$ ]] &&
-      [ "${BASH_REMATCH[1]}" != help_message ]; then
-      _po_names+=("${BASH_REMATCH[1]}")
-      _po_comments+=("${BASH_REMATCH[4]}")
+    if [[ $_po_l =~ ^([A-Za-z_][A-Za-z0-9_]*)=([^#]*)(#[[:space:]]*(.*))?$ ]]; then
+      if [ "${BASH_REMATCH[1]}" != help_message ]; then
+        _po_names+=("${BASH_REMATCH[1]}")
+        _po_comments+=("${BASH_REMATCH[4]}")
+      fi
+    elif [[ -n ${_po_l//[[:space:]]/} && ! $_po_l =~ ^[[:space:]]*# ]]; then
+      # any other statement ends what came before: the option block is the last run of assignments
+      # (with comments and blank lines) before this file is sourced, not set-up lines like `here=...`
+      _po_names=()
+      _po_comments=()
     fi
   done <"$_po_src"
 fi

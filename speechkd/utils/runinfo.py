@@ -58,7 +58,9 @@ def write_run_info(
     if argv and argv[0].endswith("__main__.py"):
         argv = ["python", "-m", "speechkd", *argv[1:]]
     stamp = _dt.datetime.now().isoformat(timespec="seconds")
-    with open(out_dir / "command.sh", "a") as f:
-        f.write(f"# {name} {stamp}\n{shlex.join(argv)}\n")
+    command_log = out_dir / "command.sh"
+    header = "" if command_log.exists() else "#!/usr/bin/env bash\n# commands that wrote this directory, oldest first\n"
+    with open(command_log, "a") as f:
+        f.write(f"{header}# {name} {stamp}\n{shlex.join(argv)}\n")
     with open(out_dir / "versions.yaml", "w") as f:
         yaml.safe_dump(package_versions(), f, sort_keys=False)
