@@ -23,7 +23,7 @@ TAGS = {"asr_ctc": ("ctc-greedy",), "asr_transducer": ("greedy", "beam4", "greed
 @pytest.mark.slow
 @pytest.mark.skipif(any(shutil.which(t) is None for t in ("sox", "bible", "espeak-ng")), reason="TTS tools missing")
 def test_tiny_asr_stages(tmp_path: Path) -> None:
-    first = run_recipe(tmp_path, "--stop-stage", "39", "--asr-overrides", TINY_MODEL, timeout=900)
+    first = run_recipe(tmp_path, "--stop-stage", "39", "--methods", "asr", "--asr-overrides", TINY_MODEL, timeout=900)
     # ctc: no streaming stage (31); transducer: all of them
     assert stages_run(first.stderr) == [0, 1, 2, 3, 4, 20, 21, 30, 39, 20, 21, 30, 31, 39]
     for model, tags in TAGS.items():
@@ -43,6 +43,7 @@ def test_tiny_asr_stages(tmp_path: Path) -> None:
         assert table.splitlines()[0] == "| decoding | dev | test-clean | test-other |"
 
     # the same command again: every stage is already done, nothing retrains
-    second = run_recipe(tmp_path, "--stop-stage", "39", "--asr-overrides", TINY_MODEL, timeout=900)
+    second = run_recipe(tmp_path, "--stop-stage", "39", "--methods", "asr", "--asr-overrides", TINY_MODEL,
+                        timeout=900)
     assert [n for n in stages_run(second.stderr) if n < 39] == []
     assert second.stderr.count("Stage 20: already done") == 2
