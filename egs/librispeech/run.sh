@@ -49,14 +49,10 @@ fi
 read -r -a train_list <<<"$train_parts"
 read -r -a eval_list <<<"$eval_parts"
 parts=("${train_list[@]}" "${eval_list[@]}")
-manifest_dir=$data_dir/manifests
 fbank_dir=$data_dir/fbank
 lang_dir=$data_dir/lang_bpe_$vocab_size
-sp_args=()
-if [ "$speed_perturb" = true ]; then
-  sp_args=(--speed-perturb-parts "${train_list[@]}")
-fi
-bpe_cuts=$fbank_dir/librispeech_cuts_$bpe_part.jsonl.gz
+sp_parts=()
+[ "$speed_perturb" = false ] || sp_parts=("${train_list[@]}")
 read -r -a method_arr <<<"$methods"
 read -r -a asr_model_arr <<<"$asr_models"
 
@@ -73,44 +69,11 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   fi
 fi
 
-if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
-  log "Stage 1: lhotse manifests of ${parts[*]}"
-  require_file "$corpus_dir" -- "run with --download true or point --corpus-dir at LibriSpeech"
-  key="corpus=$corpus_dir parts=${parts[*]}"
-  if ! stage_done 1 "$data_dir" "$key"; then
-    "$python" -m speechkd data prepare-librispeech --corpus-dir "$corpus_dir" --output-dir "$manifest_dir" \
-      --parts "${parts[@]}" --num-jobs "$nj"
-    mark_done 1 "$data_dir" "$key"
-  fi
-fi
-
-if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  log "Stage 2: fbank features (speed perturbation: $speed_perturb)"
-  key="parts=${parts[*]} speed_perturb=$speed_perturb"
-  if ! stage_done 2 "$data_dir" "$key"; then
-    "$python" -m speechkd data fbank --manifest-dir "$manifest_dir" --output-dir "$fbank_dir" \
-      --parts "${parts[@]}" --num-jobs "$nj" "${sp_args[@]}"
-    mark_done 2 "$data_dir" "$key"
-  fi
-fi
-
-if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  log "Stage 3: BPE model, vocabulary $vocab_size, trained on $bpe_part, in $lang_dir"
-  key="vocab=$vocab_size bpe_part=$bpe_part"
-  if ! stage_done 3 "$data_dir" "$key"; then
-    "$python" -m speechkd data bpe --cuts "$bpe_cuts" --output-dir "$lang_dir" --vocab-size "$vocab_size" \
-      --overwrite
-    mark_done 3 "$data_dir" "$key"
-  fi
-fi
-
-if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
-  log "Stage 4: corpus summary table"
-  key="parts=${parts[*]}"
-  if ! stage_done 4 "$data_dir" "$key"; then
-    "$python" -m speechkd data summary --manifest-dir "$manifest_dir" --output "$data_dir/summary.tsv"
-    mark_done 4 "$data_dir" "$key"
-  fi
+if [ "$stop_stage" -ge 1 ]; then
+  # Stages 1-4: manifests, fbank (+ speed perturbation), BPE, summary; parts already done are kept (resume).
+  "$SPEECHKD_ROOT/recipes/data.sh" --stage "$stage" --stop-stage "$stop_stage" --corpus-dir "$corpus_dir" \
+    --data-dir "$data_dir" --parts "${parts[*]}" --sp-parts "${sp_parts[*]}" --bpe-part "$bpe_part" \
+    --vocab-size "$vocab_size" --nj "$nj" --overwrite false
 fi
 
 # ==================================================================================================

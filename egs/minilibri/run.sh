@@ -47,22 +47,19 @@ help_message="Usage: $0 [options]   (MiniLibri data stages 0-4, then the method 
 corpus_dir=$download_dir/MiniLibri
 train_part=train
 parts=(train dev test-clean test-other)
-manifest_dir=$data_dir/manifests
 fbank_dir=$data_dir/fbank
 corpus_args=(--train-minutes "$train_minutes")
-sp_args=()
+sp_parts=
 if [ "$tiny" = true ]; then
   corpus_args=(--tiny)
   vocab_size=$tiny_vocab_size
 fi
 if [ "$speed_perturb" = true ]; then
-  sp_args=(--speed-perturb-parts "$train_part")
+  sp_parts=$train_part
 fi
 lang_dir=$data_dir/lang_bpe_$vocab_size
 read -r -a method_arr <<<"$methods"
 read -r -a asr_model_arr <<<"$asr_models"
-# shellcheck disable=SC2034  # used by the method stages below
-train_cuts=$fbank_dir/librispeech_cuts_$train_part.jsonl.gz
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   log "Stage 0: build the mini corpus in $corpus_dir (tiny=$tiny)"
@@ -74,43 +71,11 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   fi
 fi
 
-if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
-  log "Stage 1: lhotse manifests of ${parts[*]}"
-  key="corpus=$corpus_dir ${corpus_args[*]} seed=$seed parts=${parts[*]}"
-  if ! stage_done 1 "$data_dir" "$key"; then
-    "$python" -m speechkd data prepare-librispeech --corpus-dir "$corpus_dir" --output-dir "$manifest_dir" \
-      --parts "${parts[@]}" --num-jobs "$nj" --overwrite
-    mark_done 1 "$data_dir" "$key"
-  fi
-fi
-
-if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  log "Stage 2: fbank features (speed perturbation: $speed_perturb)"
-  key="parts=${parts[*]} speed_perturb=$speed_perturb"
-  if ! stage_done 2 "$data_dir" "$key"; then
-    "$python" -m speechkd data fbank --manifest-dir "$manifest_dir" --output-dir "$fbank_dir" \
-      --parts "${parts[@]}" --num-jobs "$nj" --overwrite "${sp_args[@]}"
-    mark_done 2 "$data_dir" "$key"
-  fi
-fi
-
-if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  log "Stage 3: BPE model, vocabulary $vocab_size, in $lang_dir"
-  key="vocab=$vocab_size train=$train_part"
-  if ! stage_done 3 "$data_dir" "$key"; then
-    "$python" -m speechkd data bpe --cuts "$train_cuts" --output-dir "$lang_dir" --vocab-size "$vocab_size" \
-      --overwrite
-    mark_done 3 "$data_dir" "$key"
-  fi
-fi
-
-if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
-  log "Stage 4: corpus summary table"
-  key="parts=${parts[*]}"
-  if ! stage_done 4 "$data_dir" "$key"; then
-    "$python" -m speechkd data summary --manifest-dir "$manifest_dir" --output "$data_dir/summary.tsv"
-    mark_done 4 "$data_dir" "$key"
-  fi
+if [ "$stop_stage" -ge 1 ]; then
+  # Stages 1-4: manifests, fbank, BPE, summary; whole stages are recomputed when they run.
+  "$SPEECHKD_ROOT/recipes/data.sh" --stage "$stage" --stop-stage "$stop_stage" --corpus-dir "$corpus_dir" \
+    --corpus-key "${corpus_args[*]} seed=$seed" --data-dir "$data_dir" --parts "${parts[*]}" \
+    --sp-parts "$sp_parts" --bpe-part "$train_part" --vocab-size "$vocab_size" --nj "$nj" --overwrite true
 fi
 
 # ==================================================================================================
