@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 from typing import Callable, Optional, Sequence
 
 from speechkd.errors import SpeechkdError
