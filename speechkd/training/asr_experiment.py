@@ -64,7 +64,8 @@ def load_experiment_config(
     data["model"] = _deep_merge(load_yaml(preset_path), data.get("model") or {})
     if vocab_size is not None:
         given = data["model"].get("vocab_size")
-        if given is not None and given != vocab_size and "model.vocab_size" in " ".join(overrides):
+        overridden = any(o.split("=", 1)[0].strip() == "model.vocab_size" for o in overrides)
+        if overridden and given != vocab_size:
             raise SpeechkdError(f"model.vocab_size={given} disagrees with the BPE model's {vocab_size}")
         data["model"]["vocab_size"] = vocab_size
     return from_dict(AsrExperimentConfig, data)
