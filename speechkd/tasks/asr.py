@@ -39,7 +39,7 @@ BACKENDS = ("auto", "k2", "portable")
 class AsrLossConfig:
     """Loss weights and knobs of the ASR task."""
 
-    ctc_weight: float = 0.0  # weight of the CTC loss (needs model.use_ctc)
+    ctc_weight: float = 0.2  # weight of the CTC loss (needs model.use_ctc; the presets have both heads)
     transducer_weight: float = 1.0  # weight of simple+pruned transducer losses (needs use_transducer)
     simple_loss_scale: float = 0.5  # weight of the simple loss inside the transducer term
     prune_range: int = 5  # symbols kept per frame by pruning

@@ -86,3 +86,12 @@ def test_loss_weights_must_match_heads():
         AsrLossConfig(ctc_weight=0.0).check_model(use_ctc=True, use_transducer=True)
     with pytest.raises(SpeechkdError, match="not both 0"):
         AsrLossConfig(ctc_weight=0.0, transducer_weight=0.0).validate()
+
+
+def test_builtin_experiment_defaults_are_consistent_and_vocab_comes_from_bpe():
+    from speechkd.training.asr_experiment import load_experiment_config
+
+    cfg = load_experiment_config(None, [], vocab_size=48)  # `speechkd asr train` without --config
+    assert cfg.model.vocab_size == 48
+    with pytest.raises(SpeechkdError, match="disagrees with the BPE model"):
+        load_experiment_config(None, ["model.vocab_size=30"], vocab_size=48)
