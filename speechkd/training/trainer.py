@@ -315,7 +315,13 @@ class Trainer:
             log.info("no checkpoint in %s: starting from scratch", self.exp_dir)
             return
         ckpt = load_checkpoint(path)
-        self.model.load_state_dict(ckpt["model"])
+        try:
+            self.model.load_state_dict(ckpt["model"])
+        except RuntimeError as e:
+            raise SpeechkdError(
+                f"cannot resume from {path}: it holds a different model (changed config or vocabulary?). "
+                f"Train into a new --exp-dir, or pass --no-resume to start over in {self.exp_dir}.\n{e}"
+            ) from e
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["grad_scaler"])

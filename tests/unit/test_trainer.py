@@ -143,3 +143,14 @@ def test_lr_factors():
     assert lr_factor(noam, 9, 0) == pytest.approx(1.0)
     assert lr_factor(noam, 39, 0) == pytest.approx(math.sqrt(10 / 40))
     assert lr_factor(SchedulerConfig(kind="constant", warmup_steps=0), 123, 4) == 1.0
+
+
+def test_resume_into_a_different_model_names_the_checkpoint_and_the_fix(cuts, tmp_path):
+    _run(cuts, tmp_path, max_steps=3)
+    dm = AsrDataModule(DataConfig(features="on_the_fly", max_duration=5.0, num_buckets=2, num_workers=0,
+                                  max_cut_duration=3.0), tokenizer=ToyTokenizer())
+    other = ToyModel(hidden=16)  # e.g. a changed config in the same exp dir
+    trainer = Trainer(TrainerConfig(num_epochs=1, progress_bar=False, tensorboard=False), other, ToyCtcTask(), dm,
+                      cuts, None, tmp_path)
+    with pytest.raises(SpeechkdError, match=r"checkpoint-3\.pt.*--no-resume"):
+        trainer.fit(resume=True)

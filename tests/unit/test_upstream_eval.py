@@ -59,6 +59,36 @@ def test_probe_learns_and_decodes_to_a_wer_file(tmp_path):
     assert 0.0 <= stats.wer <= 100.0 * max(1, stats.hyp_words)
 
 
+def test_layer_cache_runs_the_upstream_once_per_cut_and_matches_it(tmp_path):
+    from speechkd.data.datamodule import AsrDataModule, DataConfig
+    from speechkd.evaluation.upstream import FbankUpstream, LayerCache, probe_batches, probe_inputs
+    from speechkd.testing.toy import ToyTokenizer, make_toy_cuts
+
+    cuts = make_toy_cuts(tmp_path / "audio", num_cuts=4, min_duration=0.5, max_duration=1.5)
+    dm = AsrDataModule(DataConfig(input="audio", max_duration=2.5, num_buckets=2, num_workers=0, drop_last=False,
+                                  min_cut_duration=0.0, max_cut_duration=2.0, seed=3), tokenizer=ToyTokenizer())
+    calls = []
+
+    class Counting(FbankUpstream):
+        def __call__(self, wavs, wav_lens):
+            calls.append(len(wavs))
+            return super().__call__(wavs, wav_lens)
+
+    up = Counting()
+    cache = LayerCache(up)
+    cpu = torch.device("cpu")
+    batches = list(probe_batches(dm.train_dataloader(cuts), 12))  # several epochs, reshuffled batches
+    for batch in batches:
+        layers, lens = cache.inputs(batch, cpu)
+        ref_layers, ref_lens = probe_inputs(FbankUpstream(), batch, cpu)
+        assert lens.tolist() == ref_lens.tolist()
+        for i, n in enumerate(lens.tolist()):  # valid frames equal up to float16 storage, padding is zero
+            torch.testing.assert_close(layers[:, i, :n], ref_layers[:, i, :n], atol=2e-2, rtol=2e-3)
+            assert not layers[:, i, n:].any()
+    assert sorted(cache.store) == sorted(c.id for c in cuts)
+    assert sum(calls) <= len(cuts) + 2 and len(calls) < len(batches), calls  # one forward per unseen batch
+
+
 def test_render_report_rows():
     from speechkd.evaluation.upstream import render_report
 
