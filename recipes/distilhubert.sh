@@ -78,6 +78,11 @@ launcher=("$python")
 effective_mode=$(awk '/^loss:/ {f = 1; next} /^[^ #]/ {f = 0} f && $1 == "mode:" {print $2; exit}' "$config")
 for o in "${override_arr[@]}"; do case $o in loss.mode=*) effective_mode=${o#loss.mode=} ;; esac; done
 key="config=$config overrides=${override_arr[*]} teacher=$teacher train=$train_parts"
+# Training, evaluation and export also rerun when the config files are edited (stage 11 keys on paths only:
+# training checks the stored targets' teacher metadata and fails clearly on a mismatch).
+train_key="$key config_sum=$(cksum <"$config")"
+probe_sum=
+[ -z "$probe_config" ] || probe_sum=$(cksum <"$probe_config")
 
 if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ] && [ -n "$teacher_ct2_dir" ]; then
   [ -n "$teacher_dir" ] || die "--teacher-ct2-dir needs --teacher-dir (where the converted teacher goes)"
@@ -106,18 +111,18 @@ if [ "$stage" -le 20 ] && [ "$stop_stage" -ge 20 ]; then
   log "Stage 20: distil into a DistilHuBERT student ($exp_dir, targets $effective_mode)"
   targets_args=()
   [ "$effective_mode" != stored ] || targets_args=(--targets-dir "$targets_dir")
-  if ! stage_done 20 "$exp_dir" "$key"; then
+  if ! stage_done 20 "$exp_dir" "$train_key"; then
     "${launcher[@]}" -m speechkd distill train --config "$config" "${set_args[@]}" "${teacher_args[@]}" \
       --exp-dir "$exp_dir" --cuts-dir "$cuts_dir" --train-parts "${train_arr[@]}" \
       --valid-parts "${valid_arr[@]}" "${targets_args[@]}"
-    mark_done 20 "$exp_dir" "$key"
+    mark_done 20 "$exp_dir" "$train_key"
   fi
 fi
 
 if [ "$stage" -le 30 ] && [ "$stop_stage" -ge 30 ]; then
   log "Stage 30: evaluate-upstream (heads vs teacher, ASR probes on ${test_parts}, compression)"
   require_file "$bpe_model" -- "give --bpe-model (data/lang_bpe_<N>/bpe.model)"
-  ekey="$key probe=$probe_config ${probe_override_arr[*]} probe_train=$probe_train_parts test=$test_parts"
+  ekey="$train_key probe=$probe_config $probe_sum ${probe_override_arr[*]} probe_train=$probe_train_parts test=$test_parts bpe=$bpe_model"
   if ! stage_done 30 "$exp_dir" "$ekey"; then
     "$python" -m speechkd distill evaluate-upstream --exp-dir "$exp_dir" --cuts-dir "$cuts_dir" \
       --bpe-model "$bpe_model" --train-parts "${probe_train_arr[@]}" --dev-parts "${valid_arr[@]}" \
@@ -128,8 +133,8 @@ fi
 
 if [ "$stage" -le 40 ] && [ "$stop_stage" -ge 40 ]; then
   log "Stage 40: export the student as a transformers checkpoint -> $exp_dir/hf"
-  if ! stage_done 40 "$exp_dir" "$key"; then
+  if ! stage_done 40 "$exp_dir" "$train_key"; then
     "$python" -m speechkd distill export --exp-dir "$exp_dir" --out-dir "$exp_dir/hf"
-    mark_done 40 "$exp_dir" "$key"
+    mark_done 40 "$exp_dir" "$train_key"
   fi
 fi

@@ -30,6 +30,7 @@ cuts_dir=                 # directory with librispeech_cuts_<part>.jsonl.gz (fea
 train_part=train          # part to pseudo-label (its transcripts are never used for training)
 test_parts="dev test-clean test-other"  # parts to decode and to score the teacher on
 reference_filter=false    # also drop labels whose WER against the reference exceeds filter max_wer
+score_train_labels=true   # stage 15: also score the train labels (all / kept) against its transcripts, if it has them
 filter_overrides=         # space-separated label-filter overrides, e.g. "max_chars_per_sec=30"
 vocab_size=256            # BPE vocabulary of the student (trained on the kept pseudo-labels)
 config=                   # student experiment YAML (recipes/asr.sh --config)
@@ -116,6 +117,14 @@ if [ "$stage" -le 15 ] && [ "$stop_stage" -ge 15 ]; then
     "$python" -m speechkd pseudo score-labels --cuts "$label_dir/$part/cuts.jsonl.gz" \
       --out-dir "$exp_dir/decode" --test-set "$part" --tag "teacher-$backend-beam$beam_size"
   done
+  if [ "$score_train_labels" = true ]; then
+    # Label quality only: the student never sees these transcripts.
+    log "Stage 15: WER of the $train_part pseudo-labels before (labels-all) and after (labels-kept) filtering"
+    "$python" -m speechkd pseudo score-labels --cuts "$label_dir/$train_part/cuts.jsonl.gz" \
+      --out-dir "$exp_dir/decode" --test-set "$train_part" --tag labels-all
+    "$python" -m speechkd pseudo score-labels --cuts "$pl_cuts_dir/librispeech_cuts_$train_part.jsonl.gz" \
+      --out-dir "$exp_dir/decode" --test-set "$train_part" --tag labels-kept
+  fi
 fi
 
 if [ "$stop_stage" -ge 20 ]; then

@@ -21,7 +21,7 @@ from test_minilibri_data import run_recipe, stages_run
 def test_tiny_whisper_pl(tmp_path: Path) -> None:
     res = run_recipe(tmp_path, "--methods", "whisper_pl", "--pl-beam-size", "1", "--pl-shards", "2",
                      "--asr-overrides", TINY_MODEL, timeout=1200)
-    assert stages_run(res.stderr) == [0, 1, 2, 3, 4, 11, 12, 13, 14, 14, 14, 15, 15, 15, 20, 21, 30, 31, 39]
+    assert stages_run(res.stderr) == [0, 1, 2, 3, 4, 11, 12, 13, 14, 14, 14, 15, 15, 15, 15, 20, 21, 30, 31, 39]
     exp = tmp_path / "exp" / "whisper_pl"
     assert (exp / "labels" / "train" / "metadata.yaml").is_file()
     report = (exp / "filter" / "filter-report.tsv").read_text().splitlines()
@@ -34,5 +34,11 @@ def test_tiny_whisper_pl(tmp_path: Path) -> None:
     assert set(teacher) == set(SETS)
     # real recorded speech: Whisper tiny.en is far better than chance through this pipeline
     assert teacher["test-other"] < 30.0, teacher
-    student_tags = {r[1] for r in rows if not r[1].startswith("teacher")}
+    # label quality on train before / after filtering: the kept labels are the all-labels minus the dropped ones
+    labels = {r[1]: (float(r[2]), int(r[7])) for r in rows if r[0] == "train"}
+    assert set(labels) == {"labels-all", "labels-kept"}, labels
+    dropped = sum(1 for _ in open(exp / "filter" / "dropped.jsonl"))
+    kept_words, all_words = labels["labels-kept"][1], labels["labels-all"][1]
+    assert (kept_words < all_words) if dropped else (kept_words == all_words), (labels, dropped)
+    student_tags = {r[1] for r in rows if not r[1].startswith("teacher") and r[0] != "train"}
     assert student_tags == {"greedy", "beam4", "greedy-chunk8", "greedy-chunk16"}
