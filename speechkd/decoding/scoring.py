@@ -362,10 +362,13 @@ def read_summary(path: Union[str, Path]) -> list[dict[str, str]]:
 def summary_markdown(rows: Sequence[dict[str, str]], sets: Optional[Sequence[str]] = None) -> str:
     """A markdown WER table from ``wer-summary.tsv`` rows: one row per tag, one column per set.
 
-    ``sets`` fixes the column order (default: order of first appearance); a missing cell is ``-``.
+    ``sets`` fixes the columns (default: order of first appearance); a missing cell is ``-``, and a tag with
+    no result in any of ``sets`` (e.g. train-label scores in a test table) gets no row.
     """
+    if sets:
+        rows = [r for r in rows if r["test_set"] in sets]
     if not rows:
-        raise SpeechkdError("no WER rows to tabulate")
+        raise SpeechkdError(f"no WER rows to tabulate{f' for sets {list(sets)}' if sets else ''}")
     sets = list(sets) if sets else list(dict.fromkeys(r["test_set"] for r in rows))
     tags = list(dict.fromkeys(r["tag"] for r in rows))
     wer = {(r["tag"], r["test_set"]): r["WER"] for r in rows}

@@ -245,8 +245,10 @@ def test_summary_markdown_pivots_tags_by_set(tmp_path):
     update_summary(summary, "test-clean", "greedy", compute_wer(["A B C D"], ["A B X D"]))
     update_summary(summary, "test-other", "greedy", compute_wer(["A B"], ["A"]))
     update_summary(summary, "test-clean", "beam4", compute_wer(["A B"], ["A B"]))
+    update_summary(summary, "train", "labels-all", compute_wer(["A B"], ["A"]))  # not a column: no row
     table = summary_markdown(read_summary(summary), ["test-clean", "test-other"])
     lines = table.strip().splitlines()
+    assert len(lines) == 4 and "labels-all" not in table
     assert lines[0] == "| decoding | test-clean | test-other |"
     assert lines[2] == "| greedy | 25.00 | 50.00 |"
     assert lines[3] == "| beam4 | 0.00 | - |"
