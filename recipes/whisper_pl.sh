@@ -30,7 +30,7 @@ cuts_dir=                 # directory with librispeech_cuts_<part>.jsonl.gz (fea
 train_part=train          # part to pseudo-label (its transcripts are never used for training)
 test_parts="dev test-clean test-other"  # parts to decode and to score the teacher on
 reference_filter=false    # also drop labels whose WER against the reference exceeds filter max_wer
-score_train_labels=true   # stage 15: also score the train labels (all / kept) against its transcripts, if it has them
+score_train_labels=true   # stage 15: also score the train labels (all / kept) against its transcripts (false for unlabelled audio)
 filter_overrides=         # space-separated label-filter overrides, e.g. "max_chars_per_sec=30"
 vocab_size=256            # BPE vocabulary of the student (trained on the kept pseudo-labels)
 config=                   # student experiment YAML (recipes/asr.sh --config)
