@@ -164,6 +164,23 @@ def load_config(
     return from_dict(cls, data)
 
 
+def read_experiment_config(
+    exp_dir: Union[str, Path], cls: Type[T], command: str, ignore: Iterable[str] = ()
+) -> tuple[T, dict[str, Any]]:
+    """``(cls config, its "paths" section)`` from the ``config.yaml`` that ``command`` resolved into ``exp_dir``.
+
+    ``ignore``: other descriptive top-level keys the run wrote next to the config (not fields of ``cls``).
+    """
+    path = Path(exp_dir) / "config.yaml"
+    if not path.is_file():
+        raise SpeechkdError(f"{path} not found: is {exp_dir} a `{command}` experiment dir?")
+    data = load_yaml(path)
+    paths = data.pop("paths", {}) or {}
+    for key in ignore:
+        data.pop(key, None)
+    return from_dict(cls, data), paths
+
+
 def save_config(cfg: Any, path: Union[str, Path]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from speechkd.config import apply_overrides, from_dict, load_yaml, to_dict
+from speechkd.config import apply_overrides, from_dict, load_yaml, read_experiment_config, to_dict
 from speechkd.data.datamodule import DataConfig
 from speechkd.errors import SpeechkdError
 from speechkd.models.asr import AsrModelConfig
@@ -130,12 +130,7 @@ def train_asr(
 
 def read_experiment(exp_dir: PathLike) -> tuple[AsrExperimentConfig, dict[str, Any]]:
     """The resolved config (and its ``paths`` section) that ``train_asr`` wrote into ``exp_dir``."""
-    path = Path(exp_dir) / "config.yaml"
-    if not path.is_file():
-        raise SpeechkdError(f"{path} not found: is {exp_dir} a speechkd asr experiment dir?")
-    data = load_yaml(path)
-    paths = data.pop("paths", {}) or {}
-    return from_dict(AsrExperimentConfig, data), paths
+    return read_experiment_config(exp_dir, AsrExperimentConfig, "speechkd asr train")
 
 
 def average_asr(

@@ -25,7 +25,7 @@ from typing import Any, Optional, Sequence, Union
 
 import yaml
 
-from speechkd.config import apply_overrides, from_dict, load_yaml, to_dict
+from speechkd.config import apply_overrides, from_dict, load_yaml, read_experiment_config, to_dict
 from speechkd.data.datamodule import DataConfig
 from speechkd.errors import SpeechkdError
 from speechkd.models.distilhubert import DistilHubertConfig
@@ -191,13 +191,8 @@ def train_distill(
 
 def read_distill_experiment(exp_dir: PathLike) -> tuple[DistillExperimentConfig, dict[str, Any]]:
     """The resolved config and its ``paths`` section written by :func:`train_distill`."""
-    path = Path(exp_dir) / "config.yaml"
-    if not path.is_file():
-        raise SpeechkdError(f"{path} not found: is {exp_dir} a `speechkd distill train` experiment dir?")
-    data = load_yaml(path)
-    paths = data.pop("paths", {}) or {}
-    data.pop("teacher_description", None)
-    return from_dict(DistillExperimentConfig, data), paths
+    return read_experiment_config(exp_dir, DistillExperimentConfig, "speechkd distill train",
+                                  ignore=("teacher_description",))
 
 
 def export_distill(exp_dir: PathLike, out_dir: PathLike, checkpoint: Optional[PathLike] = None) -> Path:

@@ -65,3 +65,16 @@ def test_data_config_rejects_one_bucket():
     with pytest.raises(SpeechkdError, match="num_buckets >= 2"):
         load_config(DataConfig, None, ["num_buckets=1"])
     assert load_config(DataConfig, None, ["num_buckets=2"]).num_buckets == 2
+
+
+def test_read_experiment_config_splits_paths_and_ignored_keys(tmp_path):
+    from speechkd.config import read_experiment_config
+
+    with pytest.raises(SpeechkdError, match=r"config.yaml not found: .*`speechkd asr train` experiment dir"):
+        read_experiment_config(tmp_path, Cfg, "speechkd asr train")
+    (tmp_path / "config.yaml").write_text(
+        "num_epochs: 3\npaths: {cuts_dir: data/fbank}\nteacher_description: {layers: [2, 4]}\n")
+    with pytest.raises(SpeechkdError, match="teacher_description"):  # not a field of Cfg unless ignored
+        read_experiment_config(tmp_path, Cfg, "x")
+    cfg, paths = read_experiment_config(tmp_path, Cfg, "x", ignore=("teacher_description",))
+    assert cfg.num_epochs == 3 and paths == {"cuts_dir": "data/fbank"}
