@@ -67,6 +67,9 @@ class DataConfig:
     min_cut_duration: float = 1.0  # training cuts shorter than this are removed (logged)
     max_cut_duration: float = 20.0  # training cuts longer than this are removed (logged)
     drop_empty_text: bool = True  # remove training cuts with an empty transcript (logged)
+    # Training cuts (the first ones of the training set) that estimate the global CMVN statistics
+    # of models with encoder.global_cmvn=true.
+    cmvn_max_cuts: int = 2000
 
     def validate(self) -> None:
         if self.input not in INPUT_KINDS:
@@ -84,6 +87,8 @@ class DataConfig:
                 f"data.max_cut_duration ({self.max_cut_duration}) exceeds data.max_duration "
                 f"({self.max_duration}): such cuts could never fit in a batch"
             )
+        if self.cmvn_max_cuts < 1:
+            raise SpeechkdError(f"data.cmvn_max_cuts must be >= 1, got {self.cmvn_max_cuts}")
         if self.num_workers < 0 or self.num_buckets < 2:
             # lhotse's DynamicBucketingSampler asserts num_buckets > 1: say so before training starts
             raise SpeechkdError(
@@ -262,6 +267,33 @@ class AsrDataModule:
         if cfg.input == "fbank" and cfg.features == "precomputed":
             return cuts
         return cuts.map(partial(_resample_cut, sampling_rate=cfg.sampling_rate))
+
+    def global_feature_stats(self, cuts: Any) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Per-bin mean (C,) and standard deviation (C,) of the fbank input over the first
+        ``data.cmvn_max_cuts`` cuts, and the number of cuts used (lhotse's global stats, computed
+        from stored features or with the on-the-fly extractor, as training will see them)."""
+        cfg = self.cfg
+        if cfg.input != "fbank":
+            raise SpeechkdError(f"global CMVN needs fbank input, but data.input={cfg.input!r}")
+        sample = self._prepare_cuts(cuts).subset(first=cfg.cmvn_max_cuts).to_eager()
+        if len(sample) == 0:
+            raise SpeechkdError("global CMVN: the training set has no cuts to estimate statistics from")
+        extractor = None
+        if cfg.features == "on_the_fly":
+            from speechkd.data.features import make_fbank_extractor
+
+            extractor = make_fbank_extractor(cfg.num_mel_bins, cfg.sampling_rate)
+        else:
+            missing = [c.id for c in sample if not c.has_features]
+            if missing:
+                raise SpeechkdError(
+                    f"global CMVN: {len(missing)} cut(s) have no precomputed features (first: '{missing[0]}'); "
+                    "run the fbank stage or set data.features=on_the_fly"
+                )
+        stats = sample.compute_global_feature_stats(extractor=extractor)
+        mean = torch.as_tensor(stats["norm_means"], dtype=torch.float32)
+        std = torch.as_tensor(stats["norm_stds"], dtype=torch.float32)
+        return mean, std, len(sample)
 
     def _dataset(self, cuts: Any) -> AsrBatchDataset:
         return AsrBatchDataset(self._input_strategy(cuts), self.tokenizer, self.target_fields)

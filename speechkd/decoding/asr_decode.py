@@ -65,6 +65,9 @@ def load_model_for_decoding(exp_dir: PathLike, checkpoint: Optional[PathLike]) -
         model.load_state_dict(state["model"] if "model" in state else state)
     except RuntimeError as e:
         raise SpeechkdError(f"checkpoint {checkpoint} does not fit the model in {exp_dir}/config.yaml: {e}") from e
+    norm = model.encoder.input_norm
+    if norm is not None and not norm.ready:
+        raise SpeechkdError(f"checkpoint {checkpoint} has encoder.global_cmvn=true but no CMVN statistics")
     log.info("loaded %s", checkpoint)
     model.eval()
     return model, cfg, paths

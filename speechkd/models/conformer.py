@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from speechkd.errors import SpeechkdError
+from speechkd.models.cmvn import GlobalCMVN
 from speechkd.models.subsampling import SUBSAMPLING_FACTOR, Conv2dSubsampling
 
 FULL_CONTEXT = -1  # value of chunk_size / left_context meaning "no limit"
@@ -61,6 +62,8 @@ class EncoderConfig:
     train_left_contexts: list[int] = field(default_factory=lambda: [FULL_CONTEXT])
     # Probability of a full-context batch before sampling from train_chunk_sizes (causal only).
     full_context_prob: float = 0.25
+    # Normalise each input bin with the training set's global mean/std (stored in the model).
+    global_cmvn: bool = False
 
     def validate(self) -> None:
         if self.d_model % self.num_heads != 0:
@@ -315,6 +318,7 @@ class ConformerEncoder(nn.Module):
         cfg.validate()
         self.cfg = cfg
         self.output_dim = cfg.d_model
+        self.input_norm: Optional[GlobalCMVN] = GlobalCMVN(cfg.input_dim) if cfg.global_cmvn else None
         self.subsampling = Conv2dSubsampling(
             cfg.input_dim, cfg.subsampling_channels, cfg.d_model, cfg.causal, cfg.dropout
         )
@@ -342,6 +346,8 @@ class ConformerEncoder(nn.Module):
         _check_chunk_size(chunk_size)
         _check_left_context(left_context)
         _check_inputs(x, x_lens)
+        if self.input_norm is not None:
+            x = self.input_norm(x)
         h, lens = self.subsampling(x, x_lens)
         t = h.size(1)
         allowed = chunk_attention_mask(lens, t, chunk_size, left_context)
@@ -398,6 +404,8 @@ class ConformerEncoder(nn.Module):
                 f"streaming states for {states.sub_cache1.size(0)} streams / {len(states.keys)} layers do not fit "
                 f"a batch of {x_chunk.size(0)} and {len(self.layers)} layers"
             )
+        if self.input_norm is not None:
+            x_chunk = self.input_norm(x_chunk)
         h, out_lens, c1, c2 = self.subsampling.streaming_forward(x_chunk, x_lens, states.sub_cache1, states.sub_cache2)
         cache_len = states.keys[0].size(2)
         slot = torch.arange(cache_len, device=h.device)

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 AVERAGED_NAME = "averaged.pt"
+CMVN_NAME = "global_cmvn.pt"
 
 
 @dataclass
@@ -123,9 +124,45 @@ def train_asr(
         "valid_parts": list(valid_parts),
         "bpe_model": str(Path(bpe_model).resolve()),
     }
+    if model.encoder.input_norm is not None:
+        set_global_cmvn(model, dm, train_cuts, exp_dir, source={**run_config["paths"], "data": to_dict(cfg.data)})
     trainer = Trainer(cfg.trainer, model, task, dm, train_cuts, valid_cuts, exp_dir, run_config=run_config)
     task.step_fn = lambda: trainer.state.step
     trainer.fit(resume=resume)
+
+
+def set_global_cmvn(model: Any, dm: Any, train_cuts: Any, exp_dir: PathLike, source: dict[str, Any]) -> None:
+    """Put the training set's global mean/std into ``model.encoder.input_norm``.
+
+    The statistics are estimated once (:meth:`AsrDataModule.global_feature_stats`) and kept in
+    ``exp_dir/global_cmvn.pt`` with the ``source`` (paths and data config) they came from; a later
+    run with the same source reuses them. A resumed checkpoint carries its own copy, which then
+    replaces these (the buffers are part of the model's state).
+    """
+    import torch
+
+    from speechkd.training.checkpoint import load_checkpoint, save_checkpoint_atomic
+    from speechkd.training.dist import dist_info_from_env
+
+    path = Path(exp_dir) / CMVN_NAME
+    stats = load_checkpoint(path) if path.is_file() else None
+    if stats is not None and stats.get("source") != source:
+        log.warning("%s was computed for other data or data settings: estimating the statistics again", path)
+        stats = None
+    if stats is None:
+        mean, std, num_cuts = dm.global_feature_stats(train_cuts)
+        stats = {"mean": mean, "std": std, "num_cuts": num_cuts, "source": source, "torch": torch.__version__}
+        if dist_info_from_env().rank == 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_checkpoint_atomic(stats, path)
+    model.encoder.input_norm.set_stats(stats["mean"], stats["std"], stats["num_cuts"])
+    log.info(
+        "global CMVN from %d training cuts (%s): mean of means %.3f, mean std %.3f",
+        stats["num_cuts"],
+        path,
+        float(stats["mean"].mean()),
+        float(stats["std"].mean()),
+    )
 
 
 def read_experiment(exp_dir: PathLike) -> tuple[AsrExperimentConfig, dict[str, Any]]:

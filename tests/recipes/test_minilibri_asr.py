@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from test_minilibri_data import TINY_VOCAB, run_recipe, stages_run
@@ -33,6 +34,11 @@ def test_tiny_asr_stages(tmp_path: Path) -> None:
         assert "trainer.num_epochs=2" in (exp / "command.sh").read_text()
         assert yaml.safe_load((exp / "versions.yaml").read_text())["torch"]
         assert (exp / "averaged.pt").is_file() and (exp / "epoch-2.pt").is_file()
+        # the presets normalise the input: statistics estimated once, carried by the decoded model
+        stats = torch.load(exp / "global_cmvn.pt", weights_only=False)
+        averaged = torch.load(exp / "averaged.pt", weights_only=False)["model"]
+        assert averaged["encoder.input_norm.num_cuts"].item() == stats["num_cuts"] > 0
+        torch.testing.assert_close(averaged["encoder.input_norm.mean"], stats["mean"])
         rows = (exp / "decode" / "wer-summary.tsv").read_text().splitlines()[1:]
         got = {(r.split("\t")[0], r.split("\t")[1]) for r in rows}
         assert got == {(s, t) for s in SETS for t in tags}

@@ -95,3 +95,48 @@ def test_builtin_experiment_defaults_are_consistent_and_vocab_comes_from_bpe():
     assert cfg.model.vocab_size == 48
     with pytest.raises(SpeechkdError, match="disagrees with the BPE model"):
         load_experiment_config(None, ["model.vocab_size=30"], vocab_size=48)
+
+
+class _StatsDataModule:
+    """Stands in for AsrDataModule.global_feature_stats and counts the estimations."""
+
+    def __init__(self, mean: float, std: float) -> None:
+        self.value = (torch.full((80,), mean), torch.full((80,), std), 5)
+        self.calls = 0
+
+    def global_feature_stats(self, cuts):
+        self.calls += 1
+        return self.value
+
+
+def test_global_cmvn_is_estimated_once_per_source_and_put_in_the_model(tmp_path, caplog):
+    from speechkd.training.asr_experiment import CMVN_NAME, set_global_cmvn
+    from speechkd.training.checkpoint import load_checkpoint
+
+    def model():
+        return AsrModel(AsrModelConfig(
+            encoder=EncoderConfig(d_model=32, num_layers=1, num_heads=4, ff_dim=32, subsampling_channels=4,
+                                  global_cmvn=True),
+            vocab_size=10, decoder_dim=16, joiner_dim=16,
+        ))
+
+    src = {"train_parts": ["train"], "data": {"features": "precomputed"}}
+    dm = _StatsDataModule(-6.0, 4.0)
+    first = model()
+    set_global_cmvn(first, dm, None, tmp_path, source=src)
+    norm = first.encoder.input_norm
+    assert norm.ready and norm.num_cuts.item() == 5
+    torch.testing.assert_close(norm.mean, torch.full((80,), -6.0))
+    torch.testing.assert_close(norm.inv_std, torch.full((80,), 0.25))
+    assert load_checkpoint(tmp_path / CMVN_NAME)["source"] == src
+    # the same source again (a resumed run): the stored statistics, no new estimate
+    set_global_cmvn(model(), _StatsDataModule(0.0, 1.0), None, tmp_path, source=src)
+    again = model()
+    dm2 = _StatsDataModule(1.0, 2.0)
+    set_global_cmvn(again, dm2, None, tmp_path, source=src)
+    assert dm2.calls == 0 and again.encoder.input_norm.mean[0].item() == -6.0
+    # other training data: estimated again, and said so
+    other = model()
+    set_global_cmvn(other, dm2, None, tmp_path, source={**src, "train_parts": ["train-other"]})
+    assert dm2.calls == 1 and other.encoder.input_norm.mean[0].item() == 1.0
+    assert "estimating the statistics again" in caplog.text

@@ -112,6 +112,26 @@ def test_precomputed_equals_on_the_fly(cuts, tmp_path):
         _dm(features="precomputed").train_dataloader(sub)
 
 
+@pytest.mark.parametrize("features", ["on_the_fly", "precomputed"])
+def test_global_feature_stats_match_numpy_over_the_first_cuts(cuts, tmp_path, features):
+    from lhotse import Fbank, FbankConfig
+    from lhotse.features.io import NumpyFilesWriter
+
+    sub = cuts.subset(first=4)
+    stored = sub.compute_and_store_features(Fbank(FbankConfig(num_mel_bins=80)), tmp_path / "feats",
+                                            storage_type=NumpyFilesWriter)
+    frames = np.concatenate([c.load_features() for c in stored.subset(first=3)])  # (sum T, 80)
+    dm = _dm(features=features, cmvn_max_cuts=3)
+    mean, std, n = dm.global_feature_stats(stored if features == "precomputed" else sub)
+    assert n == 3 and mean.shape == std.shape == (80,)
+    np.testing.assert_allclose(mean.numpy(), frames.mean(0), atol=1e-3)
+    np.testing.assert_allclose(std.numpy(), frames.std(0), rtol=1e-3, atol=1e-3)
+    with pytest.raises(SpeechkdError, match="no precomputed features"):
+        _dm(features="precomputed").global_feature_stats(sub)
+    with pytest.raises(SpeechkdError, match="needs fbank input"):
+        _dm(input="audio").global_feature_stats(sub)
+
+
 def test_filters_are_counted_and_logged(tmp_path, caplog):
     cuts = make_toy_cuts(tmp_path, num_cuts=8, min_duration=0.5, max_duration=4.0, seed=5, empty_text_ids=[0, 1])
     expect = {"too_short": [], "too_long": [], "empty_text": []}

@@ -204,3 +204,36 @@ def test_preset_param_counts(name, total, lo, hi):
     assert causal.num_params() == total - (cfg.encoder.d_model + 1) * cfg.vocab_size
     with pytest.raises(SpeechkdError, match="unknown model preset"):
         load_preset("nope")
+
+
+def test_global_cmvn_normalises_the_input_in_every_mode():
+    """An encoder with global CMVN equals the same weights without it on pre-normalised input,
+    full-context and streaming; the statistics live in the state dict."""
+    mean, std = torch.randn(FEAT_DIM) * 3, torch.rand(FEAT_DIM) * 4 + 0.5
+    with_norm = tiny_encoder(causal=True, seed=5, global_cmvn=True)
+    assert not with_norm.input_norm.ready
+    with_norm.input_norm.set_stats(mean, std, num_cuts=7)
+    plain = tiny_encoder(causal=True, seed=5)
+    assert plain.input_norm is None
+    state = {k: v for k, v in with_norm.state_dict().items() if not k.startswith("input_norm.")}
+    plain.load_state_dict(state)
+    x, lens = feats(2, 61) * std + mean, torch.tensor([61, 38])
+    ref = plain((x - mean) / std, lens)
+    got = with_norm(x, lens)
+    torch.testing.assert_close(got.out, ref.out, atol=TOL, rtol=0)
+    assert (with_norm(x, lens).out - plain(x, lens).out).abs().max() > 1e-2  # it is not a no-op
+    streamed = run_streaming(with_norm, x, lens, 3, -1)
+    masked = with_norm(x, lens, 3, -1)
+    for n, length in enumerate(masked.out_lens.tolist()):
+        torch.testing.assert_close(streamed[n, :length], masked.out[n, :length], atol=TOL, rtol=0)
+    sd = with_norm.state_dict()
+    assert sd["input_norm.num_cuts"].item() == 7
+    torch.testing.assert_close(sd["input_norm.inv_std"], 1 / std)
+
+
+def test_global_cmvn_rejects_bad_statistics():
+    enc = tiny_encoder(causal=False, global_cmvn=True)
+    with pytest.raises(SpeechkdError, match="input_dim=80"):
+        enc.input_norm.set_stats(torch.zeros(40), torch.ones(40), num_cuts=3)
+    with pytest.raises(SpeechkdError, match="non-finite"):
+        enc.input_norm.set_stats(torch.full((FEAT_DIM,), float("nan")), torch.ones(FEAT_DIM), num_cuts=3)
