@@ -246,11 +246,9 @@ class AsrDataModule:
             self.seconds_per_input_unit = 1.0 / cfg.sampling_rate
             return AudioSamples()
         if cfg.features == "on_the_fly":
-            from lhotse import Fbank, FbankConfig
-
-            fbank_cfg = FbankConfig(num_mel_bins=cfg.num_mel_bins)
-            self.seconds_per_input_unit = fbank_cfg.frame_shift
-            return OnTheFlyFeatures(Fbank(fbank_cfg))
+            extractor = self._fbank_extractor()
+            self.seconds_per_input_unit = extractor.frame_shift
+            return OnTheFlyFeatures(extractor)
         first = next(iter(cuts), None)
         if first is not None:
             if not first.has_features:
@@ -260,6 +258,12 @@ class AsrDataModule:
                 )
             self.seconds_per_input_unit = first.frame_shift
         return PrecomputedFeatures()
+
+    def _fbank_extractor(self) -> Any:
+        """The on-the-fly extractor: the stored features' config at ``data.sampling_rate``."""
+        from speechkd.data.features import make_fbank_extractor
+
+        return make_fbank_extractor(self.cfg.num_mel_bins, self.cfg.sampling_rate)
 
     def _prepare_cuts(self, cuts: Any) -> Any:
         """Resample audio-based inputs to ``cfg.sampling_rate`` where a cut's rate differs."""
@@ -280,9 +284,7 @@ class AsrDataModule:
             raise SpeechkdError("global CMVN: the training set has no cuts to estimate statistics from")
         extractor = None
         if cfg.features == "on_the_fly":
-            from speechkd.data.features import make_fbank_extractor
-
-            extractor = make_fbank_extractor(cfg.num_mel_bins, cfg.sampling_rate)
+            extractor = self._fbank_extractor()
         else:
             missing = [c.id for c in sample if not c.has_features]
             if missing:
