@@ -125,7 +125,10 @@ def train_asr(
         "bpe_model": str(Path(bpe_model).resolve()),
     }
     if model.encoder.input_norm is not None:
-        set_global_cmvn(model, dm, train_cuts, exp_dir, source={**run_config["paths"], "data": to_dict(cfg.data)})
+        d = cfg.data
+        source = {"cuts_dir": str(cuts_dir), "train_parts": list(train_parts), "features": d.features,
+                  "num_mel_bins": d.num_mel_bins, "sampling_rate": d.sampling_rate, "max_cuts": d.cmvn_max_cuts}
+        set_global_cmvn(model, dm, train_cuts, exp_dir, source)
     trainer = Trainer(cfg.trainer, model, task, dm, train_cuts, valid_cuts, exp_dir, run_config=run_config)
     task.step_fn = lambda: trainer.state.step
     trainer.fit(resume=resume)
@@ -135,9 +138,9 @@ def set_global_cmvn(model: Any, dm: Any, train_cuts: Any, exp_dir: PathLike, sou
     """Put the training set's global mean/std into ``model.encoder.input_norm``.
 
     The statistics are estimated once (:meth:`AsrDataModule.global_feature_stats`) and kept in
-    ``exp_dir/global_cmvn.pt`` with the ``source`` (paths and data config) they came from; a later
-    run with the same source reuses them. A resumed checkpoint carries its own copy, which then
-    replaces these (the buffers are part of the model's state).
+    ``exp_dir/global_cmvn.pt`` with the ``source`` (training cuts and feature settings) they came
+    from; a later run with the same source reuses them. A resumed checkpoint carries its own copy,
+    which then replaces these (the buffers are part of the model's state).
     """
     import torch
 
