@@ -104,6 +104,7 @@ class AsrBatchDataset(torch.utils.data.Dataset):
             ``AudioSamples``) returning ``(inputs, input_lens)``.
         tokenizer: anything with ``encode(list[str]) -> list[list[int]]``, or None.
         target_fields: names of TemporalArray custom fields to collate into ``targets``.
+        input_transform: ``(inputs, input_lens) -> inputs`` applied to every batch (e.g. SpecAugment).
     """
 
     def __init__(
@@ -111,17 +112,21 @@ class AsrBatchDataset(torch.utils.data.Dataset):
         input_strategy: Callable[[Any], tuple[torch.Tensor, torch.Tensor]],
         tokenizer: Optional[TokenizerLike] = None,
         target_fields: Sequence[str] = (),
+        input_transform: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
     ) -> None:
         super().__init__()
         self.input_strategy = input_strategy
         self.tokenizer = tokenizer
         self.target_fields = tuple(target_fields)
+        self.input_transform = input_transform
 
     def __getitem__(self, cuts: Any) -> dict[str, Any]:
         cuts = list(cuts)
         from lhotse import CutSet
 
         inputs, input_lens = self.input_strategy(CutSet.from_cuts(cuts))[:2]
+        if self.input_transform is not None:
+            inputs = self.input_transform(inputs, input_lens)
         texts = [cut_text(c) for c in cuts]
         tokens = self.tokenizer.encode(texts) if self.tokenizer is not None else None
         return {

@@ -8,6 +8,8 @@ docs/INTERFACES.md (see :mod:`speechkd.data.collate`).
   ``[min_cut_duration, max_cut_duration]`` and cuts with an empty transcript (``drop_empty_text``)
   are removed while sampling, and the counts are logged at the end of every epoch.
 - Evaluation: ``SimpleCutSampler`` by ``max_duration``, no shuffling, no filtering.
+- SpecAugment (``spec_augment.enabled``, training batches only): lhotse's ``SpecAugment`` time warp
+  inside each utterance's frames, then frequency and time masks.
 - Inputs: ``input: fbank`` with ``features: precomputed`` (features stored on the cuts) or
   ``features: on_the_fly`` (lhotse's own ``Fbank``, no torchaudio), or ``input: audio`` (raw samples,
   resampled to ``sampling_rate`` when a cut differs).
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
@@ -47,6 +49,52 @@ FEATURE_SOURCES = ("precomputed", "on_the_fly")
 EPOCH_SEED_STRIDE = 1000
 # How many removed cut ids to quote in the per-epoch filter report.
 REPORT_EXAMPLES = 3
+
+
+@dataclass
+class SpecAugmentConfig:
+    """lhotse ``SpecAugment`` knobs (defaults: icefall's LibriSpeech recipes)."""
+
+    enabled: bool = False
+    time_warp_factor: int = 80  # 0: no time warping
+    num_feature_masks: int = 2
+    features_mask_size: int = 27  # widest frequency mask, in bins
+    num_frame_masks: int = 10
+    frames_mask_size: int = 100  # widest time mask, in frames
+    max_frames_mask_fraction: float = 0.15  # at most this share of a batch row's frames is masked
+    p: float = 0.9  # probability that an utterance is augmented at all
+
+    def validate(self) -> None:
+        ints = ("time_warp_factor", "num_feature_masks", "features_mask_size", "num_frame_masks", "frames_mask_size")
+        for name in ints:
+            if getattr(self, name) < 0:
+                raise SpeechkdError(f"data.spec_augment.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("max_frames_mask_fraction", "p"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise SpeechkdError(f"data.spec_augment.{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+class SpecAugmentInputs:
+    """inputs (N, T, F), input_lens (N,) -> augmented inputs (N, T, F) (lhotse's SpecAugment, with
+    each row's valid frames as its supervision segment so time warping stays inside them)."""
+
+    def __init__(self, cfg: SpecAugmentConfig) -> None:
+        from lhotse.dataset import SpecAugment
+
+        self.augment = SpecAugment(
+            time_warp_factor=cfg.time_warp_factor or None,
+            num_feature_masks=cfg.num_feature_masks,
+            features_mask_size=cfg.features_mask_size,
+            num_frame_masks=cfg.num_frame_masks,
+            frames_mask_size=cfg.frames_mask_size,
+            max_frames_mask_fraction=cfg.max_frames_mask_fraction,
+            p=cfg.p,
+        )
+
+    def __call__(self, inputs: torch.Tensor, input_lens: torch.Tensor) -> torch.Tensor:
+        n = inputs.size(0)
+        segments = torch.stack([torch.arange(n), torch.zeros(n, dtype=torch.int64), input_lens.cpu()], dim=1)
+        return self.augment(inputs, supervision_segments=segments.to(torch.int32))
 
 
 @dataclass
@@ -70,6 +118,7 @@ class DataConfig:
     # Training cuts (the first ones of the training set) that estimate the global CMVN statistics
     # of models with encoder.global_cmvn=true.
     cmvn_max_cuts: int = 2000
+    spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
 
     def validate(self) -> None:
         if self.input not in INPUT_KINDS:
@@ -87,6 +136,8 @@ class DataConfig:
                 f"data.max_cut_duration ({self.max_cut_duration}) exceeds data.max_duration "
                 f"({self.max_duration}): such cuts could never fit in a batch"
             )
+        if self.spec_augment.enabled and self.input != "fbank":
+            raise SpeechkdError(f"data.spec_augment needs fbank input, but data.input={self.input!r}")
         if self.cmvn_max_cuts < 1:
             raise SpeechkdError(f"data.cmvn_max_cuts must be >= 1, got {self.cmvn_max_cuts}")
         if self.num_workers < 0 or self.num_buckets < 2:
@@ -297,8 +348,10 @@ class AsrDataModule:
         std = torch.as_tensor(stats["norm_stds"], dtype=torch.float32)
         return mean, std, len(sample)
 
-    def _dataset(self, cuts: Any) -> AsrBatchDataset:
-        return AsrBatchDataset(self._input_strategy(cuts), self.tokenizer, self.target_fields)
+    def _dataset(self, cuts: Any, train: bool = False) -> AsrBatchDataset:
+        augment = train and self.cfg.spec_augment.enabled
+        transform = SpecAugmentInputs(self.cfg.spec_augment) if augment else None
+        return AsrBatchDataset(self._input_strategy(cuts), self.tokenizer, self.target_fields, transform)
 
     def _loader(self, dataset: AsrBatchDataset, sampler: Sampler) -> DataLoader:
         nw = self.cfg.num_workers
@@ -335,7 +388,7 @@ class AsrDataModule:
             rank=self.rank,
         )
         sampler.filter(cut_filter)
-        return self._loader(self._dataset(cuts), ResumableSampler(sampler, cut_filter))
+        return self._loader(self._dataset(cuts, train=True), ResumableSampler(sampler, cut_filter))
 
     def eval_dataloader(self, cuts: Any) -> DataLoader:
         """Batches of up to ``max_duration`` seconds in manifest order; nothing is filtered."""

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from speechkd.data.collate import FLOAT_PAD, INT_PAD, collate_targets
-from speechkd.data.datamodule import AsrDataModule, DataConfig, set_loader_epoch
+from speechkd.data.datamodule import AsrDataModule, DataConfig, SpecAugmentConfig, set_loader_epoch
 from speechkd.errors import SpeechkdError
 from speechkd.testing.toy import ToyTokenizer, attach_toy_targets, make_toy_cuts
 
@@ -130,6 +130,29 @@ def test_global_feature_stats_match_numpy_over_the_first_cuts(cuts, tmp_path, fe
         _dm(features="precomputed").global_feature_stats(sub)
     with pytest.raises(SpeechkdError, match="needs fbank input"):
         _dm(input="audio").global_feature_stats(sub)
+
+
+def test_spec_augment_masks_training_batches_only(cuts):
+    aug = SpecAugmentConfig(enabled=True, p=1.0, time_warp_factor=0, num_feature_masks=2, features_mask_size=27,
+                            num_frame_masks=2, frames_mask_size=30, max_frames_mask_fraction=0.5)
+    plain, augmented = _dm(shuffle=False), _dm(shuffle=False, spec_augment=aug)
+    train_a, train_b = _epoch(plain.train_dataloader(cuts)), _epoch(augmented.train_dataloader(cuts))
+
+    def constant_bins(batch):  # frequency bins constant over a row's valid frames: what a mask leaves
+        return sum(int((x[:n].std(0) == 0).sum()) for x, n in zip(batch["inputs"], batch["input_lens"]))
+
+    assert [b["cut_ids"] for b in train_a] == [b["cut_ids"] for b in train_b]
+    for a, b in zip(train_a, train_b):
+        assert torch.equal(a["input_lens"], b["input_lens"]) and a["inputs"].shape == b["inputs"].shape
+        assert constant_bins(a) == 0
+    assert sum(constant_bins(b) for b in train_b) > 0
+    assert all(not torch.equal(a["inputs"], b["inputs"]) for a, b in zip(train_a, train_b))
+    for a, b in zip(plain.eval_dataloader(cuts), augmented.eval_dataloader(cuts)):
+        assert torch.equal(a["inputs"], b["inputs"])
+    with pytest.raises(SpeechkdError, match="spec_augment needs fbank input"):
+        DataConfig(input="audio", spec_augment=aug).validate()
+    with pytest.raises(SpeechkdError, match="spec_augment.p"):
+        SpecAugmentConfig(p=1.5).validate()
 
 
 def test_filters_are_counted_and_logged(tmp_path, caplog):
