@@ -1,8 +1,9 @@
 """Global mean/variance normalisation of the encoder input, with the statistics inside the model.
 
 The per-bin mean and standard deviation are estimated once from the training features (see
-:func:`speechkd.data.features.global_feature_stats`) and stored as buffers, so every checkpoint,
-averaged model and decoding run carries and applies exactly the statistics it was trained with.
+:meth:`speechkd.data.datamodule.AsrDataModule.global_feature_stats`) and stored as buffers, so
+every checkpoint, averaged model and decoding run carries and applies the statistics it was trained
+with.
 """
 
 from __future__ import annotations
