@@ -51,6 +51,7 @@ def _decode(args: argparse.Namespace) -> int:
         cuts_dir=args.cuts_dir,
         bpe_model=args.bpe_model,
         max_duration=args.max_duration,
+        length_norm=not args.no_length_norm,
     )
     for (part, tag), stats in results.items():
         print(f"{part}\t{tag}\tWER {stats.wer:.2f}%")
@@ -83,6 +84,11 @@ def register(reg) -> None:  # noqa: ANN001 - CommandRegistry (avoid import cycle
         "--methods", nargs="+", choices=("ctc-greedy", "greedy", "beam"), default=["greedy"], help="decoding methods"
     )
     p.add_argument("--beam-size", type=int, default=4, help="beam for --methods beam (modified beam search)")
+    p.add_argument(
+        "--no-length-norm",
+        action="store_true",
+        help="beam search: pick the result by log-probability, not log-probability per token (tag beamN-nolennorm)",
+    )
     p.add_argument(
         "--chunk-sizes",
         nargs="+",

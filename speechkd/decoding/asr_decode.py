@@ -29,9 +29,10 @@ PathLike = Union[str, Path]
 METHODS = ("ctc-greedy", "greedy", "beam")
 
 
-def decode_tag(method: str, beam_size: int, chunk_size: int, left_context: int) -> str:
-    """Name of a decoding configuration, used in result file names."""
-    tag = f"beam{beam_size}" if method == "beam" else method
+def decode_tag(method: str, beam_size: int, chunk_size: int, left_context: int, length_norm: bool = True) -> str:
+    """Name of a decoding configuration, used in result file names (``-nolennorm``: beam search
+    without length normalisation)."""
+    tag = f"beam{beam_size}" + ("" if length_norm else "-nolennorm") if method == "beam" else method
     if chunk_size > 0:
         tag += f"-chunk{chunk_size}" + (f"-left{left_context}" if left_context >= 0 else "")
     return tag
@@ -87,9 +88,16 @@ def _check_method(model: Any, method: str, chunk_size: int) -> None:
 
 
 def decode_batch(
-    model: Any, batch: dict[str, Any], method: str, beam_size: int, chunk_size: int, left_context: int
+    model: Any,
+    batch: dict[str, Any],
+    method: str,
+    beam_size: int,
+    chunk_size: int,
+    left_context: int,
+    length_norm: bool = True,
 ) -> list[list[int]]:
-    """Token ids for every utterance of ``batch`` (inputs (N, T, C), input_lens (N,))."""
+    """Token ids for every utterance of ``batch`` (inputs (N, T, C), input_lens (N,)).
+    ``length_norm``: beam search picks its result by length-normalised log-probability."""
     from speechkd.decoding.ctc import ctc_greedy_search
     from speechkd.decoding.streaming import streaming_greedy_search
     from speechkd.decoding.transducer import greedy_search, modified_beam_search
@@ -102,7 +110,7 @@ def decode_batch(
         return ctc_greedy_search(model.ctc_log_probs(enc.out), enc.out_lens, blank_id=model.blank_id)
     if method == "greedy":
         return greedy_search(model, enc.out, enc.out_lens)
-    return modified_beam_search(model, enc.out, enc.out_lens, beam=beam_size)
+    return modified_beam_search(model, enc.out, enc.out_lens, beam=beam_size, length_norm=length_norm)
 
 
 def decode_asr(
@@ -116,6 +124,7 @@ def decode_asr(
     cuts_dir: Optional[PathLike] = None,
     bpe_model: Optional[PathLike] = None,
     max_duration: float = 200.0,
+    length_norm: bool = True,
 ) -> dict[tuple[str, str], Any]:
     """Decode ``parts`` with every (method, chunk size) and score them.
 
@@ -144,9 +153,9 @@ def decode_asr(
         cuts = load_cuts(cuts_dir, [part])
         for method in methods:
             for chunk in chunk_sizes:
-                tag = decode_tag(method, beam_size, chunk, left_context)
+                tag = decode_tag(method, beam_size, chunk, left_context, length_norm)
                 results[(part, tag)] = _decode_part(
-                    model, dm, cuts, tokenizer, part, tag, out_dir, method, beam_size, chunk, left_context
+                    model, dm, cuts, tokenizer, part, tag, out_dir, method, beam_size, chunk, left_context, length_norm
                 )
     return results
 
@@ -163,6 +172,7 @@ def _decode_part(
     beam_size: int,
     chunk_size: int,
     left_context: int,
+    length_norm: bool,
 ) -> Any:
     import torch
 
@@ -172,7 +182,8 @@ def _decode_part(
     audio_s, t0 = 0.0, time.perf_counter()
     with torch.inference_mode():
         for batch in dm.eval_dataloader(cuts):
-            hyps = tokenizer.decode(decode_batch(model, batch, method, beam_size, chunk_size, left_context))
+            ids = decode_batch(model, batch, method, beam_size, chunk_size, left_context, length_norm)
+            hyps = tokenizer.decode(ids)
             rows.extend(zip(batch["cut_ids"], batch["texts"], hyps))
             audio_s += dm.batch_duration(batch)
     elapsed = time.perf_counter() - t0

@@ -173,11 +173,26 @@ def modified_beam_search_nbest(
     ]
 
 
+def length_normalised(hyp: Hypothesis, context_size: int) -> float:
+    """log P / length, the length counting the decoder's blank context as icefall's ``ys`` does
+    (so an empty hypothesis divides by ``context_size``, never by 0)."""
+    return hyp.log_prob / (len(hyp.tokens) + max(context_size, 1))
+
+
 def modified_beam_search(
-    model: AsrModel, enc_out: torch.Tensor, enc_lens: torch.Tensor, beam: int = 4
+    model: AsrModel, enc_out: torch.Tensor, enc_lens: torch.Tensor, beam: int = 4, length_norm: bool = True
 ) -> list[list[int]]:
-    """Best hypothesis of :func:`modified_beam_search_nbest` per utterance: N token-id lists."""
-    return [nbest[0].tokens for nbest in modified_beam_search_nbest(model, enc_out, enc_lens, beam)]
+    """Best hypothesis of :func:`modified_beam_search_nbest` per utterance: N token-id lists.
+
+    ``length_norm``: pick the final hypothesis by :func:`length_normalised` log-probability (icefall's
+    default), which counters the sum of log-probabilities' preference for short outputs; otherwise by
+    log-probability.
+    """
+    nbests = modified_beam_search_nbest(model, enc_out, enc_lens, beam)
+    if not length_norm:
+        return [nbest[0].tokens for nbest in nbests]
+    ctx = model.context_size
+    return [max(nbest, key=lambda h: length_normalised(h, ctx)).tokens for nbest in nbests]
 
 
 @torch.no_grad()

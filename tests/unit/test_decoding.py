@@ -164,3 +164,16 @@ def test_streaming_decoder_short_last_chunk_and_partial_hyps():
     final = greedy_search(model, enc.out, enc.out_lens)[0]
     assert dec.hyps[0] == final
     assert final[: len(first)] == first
+
+
+def test_beam_search_length_normalisation_picks_per_token_score(monkeypatch):
+    """Summed log-probabilities favour the short hypothesis; per-token scores the long one."""
+    import speechkd.decoding.transducer as tr
+
+    short, long_ = tr.Hypothesis([5], -2.0), tr.Hypothesis([5, 6, 7, 8], -3.0)
+    monkeypatch.setattr(tr, "modified_beam_search_nbest", lambda *a, **k: [[short, long_], [long_]])
+    model = tiny_model()  # context size 2: -2/3 < -3/6
+    assert tr.length_normalised(short, 2) == pytest.approx(-2 / 3)
+    assert tr.modified_beam_search(model, None, None, beam=2, length_norm=False) == [[5], [5, 6, 7, 8]]
+    assert tr.modified_beam_search(model, None, None, beam=2) == [[5, 6, 7, 8], [5, 6, 7, 8]]
+    assert tr.length_normalised(tr.Hypothesis([], -1.0), 0) == -1.0  # empty and no context: no division by 0
