@@ -29,6 +29,7 @@ test_parts="dev test-clean test-other"  # space-separated parts to decode
 avg=3                     # number of epoch checkpoints to average (capped at the number of epochs)
 methods=greedy            # space-separated decoding methods: ctc-greedy greedy beam
 beam_size=4               # beam of modified beam search
+length_norm=true          # beam search picks its result by log-probability per token (icefall's default)
 chunk_sizes=              # space-separated streaming chunk sizes (encoder frames); empty: no streaming decode
 left_context=-1           # streaming left context in encoder frames (-1: all)
 nproc=1                   # training processes (torchrun; GPUs or CPU processes)
@@ -77,10 +78,12 @@ fi
 
 if [ "$stage" -le 30 ] && [ "$stop_stage" -ge 30 ]; then
   log "Stage 30: decode ${test_parts} with ${methods} (full context)"
-  dkey="$key avg=$avg methods=$methods beam=$beam_size parts=$test_parts"
+  dkey="$key avg=$avg methods=$methods beam=$beam_size length_norm=$length_norm parts=$test_parts"
+  norm_args=()
+  [ "$length_norm" = true ] || norm_args=(--no-length-norm)
   if ! stage_done 30 "$exp_dir" "$dkey"; then
     "$python" -m speechkd asr decode --exp-dir "$exp_dir" --parts "${test_arr[@]}" --methods "${method_arr[@]}" \
-      --beam-size "$beam_size" --cuts-dir "$test_cuts_dir"
+      --beam-size "$beam_size" "${norm_args[@]}" --cuts-dir "$test_cuts_dir"
     mark_done 30 "$exp_dir" "$dkey"
   fi
 fi
