@@ -3,7 +3,8 @@
 Trains a fresh CTC model of a preset on the first ``--num-utts`` training cuts shorter than 6 s, as one
 full batch, with Adam (linear warm-up over 50 steps, grad-norm clip 5), and prints the CTC loss per
 output frame and the share of non-blank frames every 25 steps. ``--cmvn`` turns on the encoder's global
-CMVN (``encoder.global_cmvn``) with these utterances' mean and variance per dimension. Not a test: a diagnostic that prints numbers.
+CMVN (``encoder.global_cmvn``) with these utterances' mean and variance per dimension. Not a test: a
+diagnostic that prints numbers.
 
     .venv/bin/python bench/overfit_ctc.py --cuts egs/minilibri/data/fbank/librispeech_cuts_train.jsonl.gz \
         --bpe-model egs/minilibri/data/lang_bpe_64/bpe.model --steps 200 --lr 1e-3 [--cmvn]

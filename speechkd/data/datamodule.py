@@ -136,6 +136,7 @@ class DataConfig:
                 f"data.max_cut_duration ({self.max_cut_duration}) exceeds data.max_duration "
                 f"({self.max_duration}): such cuts could never fit in a batch"
             )
+        self.spec_augment.validate()  # also when DataConfig is built directly, not from YAML
         if self.spec_augment.enabled and self.input != "fbank":
             raise SpeechkdError(f"data.spec_augment needs fbank input, but data.input={self.input!r}")
         if self.cmvn_max_cuts < 1:

@@ -32,7 +32,9 @@ METHODS = ("ctc-greedy", "greedy", "beam")
 def decode_tag(method: str, beam_size: int, chunk_size: int, left_context: int, length_norm: bool = True) -> str:
     """Name of a decoding configuration, used in result file names (``-nolennorm``: beam search
     without length normalisation)."""
-    tag = f"beam{beam_size}" + ("" if length_norm else "-nolennorm") if method == "beam" else method
+    tag = method
+    if method == "beam":
+        tag = f"beam{beam_size}" + ("" if length_norm else "-nolennorm")
     if chunk_size > 0:
         tag += f"-chunk{chunk_size}" + (f"-left{left_context}" if left_context >= 0 else "")
     return tag

@@ -153,6 +153,8 @@ def test_spec_augment_masks_training_batches_only(cuts):
         DataConfig(input="audio", spec_augment=aug).validate()
     with pytest.raises(SpeechkdError, match="spec_augment.p"):
         SpecAugmentConfig(p=1.5).validate()
+    with pytest.raises(SpeechkdError, match="spec_augment.num_frame_masks"):
+        DataConfig(spec_augment=SpecAugmentConfig(num_frame_masks=-1)).validate()
 
 
 def test_filters_are_counted_and_logged(tmp_path, caplog):
