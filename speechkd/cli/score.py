@@ -46,30 +46,63 @@ def register_table(reg) -> None:
     p = reg.command(
         "score",
         "table",
-        help="print (and optionally write) a markdown WER table from wer-summary.tsv files",
+        help="print (and optionally write) a markdown WER table from wer-summary.tsv files; mean ± std over seeds",
+        description=(
+            "A markdown WER table from <exp>/decode/wer-summary.tsv files.\n\n"
+            "Summaries that share a --title are seeds of one system: the table then gives mean ± sample std\n"
+            "over the seeds (also with --aggregate). A run whose training ended on the blank plateau\n"
+            "(<exp>/plateau.yaml) or whose decoding is mostly deletions is never tabulated as a result.\n\n"
+            "  speechkd score table --summary exp/asr_ctc_seed{0,1,2}/decode/wer-summary.tsv --title ctc ctc ctc\n"
+            "  speechkd score table --summary a/decode/wer-summary.tsv b/decode/wer-summary.tsv --title base kd \\\n"
+            "      --baseline base --aggregate"
+        ),
         func=run_table,
     )
     p.add_argument("--summary", nargs="+", type=Path, required=True, metavar="TSV", help="wer-summary.tsv file(s)")
     p.add_argument("--sets", nargs="*", default=None, help="column order of test sets (default: as found)")
-    p.add_argument("--title", nargs="*", default=None, help="row-name prefix per summary file (e.g. ctc transducer)")
+    p.add_argument("--title", nargs="*", default=None,
+                   help="system name per summary file (e.g. ctc transducer); repeated names are seeds of one system")
+    p.add_argument("--aggregate", action="store_true",
+                   help="seed table (mean ± std, seeds column) even when no title repeats")
+    p.add_argument("--baseline", default=None,
+                   help="system (a --title) the others are compared with: † marks differences beyond the seed spread")
     p.add_argument("--output", type=Path, default=None, help="also write the table to this file")
+    p.add_argument("--output-tsv", type=Path, default=None,
+                   help="with a seed table: also write n, mean, std and the per-seed values to this TSV")
 
 
 def run_table(args: argparse.Namespace) -> int:
-    from speechkd.decoding.scoring import read_summary, summary_markdown
+    from speechkd.decoding.scoring import summary_markdown
+    from speechkd.decoding.seed_table import load_run, seed_table, seed_tsv
     from speechkd.errors import SpeechkdError
 
     if args.title and len(args.title) != len(args.summary):
         raise SpeechkdError(f"--title needs one name per --summary file ({len(args.summary)})")
-    rows = []
-    for i, path in enumerate(args.summary):
-        if not path.is_file():
-            raise SpeechkdError(f"WER summary not found: {path}")
-        for r in read_summary(path):
-            if args.title:
-                r = {**r, "tag": f"{args.title[i]} {r['tag']}".strip()}
-            rows.append(r)
-    table = summary_markdown(rows, args.sets)
+    runs = [load_run(path) for path in args.summary]
+    titles = args.title or [str(path.parent.parent) for path in args.summary]
+    if args.aggregate or args.baseline or len(set(titles)) < len(titles):
+        systems: dict[str, list] = {}
+        for title, run in zip(titles, runs):
+            systems.setdefault(title, []).append(run)
+        table = seed_table(list(systems.items()), args.sets, args.baseline)
+        if args.output_tsv:
+            sets = args.sets or list(dict.fromkeys(r["test_set"] for run in runs for r in run.rows))
+            args.output_tsv.parent.mkdir(parents=True, exist_ok=True)
+            args.output_tsv.write_text(seed_tsv(list(systems.items()), sets), encoding="utf-8")
+    else:
+        rows, notes = [], []
+        for i, run in enumerate(runs):
+            for r in run.rows:
+                reason = run.flag(r["tag"], r["test_set"])
+                if reason:
+                    notes.append(f"- {run.name} {r['tag'] or '-'} {r['test_set']}: {reason}")
+                    r = {**r, "WER": "plateau"}
+                if args.title:
+                    r = {**r, "tag": f"{args.title[i]} {r['tag']}".strip()}
+                rows.append(r)
+        table = summary_markdown(rows, args.sets)
+        if notes:
+            table += "\nNot results (see speechkd/training/plateau.py):\n" + "\n".join(notes) + "\n"
     print(table, end="")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -22,3 +22,16 @@ def ctc_greedy_search(log_probs: torch.Tensor, lens: torch.Tensor, blank_id: int
         path = torch.unique_consecutive(best[n, :length])
         hyps.append([int(t) for t in path.tolist() if t != blank_id])
     return hyps
+
+
+def ctc_emitted_tokens(log_probs: torch.Tensor, lens: torch.Tensor, blank_id: int = 0) -> torch.Tensor:
+    """Number of tokens best-path CTC decoding emits per utterance, on the tensors' device (no sync).
+
+    log_probs (N, T, V), lens (N,) valid frames -> (N,) int64; equals
+    ``[len(h) for h in ctc_greedy_search(log_probs, lens, blank_id)]``.
+    """
+    best = log_probs.argmax(dim=-1)  # (N, T)
+    valid = torch.arange(best.size(1), device=best.device)[None, :] < lens.to(best.device)[:, None]
+    prev = torch.nn.functional.pad(best[:, :-1], (1, 0), value=blank_id)  # (N, T): label of the previous frame
+    starts = (best != blank_id) & (best != prev) & valid
+    return starts.sum(dim=1)

@@ -27,6 +27,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from speechkd.decoding.ctc import ctc_emitted_tokens
 from speechkd.errors import SpeechkdError
 from speechkd.tasks.base import LossOutput
 
@@ -153,8 +154,8 @@ def transducer_losses(
 
 def ctc_term(
     model: Any, enc_out: torch.Tensor, enc_lens: torch.Tensor, tokens: list[list[int]]
-) -> tuple[torch.Tensor, list[int]]:
-    """(CTC loss summed over feasible utterances, indices of the infeasible utterances).
+) -> tuple[torch.Tensor, list[int], torch.Tensor]:
+    """(CTC loss summed over feasible utterances, indices of the infeasible utterances, log-probs (N, T, V)).
 
     When no utterance is feasible the loss is ``0 * log_probs.sum()``: zero, but still connected to
     the CTC head so DDP sees its parameters used.
@@ -165,11 +166,11 @@ def ctc_term(
     ok = ctc_feasible(enc_lens, tokens)  # (N,) bool
     bad = (~ok).nonzero(as_tuple=True)[0].tolist()
     if len(bad) == len(tokens):
-        return log_probs.sum() * 0.0, bad
+        return log_probs.sum() * 0.0, bad, log_probs
     idx = ok.nonzero(as_tuple=True)[0]
     kept = [tokens[i] for i in idx.tolist()]
     loss = ctc_loss(log_probs[idx], enc_lens[idx], kept, blank=model.blank_id, reduction="sum")
-    return loss, bad
+    return loss, bad, log_probs
 
 
 class AsrTask:
@@ -196,9 +197,14 @@ class AsrTask:
         enc = model.encode(batch["inputs"], batch["input_lens"])
         num_frames = float(enc.out_lens.sum().item())
         info: dict[str, float] = {}
+        counts: dict[str, float] = {}
         total: Optional[torch.Tensor] = None
         if cfg.ctc_weight > 0:
-            ctc, bad = ctc_term(model, enc.out, enc.out_lens, tokens)
+            ctc, bad, log_probs = ctc_term(model, enc.out, enc.out_lens, tokens)
+            counts = {
+                "ctc_hyp_tokens": float(ctc_emitted_tokens(log_probs.detach(), enc.out_lens, model.blank_id).sum()),
+                "ref_tokens": float(sum(len(t) for t in tokens)),
+            }
             if bad:
                 self.num_ctc_infeasible += len(bad)
                 log.warning(
@@ -219,4 +225,4 @@ class AsrTask:
             tr = cfg.transducer_weight * (s_scale * simple + p_scale * pruned)
             total = tr if total is None else total + tr
         assert total is not None
-        return LossOutput(loss=total, num_frames=num_frames, info=info)
+        return LossOutput(loss=total, num_frames=num_frames, info=info, counts=counts)

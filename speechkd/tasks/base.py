@@ -8,6 +8,9 @@ Rules for implementers:
 
 - ``loss`` is a scalar tensor, already weighted and **summed** over the batch (not averaged);
   ``num_frames`` is the normaliser used for logging (``loss / num_frames`` is what gets printed).
+- ``counts`` holds plain counts summed over the batch that are *not* divided by ``num_frames``
+  (e.g. ``ctc_hyp_tokens`` and ``ref_tokens`` for the blank-plateau check of
+  :mod:`speechkd.training.plateau`).
 - ``info`` holds named components (already weighted, summed over the batch, as plain floats) for
   logging; the trainer divides them by ``num_frames`` too.
 - Training is in ``float32`` unless AMP is on; with AMP the call runs under ``torch.autocast``.
@@ -37,12 +40,14 @@ class LossOutput:
         num_frames: normaliser for logging (e.g. number of encoder output frames in the batch).
         info: named loss components (floats, summed over the batch) for logging.
         skip_reason: why the batch was skipped (required when ``loss`` is None).
+        counts: plain counts summed over the batch (not normalised by ``num_frames``).
     """
 
     loss: Optional["torch.Tensor"]
     num_frames: float
     info: dict[str, float] = field(default_factory=dict)
     skip_reason: Optional[str] = None
+    counts: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def skip(cls, reason: str) -> "LossOutput":

@@ -84,6 +84,15 @@ def load_cuts(cuts_dir: PathLike, parts: Sequence[str], prefix: str = "librispee
     return sets[0] if len(sets) == 1 else combine(*sets)
 
 
+def build_asr_model(cfg: AsrExperimentConfig) -> Any:
+    """The model of ``cfg`` with initial weights fixed by ``cfg.trainer.seed`` (seeded before it is built)."""
+    from speechkd.models.asr import AsrModel
+    from speechkd.training.checkpoint import seed_everything
+
+    seed_everything(cfg.trainer.seed)
+    return AsrModel(cfg.model)
+
+
 def train_asr(
     config_path: Optional[PathLike],
     overrides: Sequence[str],
@@ -96,7 +105,6 @@ def train_asr(
 ) -> None:
     """Train an :class:`~speechkd.models.asr.AsrModel` (CTC and/or pruned transducer)."""
     from speechkd.data.datamodule import AsrDataModule
-    from speechkd.models.asr import AsrModel
     from speechkd.tasks.asr import AsrTask
     from speechkd.text.tokenizer import Tokenizer
     from speechkd.training.trainer import Trainer
@@ -107,7 +115,7 @@ def train_asr(
         raise SpeechkdError(f"model.blank_id={cfg.model.blank_id} but the BPE model's blank is {tokenizer.blank_id}")
     train_cuts = load_cuts(cuts_dir, train_parts)
     valid_cuts = load_cuts(cuts_dir, valid_parts) if valid_parts else None
-    model = AsrModel(cfg.model)
+    model = build_asr_model(cfg)
     log.info(
         "model: %.2fM parameters (encoder %.2fM), preset %s, causal=%s",
         model.num_params() / 1e6,

@@ -58,6 +58,7 @@ from speechkd.training.checkpoint import (
     save_checkpoint_atomic,
     seed_everything,
 )
+from speechkd.training.plateau import PlateauConfig, PlateauMonitor, emission_ratio
 from speechkd.training.scheduler import LrScheduler, SchedulerConfig
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class TrainerConfig:
     max_consecutive_bad_batches: int = 20
     ddp_backend: str = "auto"  # auto (nccl on GPU, gloo on CPU) | nccl | gloo
     ddp_bucket_numel: int = 25_000_000  # gradient elements per all-reduce call
+    plateau: PlateauConfig = field(default_factory=PlateauConfig)  # blank-plateau check (training/plateau.py)
 
     def validate(self) -> None:
         if self.amp not in AMP_KINDS:
@@ -110,6 +112,7 @@ class TrainerConfig:
             raise SpeechkdError(f"trainer.max_steps must be >= 0, got {self.max_steps}")
         self.optimizer.validate()
         self.scheduler.validate()
+        self.plateau.validate()
 
 
 @dataclass
@@ -136,6 +139,7 @@ class _Meter:
         self.frames = 0.0
         self.audio_s = 0.0
         self.info: dict[str, float] = {}
+        self.counts: dict[str, float] = {}
         self.t0 = time.monotonic()
 
     def add(self, out: LossOutput, loss: float, audio_s: float) -> None:
@@ -144,6 +148,8 @@ class _Meter:
         self.audio_s += audio_s
         for k, v in out.info.items():
             self.info[k] = self.info.get(k, 0.0) + float(v)
+        for k, v in out.counts.items():
+            self.counts[k] = self.counts.get(k, 0.0) + float(v)
 
     def per_frame(self) -> dict[str, float]:
         denom = max(self.frames, 1.0)
@@ -246,6 +252,7 @@ class Trainer:
             self.model.parameters(), lr=oc.lr, betas=tuple(oc.betas), weight_decay=oc.weight_decay, eps=oc.eps
         )
         self.scheduler = LrScheduler(self.optimizer, cfg.scheduler)
+        self.plateau = PlateauMonitor(cfg.plateau, self.exp_dir, write=self.dist.is_main)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.train_dl = self.datamodule.train_dataloader(self.train_cuts)
         self.valid_dl = self.datamodule.eval_dataloader(self.valid_cuts) if self.valid_cuts is not None else None
@@ -294,6 +301,7 @@ class Trainer:
             "rng": rng,
             "world_size": self.dist.world_size,
             "trainer_config": to_dict(self.cfg),
+            "plateau": self.plateau.state_dict(),
         }
 
     def save(self, name: str) -> Optional[Path]:
@@ -326,6 +334,7 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["grad_scaler"])
         self.state = TrainState(**ckpt["train_state"])
+        self.plateau.load_state_dict(ckpt.get("plateau", {}))
         rngs = ckpt["rng"]
         if ckpt.get("world_size", 1) != self.dist.world_size:
             log.warning(
@@ -475,6 +484,9 @@ class Trainer:
         stats = m.per_frame()
         speed = m.audio_per_second()
         comps = ", ".join(f"{k}={v:.4g}" for k, v in stats.items() if k != "loss")
+        ratio = emission_ratio(m.counts, self.cfg.plateau)
+        if ratio is not None:
+            comps += f", emission_ratio={ratio:.3f}"
         log.info(
             "epoch %d step %d: loss/frame=%.4g%s, lr=%.3g, %.1f s audio/s, bad=%d",
             st.epoch, st.step, stats["loss"], f" ({comps})" if comps else "", self._lr(), speed, st.num_bad_batches,
@@ -485,6 +497,7 @@ class Trainer:
                 self._tb.add_scalar(f"train/{k}", v, st.step)
             self._tb.add_scalar("train/lr", self._lr(), st.step)
             self._tb.add_scalar("train/audio_seconds_per_second", speed, st.step)
+        self.plateau.observe(st.step, m.counts)
         m.reset()
 
     def _log_skips(self) -> None:

@@ -140,3 +140,30 @@ def test_global_cmvn_is_estimated_once_per_source_and_put_in_the_model(tmp_path,
     set_global_cmvn(other, dm2, None, tmp_path, source={**src, "train_parts": ["train-other"]})
     assert dm2.calls == 1 and other.encoder.input_norm.mean[0].item() == 1.0
     assert "estimating the statistics again" in caplog.text
+
+
+def test_task_reports_greedy_ctc_emissions_for_the_plateau_check():
+    from speechkd.decoding.ctc import ctc_greedy_search
+
+    model = tiny_model(use_ctc=True, use_transducer=True)
+    b = batch([40, 31], [[3, 4, 5], [6, 1]])
+    out = AsrTask(AsrLossConfig(ctc_weight=0.3)).compute_loss(model, b, training=False)
+    with torch.no_grad():
+        enc = model.encode(b["inputs"], b["input_lens"])
+        hyps = ctc_greedy_search(model.ctc_log_probs(enc.out), enc.out_lens, model.blank_id)
+    assert out.counts == {"ctc_hyp_tokens": float(sum(map(len, hyps))), "ref_tokens": 5.0}
+    # without a CTC head there is nothing to count
+    out = AsrTask(AsrLossConfig(ctc_weight=0.0)).compute_loss(tiny_model(False, True), b, training=False)
+    assert out.counts == {}
+
+
+def test_initial_weights_are_fixed_by_the_trainer_seed():
+    from speechkd.training.asr_experiment import build_asr_model, load_experiment_config
+
+    def weights(seed):
+        cfg = load_experiment_config(None, [f"trainer.seed={seed}"], vocab_size=20)
+        torch.manual_seed(1234 + seed)  # whatever the global RNG holds must not matter
+        return torch.cat([p.detach().flatten() for p in build_asr_model(cfg).parameters()])
+
+    assert torch.equal(weights(0), weights(0))
+    assert not torch.equal(weights(0), weights(1))
