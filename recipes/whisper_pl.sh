@@ -6,8 +6,9 @@
 #
 # Stages: 10 prepare the teacher (convert the pip-packaged CTranslate2 model for the transformers backend),
 # 11 label the training part, 12 filter the labels (filter-report.tsv), 13 BPE model on the kept labels,
-# 14-15 the teacher's own WER on the test parts, 20-39 recipes/asr.sh on the pseudo-labelled cuts
-# (train, average, decode full context and chunk-wise), tables in <exp-dir>/decode/.
+# 14-15 the teacher's own WER on the test parts (<exp-dir>/decode/), 20-39 recipes/asr.sh on the
+# pseudo-labelled cuts for every --seeds entry (train, average, decode full context and chunk-wise),
+# students and their tables in <exp-dir>/student_seed<N>/.
 # No ground-truth text reaches training: the BPE model is trained on pseudo-labels, and the WER-vs-reference
 # filter is off unless --reference-filter true (distil-whisper's rule, for corpora with transcripts).
 set -euo pipefail
@@ -38,6 +39,7 @@ overrides=                # space-separated student config overrides
 chunk_sizes="8 16"        # streaming decoding chunk sizes of the student (encoder frames)
 methods="greedy beam"     # student decoding methods (full context)
 avg=3                     # epoch checkpoints averaged
+seeds=0                   # student training seeds (space-separated): one student per seed in <exp-dir>/student_seed<N>
 help_message="Usage: $0 [options]   (Whisper pseudo-labelling stages 10-39)"
 
 # shellcheck source=lib/parse_options.sh
@@ -130,8 +132,12 @@ fi
 if [ "$stop_stage" -ge 20 ]; then
   config_args=()
   [ -z "$config" ] || config_args=(--config "$config")
-  "$here/asr.sh" --stage "$stage" --stop-stage "$stop_stage" "${config_args[@]}" --overrides "$overrides" \
-    --exp-dir "$exp_dir" --cuts-dir "$pl_cuts_dir" --test-cuts-dir "$cuts_dir" --bpe-model "$lang_dir/bpe.model" \
-    --train-parts "$train_part" --valid-parts "" --test-parts "$test_parts" --methods "$methods" \
-    --chunk-sizes "$chunk_sizes" --avg "$avg"
+  read -r -a seed_arr <<<"$seeds"
+  [ ${#seed_arr[@]} -gt 0 ] || die "--seeds needs at least one seed"
+  for s in "${seed_arr[@]}"; do
+    "$here/asr.sh" --stage "$stage" --stop-stage "$stop_stage" "${config_args[@]}" \
+      --overrides "$overrides trainer.seed=$s" --exp-dir "$exp_dir/student_seed$s" --cuts-dir "$pl_cuts_dir" \
+      --test-cuts-dir "$cuts_dir" --bpe-model "$lang_dir/bpe.model" --train-parts "$train_part" --valid-parts "" \
+      --test-parts "$test_parts" --methods "$methods" --chunk-sizes "$chunk_sizes" --avg "$avg"
+  done
 fi

@@ -16,7 +16,7 @@ torch_spec=${SPEECHKD_TORCH:-torch==2.13.0}
 
 log() { echo "$(date '+%F %T') [setup] $*" >&2; }
 
-# System packages: audio tools, TTS voices and real recordings for the mini corpus, sclite, shellcheck.
+# System packages: audio tools, TTS voices, real recordings and book text for the mini corpus, sclite, shellcheck.
 apt_pkgs=(sox espeak-ng flite festival festvox-us-slt-hts festvox-kallpc16k
   asterisk-core-sounds-en-wav asterisk-core-sounds-en pocketsphinx-testdata
   bible-kjv sctk shellcheck)
@@ -29,6 +29,12 @@ if [ "${SPEECHKD_NO_APT:-0}" != 1 ] && command -v apt-get >/dev/null 2>&1 && [ "
     log "apt-get install ${missing[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  # Jane Austen's novels (the mini corpus text), stored as R data: R's core comes along, not its toolchain.
+  if ! dpkg -s r-cran-janeaustenr >/dev/null 2>&1; then
+    log "apt-get install --no-install-recommends r-cran-janeaustenr"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends r-cran-janeaustenr >/dev/null
   fi
 else
   log "skipping apt-get (not root, no apt-get, or SPEECHKD_NO_APT=1); the mini corpus uses whatever voices exist"

@@ -6,6 +6,8 @@
 #
 #   PYTHON=../../.venv/bin/python ./run.sh                        # ~1 h of train audio, stages 0-4 (+ methods)
 #   PYTHON=../../.venv/bin/python ./run.sh --tiny true --stop-stage 4   # a few dozen utterances, seconds
+#   ./run.sh --quick true                                          # every stage of every method, tiny (minutes)
+#   ./run.sh --seeds "0 1 2" --stage 20                            # 3 seeds of every student, mean ± std table
 #   ./run.sh --help
 #
 # Stages: 0 build the corpus, 1 lhotse manifests, 2 fbank features, 3 BPE model, 4 summary table.
@@ -19,9 +21,13 @@ cd "$(dirname "$0")"
 stage=0                  # first stage to run
 stop_stage=100           # last stage to run
 nj=4                     # parallel jobs (processes)
+quick=false              # every stage of every method on the tiny corpus with tiny models: the whole pipeline in minutes
 tiny=false               # build the tiny corpus: a few dozen utterances (tests, smoke runs)
 train_minutes=60         # planned train audio of the corpus in minutes (not used with --tiny true)
 seed=0                   # sentence shuffling seed of the corpus
+text_source=austen       # text the TTS voices read: austen (Jane Austen's novels) | bible (King James)
+voice_set=clear          # clear (the voices Whisper tiny.en reads well) | all (every catalogue voice)
+seeds=0                  # training seeds of every student (space-separated, e.g. "0 1 2"): exp dirs <name>_seed<N>
 download_dir=download    # the corpus is built in <download-dir>/MiniLibri
 data_dir=data            # manifests, features, BPE model, stage markers
 exp_dir=exp              # models and results of the method stages
@@ -44,14 +50,27 @@ help_message="Usage: $0 [options]   (MiniLibri data stages 0-4, then the method 
 # shellcheck source=../../recipes/lib/parse_options.sh
 . "$SPEECHKD_ROOT/recipes/lib/parse_options.sh"
 
+# --quick true: the tiny corpus and tiny models through every stage (what the recipe tests run).
+quick_model="trainer.num_epochs=2 trainer.progress_bar=false trainer.tensorboard=false data.num_workers=0 \
+data.num_buckets=2 data.drop_last=false model.encoder.num_layers=2 model.encoder.d_model=64 model.encoder.ff_dim=128 \
+model.decoder_dim=64 model.joiner_dim=64"
+if [ "$quick" = true ]; then
+  tiny=true
+  asr_overrides="$quick_model $asr_overrides"
+  distill_overrides="trainer.max_steps=4 trainer.progress_bar=false trainer.tensorboard=false data.num_workers=0 $distill_overrides"
+  probe_overrides="probe.max_steps=4 rtf_utterances=2 rtf_warmup=1 $probe_overrides"
+  pl_beam_size=1
+  pl_shards=2
+fi
+
 corpus_dir=$download_dir/MiniLibri
 train_part=train
 parts=(train dev test-clean test-other)
 fbank_dir=$data_dir/fbank
-corpus_args=(--train-minutes "$train_minutes")
+corpus_args=(--train-minutes "$train_minutes" --text-source "$text_source" --voice-set "$voice_set")
 sp_parts=
 if [ "$tiny" = true ]; then
-  corpus_args=(--tiny)
+  corpus_args=(--tiny --text-source "$text_source" --voice-set "$voice_set")
   vocab_size=$tiny_vocab_size
 fi
 if [ "$speed_perturb" = true ]; then
@@ -60,6 +79,13 @@ fi
 lang_dir=$data_dir/lang_bpe_$vocab_size
 read -r -a method_arr <<<"$methods"
 read -r -a asr_model_arr <<<"$asr_models"
+read -r -a seed_arr <<<"$seeds"
+[ ${#seed_arr[@]} -gt 0 ] || die "--seeds needs at least one seed"
+for s in "${seed_arr[@]}"; do
+  [[ "$s" =~ ^[0-9]+$ ]] || die "--seeds: '$s' is not a non-negative integer"
+done
+seed_summaries=()  # decode/wer-summary.tsv of every seeded system (stage 39's seed table)
+seed_titles=()
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   log "Stage 0: build the mini corpus in $corpus_dir (tiny=$tiny)"
@@ -85,6 +111,7 @@ if [ "$stop_stage" -ge 10 ]; then
     case $method in
       asr)
         # Baselines: one experiment per --asr-models entry, conf/asr_<name>.yaml, exp/asr_<name>.
+        # Baselines: one experiment per --asr-models entry and seed, conf/asr_<name>.yaml, exp/asr_<name>_seed<N>.
         for model in "${asr_model_arr[@]}"; do
           model_methods=$ctc_decode_methods
           chunks=
@@ -92,11 +119,16 @@ if [ "$stop_stage" -ge 10 ]; then
             model_methods=$transducer_decode_methods
             chunks=$chunk_sizes
           fi
-          "$SPEECHKD_ROOT/recipes/asr.sh" --stage "$stage" --stop-stage "$stop_stage" \
-            --config "conf/asr_$model.yaml" --overrides "$asr_overrides" --exp-dir "$exp_dir/asr_$model" \
-            --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" --train-parts "$train_part" \
-            --valid-parts dev --test-parts "dev test-clean test-other" --methods "$model_methods" \
-            --chunk-sizes "$chunks" --avg "$avg"
+          for s in "${seed_arr[@]}"; do
+            "$SPEECHKD_ROOT/recipes/asr.sh" --stage "$stage" --stop-stage "$stop_stage" \
+              --config "conf/asr_$model.yaml" --overrides "$asr_overrides trainer.seed=$s" \
+              --exp-dir "$exp_dir/asr_${model}_seed$s" \
+              --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" --train-parts "$train_part" \
+              --valid-parts dev --test-parts "dev test-clean test-other" --methods "$model_methods" \
+              --chunk-sizes "$chunks" --avg "$avg"
+            seed_summaries+=("$exp_dir/asr_${model}_seed$s/decode/wer-summary.tsv")
+            seed_titles+=("$model")
+          done
         done
         ;;
       whisper_pl)
@@ -105,7 +137,11 @@ if [ "$stop_stage" -ge 10 ]; then
           --exp-dir "$exp_dir/whisper_pl" --cuts-dir "$fbank_dir" --train-part "$train_part" \
           --test-parts "dev test-clean test-other" --vocab-size "$vocab_size" --num-shards "$pl_shards" --beam-size "$pl_beam_size" \
           --config conf/asr_transducer.yaml --overrides "$asr_overrides" --methods "$transducer_decode_methods" \
-          --chunk-sizes "$chunk_sizes" --avg "$avg"
+          --chunk-sizes "$chunk_sizes" --avg "$avg" --seeds "$seeds"
+        for s in "${seed_arr[@]}"; do
+          seed_summaries+=("$exp_dir/whisper_pl/student_seed$s/decode/wer-summary.tsv")
+          seed_titles+=("pseudo-label-transducer")
+        done
         ;;
       distilhubert)
         # Layer-wise distillation of the real Whisper tiny.en encoder (converted from the pip package).
@@ -121,5 +157,11 @@ if [ "$stop_stage" -ge 10 ]; then
   done
 fi
 # ==================================================================================================
+
+if [ "$stage" -le 39 ] && [ "$stop_stage" -ge 39 ] && [ ${#seed_summaries[@]} -gt 0 ]; then
+  log "Stage 39: seed table over seeds ($seeds) -> $exp_dir/wer-seeds.md (per-seed values: wer-seeds.tsv)"
+  "$python" -m speechkd score table --summary "${seed_summaries[@]}" --title "${seed_titles[@]}" --aggregate \
+    --sets dev test-clean test-other --output "$exp_dir/wer-seeds.md" --output-tsv "$exp_dir/wer-seeds.tsv"
+fi
 
 log "Done (stages $stage-$stop_stage)"

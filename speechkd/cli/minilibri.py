@@ -19,6 +19,8 @@ def _make_minilibri(args: argparse.Namespace) -> int:
         test_clean_minutes=args.test_clean_minutes,
         test_other_minutes=args.test_other_minutes,
         seed=args.seed,
+        text_source=args.text_source,
+        voice_set=args.voice_set,
         tiny=args.tiny,
         num_jobs=args.num_jobs,
     )
@@ -33,7 +35,7 @@ def register(reg) -> None:  # reg: speechkd.cli.CommandRegistry
         help="build the offline mini corpus (LibriSpeech layout: train, dev, test-clean, test-other)",
         description=(
             "Build MiniLibri: TTS voices (espeak-ng, flite, Festival, Piper; whatever is installed) reading\n"
-            "King James Bible sentences for train/dev/test-clean (test-clean: held-out voices and sentences),\n"
+            "book sentences (Jane Austen's novels, or the King James Bible) for train/dev/test-clean (test-clean: held-out voices and sentences),\n"
             "and real recorded speech (Asterisk prompts, LibriVox clips) for test-other. Resumable; a complete\n"
             "corpus with the same options is not rebuilt. See speechkd/data/minilibri.py."
         ),
@@ -49,3 +51,7 @@ def register(reg) -> None:  # reg: speechkd.cli.CommandRegistry
     p.add_argument("--tiny", action="store_true", help="a few dozen utterances from the fastest voices (seconds)")
     p.add_argument("--num-jobs", type=int, default=min(4, os.cpu_count() or 1), help="parallel processes")
     p.add_argument("--seed", type=int, default=0, help="sentence shuffling seed (default 0)")
+    p.add_argument("--text-source", default="austen", choices=("austen", "bible"),
+                   help="text the voices read: Jane Austen's novels (default) or the King James Bible")
+    p.add_argument("--voice-set", default="clear", choices=("clear", "all"),
+                   help="clear: the voices Whisper tiny.en reads well (default); all: every catalogue voice")

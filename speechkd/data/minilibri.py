@@ -71,6 +71,8 @@ class MiniLibriConfig:
     # makes the real train size land just above train_minutes.
     words_per_second: float = 3.6
     seed: int = 0
+    text_source: str = "austen"  # austen (Jane Austen's novels) | bible (King James); see data/text_sources.py
+    voice_set: str = "clear"  # clear (voices Whisper tiny.en reads at <= ~10% WER) | all (every catalogue voice)
     tiny: bool = False  # a few dozen utterances from the fastest voices (tests, smoke runs)
     tiny_voices_per_split: int = 3
     tiny_train_utts_per_voice: int = 6
@@ -80,6 +82,7 @@ class MiniLibriConfig:
     sample_rate: int = 16000
     num_jobs: int = 1
     bible_range: str = "Gen1:1-Rev22:21"
+    austen_rdata: str = "/usr/lib/R/site-library/janeaustenr/data/Rdata"  # r-cran-janeaustenr's R data (.rdx/.rdb)
     asterisk_sounds_dir: str = "/usr/share/asterisk/sounds/en"
     asterisk_transcripts: str = "/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz"
     pocketsphinx_dir: str = "/usr/share/pocketsphinx/test/data"
@@ -140,7 +143,6 @@ POCKETSPHINX_SETS = (  # (sub-directory, transcription file, speaker id)
 )
 
 SOURCES = {
-    "text": "King James Bible, public domain (Debian bible-kjv, `bible` command)",
     "voices": "espeak-ng (GPL-3), flite (BSD-like), Festival + festvox voices, Piper en_US joe (when installed)",
     "test-other": (
         "Asterisk core sounds en (Allison Smith, CC-BY-SA-3.0, asterisk-core-sounds-en-wav); "
@@ -232,6 +234,23 @@ def read_bible(bible_range: str) -> list[str]:
     if res.returncode != 0 or not res.stdout.strip():
         raise SpeechkdError(f"`bible -f {bible_range}` failed: {res.stderr.strip()[:200]}")
     return res.stdout.splitlines()
+
+
+TEXT_SOURCES = {
+    "austen": "Jane Austen's six novels, public domain (Debian r-cran-janeaustenr, MIT packaging)",
+    "bible": "King James Bible, public domain (Debian bible-kjv, `bible` command)",
+}
+
+
+def load_sentences(cfg: "MiniLibriConfig") -> list[str]:
+    """All candidate sentences of ``cfg.text_source`` (``min_words``..``max_words`` words), in text order."""
+    if cfg.text_source == "austen":
+        from speechkd.data.text_sources import austen_sentences
+
+        return austen_sentences(cfg.austen_rdata, cfg.min_words, cfg.max_words)
+    if cfg.text_source == "bible":
+        return bible_sentences(read_bible(cfg.bible_range), cfg.min_words, cfg.max_words)
+    raise SpeechkdError(f"unknown MiniLibri text source {cfg.text_source!r}; choose one of {sorted(TEXT_SOURCES)}")
 
 
 @dataclass
@@ -647,7 +666,7 @@ def make_minilibri(out_dir: Union[str, Path], cfg: MiniLibriConfig) -> dict:
     _check_or_write_options(out_dir, options_fingerprint(cfg, voices))
 
     skipped: Counter = Counter()
-    raw = bible_sentences(read_bible(cfg.bible_range), cfg.min_words, cfg.max_words)
+    raw = load_sentences(cfg)
     sentences = unique_sentences(raw, cfg.seed, skipped)
     utts = plan_tts(cfg, sentences, voices) + plan_test_other(cfg, skipped)
     logger.info("MiniLibri plan: %d utterances into %s (num_jobs=%d)", len(utts), out_dir, cfg.num_jobs)
@@ -677,7 +696,7 @@ def make_minilibri(out_dir: Union[str, Path], cfg: MiniLibriConfig) -> dict:
         },
         "resumed_utterances": sum(r.resumed for r in results.values()),
         "skipped": dict(sorted(skipped.items())),
-        "sources": SOURCES,
+        "sources": {"text": TEXT_SOURCES.get(cfg.text_source, cfg.text_source), **SOURCES},
         "options": cfg.corpus_options(),
     }
     (out_dir / METADATA_FILE).write_text(yaml.safe_dump(meta, sort_keys=False))

@@ -24,14 +24,17 @@ TAGS = {"asr_ctc": ("ctc-greedy",), "asr_transducer": ("greedy", "beam4", "greed
 @pytest.mark.slow
 @pytest.mark.skipif(any(shutil.which(t) is None for t in ("sox", "bible", "espeak-ng")), reason="TTS tools missing")
 def test_tiny_asr_stages(tmp_path: Path) -> None:
-    first = run_recipe(tmp_path, "--stop-stage", "39", "--methods", "asr", "--asr-overrides", TINY_MODEL, timeout=900)
-    # ctc: no streaming stage (31); transducer: all of them
-    assert stages_run(first.stderr) == [0, 1, 2, 3, 4, 20, 21, 30, 39, 20, 21, 30, 31, 39]
+    first = run_recipe(tmp_path, "--stop-stage", "39", "--methods", "asr", "--quick", "true", timeout=900)
+    # ctc: no streaming stage (31); transducer: all of them; then run.sh's seed table (39)
+    assert stages_run(first.stderr) == [0, 1, 2, 3, 4, 20, 21, 30, 39, 20, 21, 30, 31, 39, 39]
+    seed_table = (tmp_path / "exp" / "wer-seeds.md").read_text()
     for model, tags in TAGS.items():
-        exp = tmp_path / "exp" / model
+        exp = tmp_path / "exp" / f"{model}_seed0"
+        assert f"| {model.removeprefix('asr_')} | {tags[0]} | 1 of 1 |" in seed_table
         cfg = yaml.safe_load((exp / "config.yaml").read_text())
         assert cfg["model"]["vocab_size"] == TINY_VOCAB  # taken from the BPE model
         assert "trainer.num_epochs=2" in (exp / "command.sh").read_text()
+        assert "trainer.seed=0" in (exp / "command.sh").read_text()
         assert yaml.safe_load((exp / "versions.yaml").read_text())["torch"]
         assert (exp / "averaged.pt").is_file() and (exp / "epoch-2.pt").is_file()
         # the presets normalise the input: statistics estimated once, carried by the decoded model
@@ -49,7 +52,6 @@ def test_tiny_asr_stages(tmp_path: Path) -> None:
         assert table.splitlines()[0] == "| decoding | dev | test-clean | test-other |"
 
     # the same command again: every stage is already done, nothing retrains
-    second = run_recipe(tmp_path, "--stop-stage", "39", "--methods", "asr", "--asr-overrides", TINY_MODEL,
-                        timeout=900)
+    second = run_recipe(tmp_path, "--stop-stage", "39", "--methods", "asr", "--quick", "true", timeout=900)
     assert [n for n in stages_run(second.stderr) if n < 39] == []
     assert second.stderr.count("Stage 20: already done") == 2
