@@ -235,6 +235,7 @@ class Tokenizer:
         import sentencepiece as spm
 
         self.model_path = Path(model_path)
+        self._sha256: Optional[str] = None
         if not self.model_path.is_file():
             raise SpeechkdError(f"tokenizer model not found: {self.model_path}")
         self._sp = spm.SentencePieceProcessor()
@@ -255,6 +256,17 @@ class Tokenizer:
     @property
     def vocab_size(self) -> int:
         return self._sp.get_piece_size()
+
+    @property
+    def sha256(self) -> str:
+        """Checksum of the model file: token ids mean the same only under the same checksum."""
+        if self._sha256 is None:
+            self._sha256 = sha256_file(self.model_path)
+        return self._sha256
+
+    def fingerprint(self) -> dict[str, str]:
+        """``{"path", "sha256"}`` of the model, for checkpoints (see :mod:`speechkd.training.checkpoint`)."""
+        return {"path": str(self.model_path.resolve()), "sha256": self.sha256}
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text (no blank, no sos/eos added)."""

@@ -123,13 +123,15 @@ def train_asr(
         "train_parts": list(train_parts),
         "valid_parts": list(valid_parts),
         "bpe_model": str(Path(bpe_model).resolve()),
+        "bpe_model_sha256": tokenizer.sha256,
     }
     if model.encoder.input_norm is not None:
         d = cfg.data
         source = {"cuts_dir": str(cuts_dir), "train_parts": list(train_parts), "features": d.features,
                   "num_mel_bins": d.num_mel_bins, "sampling_rate": d.sampling_rate, "max_cuts": d.cmvn_max_cuts}
         set_global_cmvn(model, dm, train_cuts, exp_dir, source)
-    trainer = Trainer(cfg.trainer, model, task, dm, train_cuts, valid_cuts, exp_dir, run_config=run_config)
+    trainer = Trainer(cfg.trainer, model, task, dm, train_cuts, valid_cuts, exp_dir, run_config=run_config,
+                      fingerprints={"bpe_model": tokenizer.fingerprint()})
     task.step_fn = lambda: trainer.state.step
     trainer.fit(resume=resume)
 
@@ -183,8 +185,13 @@ def average_asr(
     """
     import torch
 
-    from speechkd.training.average import average_checkpoints, select_checkpoints
-    from speechkd.training.checkpoint import epoch_checkpoints, save_checkpoint_atomic, step_checkpoints
+    from speechkd.training.average import average_checkpoints, common_fingerprints, select_checkpoints
+    from speechkd.training.checkpoint import (
+        FINGERPRINTS_KEY,
+        epoch_checkpoints,
+        save_checkpoint_atomic,
+        step_checkpoints,
+    )
 
     if cap:
         found = len(epoch_checkpoints(exp_dir) if by == "epoch" else step_checkpoints(exp_dir))
@@ -194,10 +201,12 @@ def average_asr(
 
     paths = select_checkpoints(exp_dir, avg, by=by, last=last)
     log.info("averaging %s", ", ".join(p.name for p in paths))
+    fingerprints = common_fingerprints(paths)
     state = average_checkpoints(paths)
     out = Path(exp_dir) / AVERAGED_NAME
     save_checkpoint_atomic(
-        {"model": state, "averaged_from": [p.name for p in paths], "torch": torch.__version__, "argv": sys.argv},
+        {"model": state, "averaged_from": [p.name for p in paths], "torch": torch.__version__, "argv": sys.argv,
+         FINGERPRINTS_KEY: fingerprints},
         out,
     )
     return out

@@ -10,15 +10,21 @@ Each file is a dict with at least ``model`` (state dict), ``step`` (training bat
 ``epoch`` and ``batches_in_epoch`` (the position to continue from: epoch number, and batches of
 that epoch already consumed), plus optimizer/scheduler/grad-scaler states and per-rank RNG states
 (see :mod:`speechkd.training.trainer`).
+
+``fingerprints`` (optional) names the files a checkpoint only makes sense with, e.g.
+``{"bpe_model": {"path": ..., "sha256": ...}}``: token ids change meaning under another BPE model of
+the same size, so resuming and decoding compare checksums (:func:`check_fingerprints`). Averaged models
+carry the fingerprints of the checkpoints they average.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -28,6 +34,9 @@ from speechkd.errors import SpeechkdError
 STEP_RE = re.compile(r"^checkpoint-(\d+)\.pt$")
 EPOCH_RE = re.compile(r"^epoch-(\d+)\.pt$")
 FORMAT_VERSION = 1
+FINGERPRINTS_KEY = "fingerprints"
+
+log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 
@@ -61,6 +70,37 @@ def load_checkpoint(path: PathLike, mmap: bool = False) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise SpeechkdError(f"checkpoint {path} does not hold a dict (got {type(obj).__name__})")
     return obj
+
+
+def check_fingerprints(
+    checkpoint: Mapping[str, Any], expected: Mapping[str, Mapping[str, str]], path: PathLike, action: str
+) -> None:
+    """Refuse ``checkpoint`` when a file it was trained with differs from the one given now.
+
+    Args:
+        checkpoint: a loaded checkpoint dict (its ``fingerprints`` entry is compared).
+        expected: name -> ``{"path", "sha256"}`` of the files used now (e.g. ``{"bpe_model": ...}``).
+        path: the checkpoint's file, for messages.
+        action: what is being done, for messages ("resume", "decode").
+
+    Raises:
+        SpeechkdError: a checksum differs; the message names both checksums and both paths.
+    A checkpoint written before fingerprints existed is accepted with a warning.
+    """
+    found = checkpoint.get(FINGERPRINTS_KEY) or {}
+    for name, now in expected.items():
+        then = found.get(name)
+        if then is None:
+            log.warning(
+                "%s has no %s checksum (written by an older speechkd): cannot check that %s is the %s it "
+                "was trained with", path, name, now["path"], name,
+            )
+        elif then["sha256"] != now["sha256"]:
+            raise SpeechkdError(
+                f"cannot {action} with {path}: it was trained with {name} {then['path']} (sha256 {then['sha256']}), "
+                f"but {now['path']} (sha256 {now['sha256']}) was given; token ids would change meaning. "
+                f"Use the {name} it was trained with, or train a new model into a new exp dir."
+            )
 
 
 def step_checkpoints(exp_dir: PathLike) -> list[tuple[int, Path]]:

@@ -49,8 +49,10 @@ from speechkd.errors import SpeechkdError
 from speechkd.tasks.base import LossOutput, Task, unwrap_model
 from speechkd.training import dist as sdist
 from speechkd.training.checkpoint import (
+    FINGERPRINTS_KEY,
     FORMAT_VERSION,
     capture_rng_state,
+    check_fingerprints,
     find_resume_checkpoint,
     load_checkpoint,
     prune_step_checkpoints,
@@ -171,6 +173,9 @@ class Trainer:
         run_config: resolved configuration dumped to ``exp_dir/config.yaml`` (default: the trainer
             and data configs).
         on_step_end: callables run after every training batch (e.g. tests interrupting training).
+        fingerprints: name -> ``{"path", "sha256"}`` of files the model only makes sense with (the BPE
+            model); stored in every checkpoint and compared before resuming, before ``config.yaml``
+            is rewritten (:func:`~speechkd.training.checkpoint.check_fingerprints`).
     """
 
     def __init__(
@@ -184,6 +189,7 @@ class Trainer:
         exp_dir: Union[str, Path] = "exp",
         run_config: Optional[Mapping[str, Any]] = None,
         on_step_end: Sequence[Hook] = (),
+        fingerprints: Optional[Mapping[str, Mapping[str, str]]] = None,
     ) -> None:
         cfg.validate()
         self.cfg = cfg
@@ -195,6 +201,7 @@ class Trainer:
         self.exp_dir = Path(exp_dir)
         self.run_config = run_config
         self.on_step_end = list(on_step_end)
+        self.fingerprints = {k: dict(v) for k, v in (fingerprints or {}).items()}
         self.state = TrainState()
         self.dist = sdist.DistInfo()
         self.device = torch.device("cpu")
@@ -207,6 +214,8 @@ class Trainer:
         handler = self._attach_log_file()
         self._tb = None
         try:
+            if resume:
+                self._check_resume_fingerprints()
             self._setup()
             if resume:
                 self._maybe_resume()
@@ -294,6 +303,7 @@ class Trainer:
             "rng": rng,
             "world_size": self.dist.world_size,
             "trainer_config": to_dict(self.cfg),
+            FINGERPRINTS_KEY: self.fingerprints,
         }
 
     def save(self, name: str) -> Optional[Path]:
@@ -308,6 +318,11 @@ class Trainer:
                      self.state.epoch, self.state.batches_in_epoch)
         sdist.barrier()
         return path
+
+    def _check_resume_fingerprints(self) -> None:
+        path = find_resume_checkpoint(self.exp_dir) if self.fingerprints else None
+        if path is not None:
+            check_fingerprints(load_checkpoint(path, mmap=True), self.fingerprints, path, "resume")
 
     def _maybe_resume(self) -> None:
         path = find_resume_checkpoint(self.exp_dir)
