@@ -10,6 +10,10 @@ Cut ids are the recording (= utterance) ids. Speed perturbation (``speed_perturb
 lhotse's own resampler (torch only; no torchaudio). A part whose cuts manifest already exists is
 skipped unless ``overwrite``. Cuts whose audio lhotse fails to load are dropped by lhotse: they are
 counted, logged by id and returned in :class:`FbankReport` rather than lost silently.
+
+Feature storage paths in the cuts manifest are absolute, so that training and decoding can start from
+any directory; :func:`check_cut_paths` explains a manifest whose paths do not resolve from here (e.g. one
+written by an older speechkd with paths relative to where the fbank stage ran).
 """
 
 from __future__ import annotations
@@ -171,7 +175,7 @@ def _compute_part(
     cuts = load_cuts(manifest_dir, part)
     cuts = add_speed_perturbation(cuts, factors)
     expected_ids = [c.id for c in cuts]
-    storage = feats_dir(output_dir, part)
+    storage = feats_dir(os.path.abspath(output_dir), part)  # absolute: the manifest works from any directory
     if storage.exists():  # left by an interrupted run (no cuts manifest was written)
         log.info("Part %s: removing incomplete feature storage %s", part, storage)
         shutil.rmtree(storage)
@@ -209,6 +213,49 @@ def _compute_part(
     os.replace(tmp, out)
     log.info("Part %s: wrote %s (%d cuts, %d failed)", part, out, len(with_feats), len(failed))
     return FbankReport(part, out, num_cuts=len(with_feats), failed_cut_ids=failed)
+
+
+def check_cut_paths(cuts: "CutSet", manifest: Pathlike) -> None:
+    """Fail with the cause and the fix when the first cut's stored data cannot be found from here.
+
+    Checks the feature storage, the audio files and custom target arrays of the first cut of ``cuts``
+    (read from ``manifest``); a path relative to another working directory is the usual cause.
+
+    Raises:
+        SpeechkdError: naming the manifest, the missing path and the current directory.
+    """
+    first = next(iter(cuts), None)
+    if first is None:
+        return
+    for what, path in _stored_paths(first):
+        if Path(path).exists():
+            continue
+        msg = f"{manifest}: {what} {path} of cut {first.id} not found"
+        if not Path(path).is_absolute():
+            msg += (
+                f" (a path relative to the directory its stage ran in; this command runs in {Path.cwd()}). "
+                "Run it from that directory, or rerun the stage that wrote the manifest (e.g. "
+                "`speechkd data prepare-librispeech`/`data fbank` with --overwrite): it now writes absolute paths"
+            )
+        else:
+            msg += " (moved or deleted since the manifest was written? rerun the stage that wrote it)"
+        raise SpeechkdError(msg)
+
+
+def _stored_paths(cut: object) -> list[tuple[str, str]]:
+    """``(what, path)`` of the files a cut reads: feature storage, audio files, custom arrays."""
+    out = []
+    features = getattr(cut, "features", None)
+    if features is not None:
+        out.append(("feature storage", features.storage_path))
+    recording = getattr(cut, "recording", None)
+    for source in getattr(recording, "sources", None) or ():
+        if source.type == "file":
+            out.append(("audio file", source.source))
+    for name, value in (getattr(cut, "custom", None) or {}).items():
+        if isinstance(getattr(value, "storage_path", None), str):
+            out.append((f"'{name}' storage", value.storage_path))
+    return out
 
 
 def _sampling_rate(cuts: "CutSet") -> int:

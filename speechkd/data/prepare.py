@@ -163,6 +163,7 @@ def prepare_librispeech(
     corpus_dir = Path(corpus_dir)
     if not corpus_dir.is_dir():
         raise SpeechkdError(f"corpus directory not found: {corpus_dir}")
+    corpus_dir = Path(os.path.abspath(corpus_dir))  # absolute audio paths: the manifests work from any directory
     if num_jobs < 1:
         raise SpeechkdError(f"num_jobs must be >= 1, got {num_jobs}")
     if parts is None:

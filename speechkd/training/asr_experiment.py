@@ -73,14 +73,23 @@ def load_experiment_config(
 
 
 def load_cuts(cuts_dir: PathLike, parts: Sequence[str], prefix: str = "librispeech_cuts") -> Any:
-    """CutSet of ``<cuts_dir>/<prefix>_<part>.jsonl.gz`` for every part, concatenated (lazily)."""
+    """CutSet of ``<cuts_dir>/<prefix>_<part>.jsonl.gz`` for every part, concatenated (lazily).
+
+    Raises:
+        SpeechkdError: a manifest is missing, or its first cut's stored data cannot be found from the
+            current directory (:func:`speechkd.data.features.check_cut_paths`).
+    """
     from lhotse import CutSet, combine
+
+    from speechkd.data.features import check_cut_paths
 
     paths = [Path(cuts_dir) / f"{prefix}_{p}.jsonl.gz" for p in parts]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise SpeechkdError(f"cut manifest(s) not found: {', '.join(missing)} (run the data stages first)")
     sets = [CutSet.from_jsonl_lazy(p) for p in paths]
+    for cuts, path in zip(sets, paths):
+        check_cut_paths(cuts, path)
     return sets[0] if len(sets) == 1 else combine(*sets)
 
 

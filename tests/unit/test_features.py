@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
-from lhotse import load_manifest
+from lhotse import CutSet, load_manifest
 
 from speechkd.cli import main
 from speechkd.data.features import compute_fbank, cuts_path, feats_dir, make_fbank_extractor
@@ -93,3 +95,50 @@ def test_cli_fbank_without_speed_perturbation(fbank, tmp_path):
     cuts = load_manifest(cuts_path(tmp_path, PART))
     assert sorted(c.id for c in cuts) == sorted(info.parts[PART].utterances)
     assert "fbank" in (tmp_path / "command.sh").read_text()
+
+
+def test_manifests_written_with_relative_paths_work_from_another_directory(tmp_path, monkeypatch):
+    """`speechkd asr train` from another directory used to die with a raw FileNotFoundError: storage
+    and audio paths were relative to where the data stages ran."""
+    from speechkd.training.asr_experiment import load_cuts
+
+    work = tmp_path / "egs"
+    make_fake_librispeech(work / "download" / "LS", {PART: (1, 1, 2)}, seed=4)
+    monkeypatch.chdir(work)
+    prepare_librispeech("download/LS", "data/manifests")  # relative, as run.sh passes them
+    compute_fbank("data/manifests", "data/fbank", [PART])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cuts = load_cuts(work / "data" / "fbank", [PART])
+    assert len(list(cuts)) == 2
+    for cut in cuts:
+        assert Path(cut.features.storage_path) == feats_dir(work / "data" / "fbank", PART) / "feats-0.lca"
+        assert cut.load_features().shape[1] == 80
+        assert cut.load_audio().shape[0] == 1  # the audio path is absolute as well
+
+
+def test_a_manifest_with_paths_relative_to_another_directory_is_explained(fbank, tmp_path, monkeypatch):
+    """An older manifest (relative storage path) fails at start naming the cause and the fix."""
+    from speechkd.training.asr_experiment import load_cuts
+
+    _, root, _ = fbank
+    cuts = load_manifest(cuts_path(root / "fbank", PART))
+    old_dir = tmp_path / "old_fbank"
+    old_dir.mkdir()
+    CutSet.from_cuts(_relative_features(c, root) for c in cuts).to_file(cuts_path(old_dir, PART))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SpeechkdError) as err:
+        load_cuts(old_dir, [PART])
+    msg = str(err.value)
+    assert str(cuts_path(old_dir, PART)) in msg and "feature storage fbank/" in msg
+    assert f"this command runs in {tmp_path}" in msg and "--overwrite" in msg
+    monkeypatch.chdir(root)  # from the directory the paths are relative to, it works
+    assert len(list(load_cuts(old_dir, [PART]))) == len(cuts)
+
+
+def _relative_features(cut, root):
+    import dataclasses
+
+    rel = str(Path(cut.features.storage_path).relative_to(root))
+    return dataclasses.replace(cut, features=dataclasses.replace(cut.features, storage_path=rel))
