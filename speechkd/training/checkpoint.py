@@ -126,20 +126,53 @@ def _numbered(exp_dir: PathLike, pattern: re.Pattern[str]) -> list[tuple[int, Pa
 
 
 def find_resume_checkpoint(exp_dir: PathLike) -> Optional[Path]:
-    """The checkpoint with the highest ``step`` among the newest step file and newest epoch file."""
-    candidates = []
-    steps = step_checkpoints(exp_dir)
-    if steps:
-        candidates.append(steps[-1][1])
-    epochs = epoch_checkpoints(exp_dir)
-    if epochs:
-        candidates.append(epochs[-1][1])
+    """The checkpoint with the highest ``step`` among the newest readable step file and the newest
+    readable epoch file.
+
+    A newer file that cannot be read (e.g. truncated by a full disk) is skipped with a warning that
+    names it and the checkpoint used instead; training then writes it again when it gets there.
+
+    Raises:
+        SpeechkdError: checkpoints exist but none can be read (the message names them and the fix).
+    """
     best: Optional[tuple[int, Path]] = None
-    for p in candidates:
-        step = int(load_checkpoint(p, mmap=True).get("step", -1))
-        if best is None or step > best[0]:
-            best = (step, p)
+    unreadable: list[tuple[Path, str]] = []
+    for found in (step_checkpoints(exp_dir), epoch_checkpoints(exp_dir)):
+        for _, p in reversed(found):
+            try:
+                step = int(load_checkpoint(p, mmap=True).get("step", -1))
+            except SpeechkdError as e:
+                unreadable.append((p, str(e)))
+                continue
+            if best is None or step > best[0]:
+                best = (step, p)
+            break
+    for p, why in unreadable:
+        if best is None:
+            break
+        log.warning("%s cannot be read (%s): resuming from %s, the newest readable checkpoint", p, why, best[1])
+    if best is None and unreadable:
+        raise SpeechkdError(
+            f"no checkpoint in {exp_dir} can be read ({', '.join(p.name for p, _ in unreadable)}; first error: "
+            f"{unreadable[0][1]}). Remove them to start over, or train with --no-resume (or into a new exp dir)."
+        )
     return None if best is None else best[1]
+
+
+TMP_GLOB = ".*.tmp-*"  # what save_checkpoint_atomic writes before its rename
+
+
+def remove_stale_tmp_files(exp_dir: PathLike) -> list[Path]:
+    """Delete the temporary files of saves that were interrupted (killed between write and rename).
+
+    Call it only while no other process is saving into ``exp_dir`` (at the start of training, rank 0).
+    """
+    exp_dir = Path(exp_dir)
+    stale = sorted(exp_dir.glob(TMP_GLOB)) if exp_dir.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+        log.info("removed %s, left by an interrupted save", p)
+    return stale
 
 
 def prune_step_checkpoints(exp_dir: PathLike, keep_last_n: int) -> list[Path]:

@@ -56,6 +56,7 @@ from speechkd.training.checkpoint import (
     find_resume_checkpoint,
     load_checkpoint,
     prune_step_checkpoints,
+    remove_stale_tmp_files,
     restore_rng_state,
     save_checkpoint_atomic,
     seed_everything,
@@ -214,11 +215,13 @@ class Trainer:
         handler = self._attach_log_file()
         self._tb = None
         try:
-            if resume:
-                self._check_resume_fingerprints()
+            if self.dist.is_main:
+                remove_stale_tmp_files(self.exp_dir)
+            resume_path = find_resume_checkpoint(self.exp_dir) if resume else None
+            self._check_resume_fingerprints(resume_path)
             self._setup()
             if resume:
-                self._maybe_resume()
+                self._maybe_resume(resume_path)
             self._train_loop()
         finally:
             if self._tb is not None:
@@ -319,13 +322,11 @@ class Trainer:
         sdist.barrier()
         return path
 
-    def _check_resume_fingerprints(self) -> None:
-        path = find_resume_checkpoint(self.exp_dir) if self.fingerprints else None
-        if path is not None:
+    def _check_resume_fingerprints(self, path: Optional[Path]) -> None:
+        if path is not None and self.fingerprints:
             check_fingerprints(load_checkpoint(path, mmap=True), self.fingerprints, path, "resume")
 
-    def _maybe_resume(self) -> None:
-        path = find_resume_checkpoint(self.exp_dir)
+    def _maybe_resume(self, path: Optional[Path]) -> None:
         if path is None:
             log.info("no checkpoint in %s: starting from scratch", self.exp_dir)
             return

@@ -183,3 +183,29 @@ def test_checkpoint_without_fingerprint_resumes_with_a_warning(cuts, tmp_path, c
     _, state = _run(cuts, tmp_path, max_steps=4, fingerprints=BPE_B)
     assert state.step == 4
     assert "has no bpe_model checksum" in caplog.text
+
+
+def test_unreadable_newest_checkpoint_resumes_from_the_newest_readable_one(cuts, tmp_path, caplog):
+    """A truncated newest checkpoint used to stop `asr train` with 'cannot read checkpoint'."""
+    ref_trainer, _ = _run(cuts, tmp_path / "ref", max_steps=6)
+    exp = tmp_path / "exp"
+    _run(cuts, exp, max_steps=6)
+    newest = exp / "checkpoint-6.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # e.g. a full disk
+    stale = exp / ".checkpoint-6.pt.tmp-4242"  # an interrupted save's temporary file
+    stale.write_bytes(b"partial")
+    trainer, state = _run(cuts, exp, max_steps=6)
+    assert "checkpoint-6.pt cannot be read" in caplog.text and "resuming from" in caplog.text
+    assert "resumed from" in caplog.text
+    assert state.step == 6
+    _assert_same(trainer.model.state_dict(), ref_trainer.model.state_dict())  # exact, as from the good one
+    assert torch.load(newest, weights_only=False)["step"] == 6  # written again
+    assert not stale.exists()
+
+
+def test_no_readable_checkpoint_is_an_error_naming_the_fix(cuts, tmp_path):
+    _run(cuts, tmp_path, max_steps=3)
+    for p in tmp_path.glob("*.pt"):
+        p.write_bytes(b"not a checkpoint")
+    with pytest.raises(SpeechkdError, match=r"no checkpoint in .* can be read .*--no-resume"):
+        _run(cuts, tmp_path, max_steps=4)
