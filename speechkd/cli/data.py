@@ -100,7 +100,8 @@ def cmd_fbank(args: argparse.Namespace) -> int:
     )
     _write_run_info(args.output_dir, args, "fbank")
     for r in reports.values():
-        state = "reused" if r.reused else f"{r.num_cuts} cuts, {len(r.failed_cut_ids)} failed"
+        failed = f"{len(r.failed_cut_ids)} failed, listed in {r.report_path}"
+        state = "reused" if r.reused else f"{r.num_cuts} cuts, {failed}"
         print(f"{r.part}: {r.cuts_path} ({state})")
     return 0
 

@@ -5,11 +5,14 @@ Input: ``<manifest_dir>/librispeech_{recordings,supervisions}_<part>.jsonl.gz`` 
 
     <output_dir>/librispeech_cuts_<part>.jsonl.gz   # CutSet with features attached
     <output_dir>/librispeech_feats_<part>/feats-<i>.lca   # lilcom-compressed arrays, one file per job
+    <output_dir>/fbank-report-<part>.tsv            # cuts left out (audio lhotse could not load), as prepare's TSV
 
 Cut ids are the recording (= utterance) ids. Speed perturbation (``speed_perturb_parts``) adds ``<id>_sp<factor>`` copies of every cut, made by
 lhotse's own resampler (torch only; no torchaudio). A part whose cuts manifest already exists is
 skipped unless ``overwrite``. Cuts whose audio lhotse fails to load are dropped by lhotse: they are
-counted, logged by id and returned in :class:`FbankReport` rather than lost silently.
+counted, logged by id, returned in :class:`FbankReport` and listed in ``fbank-report-<part>.tsv`` (the
+columns of preparation's report; :func:`speechkd.data.prepare.read_report` reads it) rather than lost
+silently.
 
 Feature storage paths in the cuts manifest are absolute, so that training and decoding can start from
 any directory; :func:`check_cut_paths` explains a manifest whose paths do not resolve from here (e.g. one
@@ -25,7 +28,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence, Union
 
-from speechkd.data.prepare import MANIFEST_PREFIX, manifest_paths
+from speechkd.data.prepare import MANIFEST_PREFIX, SkippedInput, SkipReason, manifest_paths, write_report
 from speechkd.errors import SpeechkdError
 
 if TYPE_CHECKING:
@@ -49,10 +52,15 @@ class FbankReport:
     num_cuts: int  # cuts in the written manifest (0 when reused: not re-counted)
     reused: bool = False
     failed_cut_ids: list[str] = dataclasses.field(default_factory=list)
+    report_path: Optional[Path] = None  # the TSV listing the failed cuts (None when reused)
 
 
 def cuts_path(output_dir: Pathlike, part: str) -> Path:
     return Path(output_dir) / f"{MANIFEST_PREFIX}_cuts_{part}.jsonl.gz"
+
+
+def fbank_report_path(output_dir: Pathlike, part: str) -> Path:
+    return Path(output_dir) / f"fbank-report-{part}.tsv"
 
 
 def feats_dir(output_dir: Pathlike, part: str) -> Path:
@@ -205,14 +213,24 @@ def _compute_part(
     failed = sorted(set(expected_ids) - {c.id for c in with_feats})
     for cut_id in failed:
         log.warning("Part %s: no features for cut %s (lhotse could not load its audio)", part, cut_id)
+    tsv = fbank_report_path(output_dir, part)
+    failed_cuts = {c.id: c for c in cuts if c.id in frozenset(failed)}
+    write_report(tsv, [_failed_input(failed_cuts[cut_id]) for cut_id in failed])
     if len(with_feats) == 0:
         raise SpeechkdError(f"part {part}: no cut's audio could be loaded from {manifest_paths(manifest_dir, part)[0]}")
     out = cuts_path(output_dir, part)
     tmp = out.with_name(f".tmp-{out.name}")
     with_feats.to_file(tmp)
     os.replace(tmp, out)
-    log.info("Part %s: wrote %s (%d cuts, %d failed)", part, out, len(with_feats), len(failed))
-    return FbankReport(part, out, num_cuts=len(with_feats), failed_cut_ids=failed)
+    log.info("Part %s: wrote %s (%d cuts, %d failed, listed in %s)", part, out, len(with_feats), len(failed), tsv)
+    return FbankReport(part, out, num_cuts=len(with_feats), failed_cut_ids=failed, report_path=tsv)
+
+
+def _failed_input(cut: object) -> SkippedInput:
+    """The report row of a cut that got no features: its id and audio file."""
+    sources = getattr(getattr(cut, "recording", None), "sources", None) or ()
+    audio = " ".join(s.source for s in sources if s.type == "file")
+    return SkippedInput(SkipReason.NO_FEATURES, cut.id, audio, "lhotse could not load its audio")
 
 
 def check_cut_paths(cuts: "CutSet", manifest: Pathlike) -> None:

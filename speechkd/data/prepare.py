@@ -70,6 +70,7 @@ class SkipReason(str, enum.Enum):
     BAD_UTTERANCE_ID = "bad_utterance_id"  # id not "<spk>-<chapter>-<n>" of its transcript file
     DUPLICATE_UTTERANCE = "duplicate_utterance"  # second line with the same id
     NOT_UTF8 = "not_utf8"  # transcript line that is not valid UTF-8
+    NO_FEATURES = "no_features"  # fbank stage: lhotse could not load the audio (speechkd.data.features)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,7 +218,7 @@ def _prepare_part(part_dir: Path, part: str, output_dir: Path, num_jobs: int, sa
     recordings, header_skips = _read_headers(utterances, num_jobs, sampling_rate)
     skipped += header_skips
     tsv = report_path(output_dir, part)
-    _write_report(tsv, skipped)
+    write_report(tsv, skipped)
     for s in skipped:
         log.warning("%s: skipped %s (%s) %s", part, s.path, s.reason.value, s.detail)
     kept = [u for u in utterances if u.utt_id in recordings]
@@ -433,7 +434,8 @@ def _atomic_to_file(manifest: Union["RecordingSet", "SupervisionSet"], path: Pat
     os.replace(tmp, path)
 
 
-def _write_report(path: Path, skipped: Iterable[SkippedInput]) -> None:
+def write_report(path: Path, skipped: Iterable[SkippedInput]) -> None:
+    """Write a report TSV (``REPORT_COLUMNS``, one row per skipped input); :func:`read_report` reads it."""
     with open(path, "w", encoding="utf-8") as f:
         f.write("\t".join(REPORT_COLUMNS) + "\n")
         for s in skipped:

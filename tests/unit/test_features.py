@@ -10,8 +10,8 @@ import soundfile as sf
 from lhotse import CutSet, load_manifest
 
 from speechkd.cli import main
-from speechkd.data.features import compute_fbank, cuts_path, feats_dir, make_fbank_extractor
-from speechkd.data.prepare import prepare_librispeech
+from speechkd.data.features import compute_fbank, cuts_path, fbank_report_path, feats_dir, make_fbank_extractor
+from speechkd.data.prepare import SkipReason, prepare_librispeech, read_report
 from speechkd.errors import SpeechkdError
 from speechkd.testing.fake_librispeech import make_fake_librispeech
 from speechkd.text.tokenizer import texts_from_manifests
@@ -142,3 +142,20 @@ def _relative_features(cut, root):
 
     rel = str(Path(cut.features.storage_path).relative_to(root))
     return dataclasses.replace(cut, features=dataclasses.replace(cut.features, storage_path=rel))
+
+
+def test_cuts_without_features_are_listed_in_a_report(tmp_path, capsys):
+    """A flac whose header reads but whose body is truncated passes preparation and fails at fbank:
+    it used to be only logged; now it is listed in fbank-report-<part>.tsv like preparation's skips."""
+    info = make_fake_librispeech(tmp_path / "LS", {PART: (1, 1, 3)}, seed=6)
+    prepare_librispeech(info.root, tmp_path / "manifests")
+    broken = sorted(info.parts[PART].utterances.values(), key=lambda u: u.utt_id)[1]
+    broken.path.write_bytes(broken.path.read_bytes()[:200])
+    report = compute_fbank(tmp_path / "manifests", tmp_path / "fbank", [PART])[PART]
+    assert report.failed_cut_ids == [broken.utt_id] and report.num_cuts == 2
+    assert report.report_path == fbank_report_path(tmp_path / "fbank", PART)
+    rows = read_report(report.report_path)
+    assert [(r.reason, r.utt_id, r.path) for r in rows] == [(SkipReason.NO_FEATURES, broken.utt_id, str(broken.path))]
+    assert main(["data", "fbank", "--manifest-dir", str(tmp_path / "manifests"), "--output-dir",
+                 str(tmp_path / "fbank2"), "--parts", PART]) == 0
+    assert f"1 failed, listed in {fbank_report_path(tmp_path / 'fbank2', PART)}" in capsys.readouterr().out
