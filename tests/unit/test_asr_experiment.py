@@ -67,3 +67,11 @@ def test_train_from_another_directory_then_resume_with_another_bpe_is_refused(da
     assert "cannot resume" in err and a.sha256 in err and b.sha256 in err
     paths = yaml.safe_load((exp / "config.yaml").read_text())["paths"]
     assert (paths["bpe_model"], paths["bpe_model_sha256"]) == (str(bpe_a.resolve()), a.sha256)
+    # the averaged model keeps the checksum: decoding with the training BPE works, with the other is refused
+    assert main(["asr", "average", "--exp-dir", str(exp), "--avg", "1", "--by", "step"]) == 0
+    decode = ["asr", "decode", "--exp-dir", str(exp), "--parts", PART, "--methods", "ctc-greedy"]
+    assert main(decode) == 0
+    assert (exp / "decode" / "wer-summary.tsv").is_file()
+    capfd.readouterr()
+    assert main([*decode, "--bpe-model", str(bpe_b)]) == 1
+    assert "cannot decode" in capfd.readouterr().err
