@@ -236,8 +236,9 @@ def _failed_input(cut: object) -> SkippedInput:
 def check_cut_paths(cuts: "CutSet", manifest: Pathlike) -> None:
     """Fail with the cause and the fix when the first cut's stored data cannot be found from here.
 
-    Checks the feature storage, the audio files and custom target arrays of the first cut of ``cuts``
-    (read from ``manifest``); a path relative to another working directory is the usual cause.
+    Checks the feature storage (the audio files when it has no features) and the custom target arrays
+    of the first cut of ``cuts`` (read from ``manifest``); a path relative to another working directory
+    is the usual cause.
 
     Raises:
         SpeechkdError: naming the manifest, the missing path and the current directory.
@@ -261,15 +262,15 @@ def check_cut_paths(cuts: "CutSet", manifest: Pathlike) -> None:
 
 
 def _stored_paths(cut: object) -> list[tuple[str, str]]:
-    """``(what, path)`` of the files a cut reads: feature storage, audio files, custom arrays."""
+    """``(what, path)`` of the files a cut reads: its feature storage (or, without features, its audio
+    files: audio deleted after the fbank stage is fine) and its custom target arrays."""
     out = []
     features = getattr(cut, "features", None)
     if features is not None:
         out.append(("feature storage", features.storage_path))
-    recording = getattr(cut, "recording", None)
-    for source in getattr(recording, "sources", None) or ():
-        if source.type == "file":
-            out.append(("audio file", source.source))
+    else:
+        recording = getattr(cut, "recording", None)
+        out += [("audio file", s.source) for s in getattr(recording, "sources", None) or () if s.type == "file"]
     for name, value in (getattr(cut, "custom", None) or {}).items():
         if isinstance(getattr(value, "storage_path", None), str):
             out.append((f"'{name}' storage", value.storage_path))

@@ -135,6 +135,12 @@ def test_a_manifest_with_paths_relative_to_another_directory_is_explained(fbank,
     assert f"this command runs in {tmp_path}" in msg and "--overwrite" in msg
     monkeypatch.chdir(root)  # from the directory the paths are relative to, it works
     assert len(list(load_cuts(old_dir, [PART]))) == len(cuts)
+    audio_only = tmp_path / "audio_only"  # cuts without features: their audio files are checked
+    audio_only.mkdir()
+    CutSet.from_cuts(_relative_audio(c.drop_features(), root) for c in cuts).to_file(cuts_path(audio_only, PART))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SpeechkdError, match=r"audio file LS/.*\.flac of cut .* not found \(a path relative"):
+        load_cuts(audio_only, [PART])
 
 
 def _relative_features(cut, root):
@@ -159,3 +165,10 @@ def test_cuts_without_features_are_listed_in_a_report(tmp_path, capsys):
     assert main(["data", "fbank", "--manifest-dir", str(tmp_path / "manifests"), "--output-dir",
                  str(tmp_path / "fbank2"), "--parts", PART]) == 0
     assert f"1 failed, listed in {fbank_report_path(tmp_path / 'fbank2', PART)}" in capsys.readouterr().out
+
+
+def _relative_audio(cut, root):
+    import dataclasses
+
+    sources = [dataclasses.replace(src, source=str(Path(src.source).relative_to(root))) for src in cut.recording.sources]
+    return dataclasses.replace(cut, recording=dataclasses.replace(cut.recording, sources=sources))
