@@ -259,7 +259,7 @@ def _read_transcripts(part_dir: Path) -> tuple[list[_Utterance], set[Path], list
 
     Returns the usable utterances, the audio paths named by any transcript line (usable or not, so
     that a file whose line was skipped is not reported twice), and the skipped lines: without audio,
-    with no words, with an id not matching their file, or repeated.
+    with no words, with an id not matching their file, repeated, or not valid UTF-8.
     """
     utterances: list[_Utterance] = []
     listed: set[Path] = set()
