@@ -13,6 +13,8 @@
 #   comments and blank lines right above the line that sources this file); when the caller's source cannot be read, any variable already
 #   defined is accepted (Kaldi's rule). Unknown options are errors.
 #   a boolean option (default true or false) accepts only true or false.
+#   stage and stop_stage (when they are options) must be integers, and --stage must not come after
+#   --stop-stage: an empty stage range is an error, not a run that does nothing.
 #   --help / -h prints $help_message (if set; it is not an option itself) and every option with its current default and its
 #   trailing comment, then exits 0.
 #   Parsing stops at the first argument that does not start with "--"; it stays in "$@" (positional).
@@ -115,6 +117,17 @@ while [ $# -gt 0 ]; do
   esac
   printf -v "$_po_name" '%s' "$_po_val"
 done
+
+# The stage range: integers, and not empty.
+for _po_name in stage stop_stage; do
+  if _po_is_option "$_po_name" && [ -n "${!_po_name+set}" ] && ! [[ ${!_po_name} =~ ^-?[0-9]+$ ]]; then
+    _po_die "option --${_po_name//_/-} must be an integer, not '${!_po_name}'"
+  fi
+done
+if _po_is_option stage && _po_is_option stop_stage && [ -n "${stage+set}" ] && [ -n "${stop_stage+set}" ] &&
+  [ "$stage" -gt "$stop_stage" ]; then
+  _po_die "empty stage range: --stage $stage comes after --stop-stage $stop_stage, so no stage would run"
+fi
 
 unset -f _po_die _po_is_option _po_help
 unset _po_src _po_line _po_names _po_comments _po_n _po_l _po_opt _po_val _po_name

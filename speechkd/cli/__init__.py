@@ -70,7 +70,7 @@ class CommandRegistry:
             description=description or help,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, _command_parser=p)
         return p
 
 
@@ -102,7 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    command_parser = vars(args).pop("_command_parser", None)
+    if unknown:  # reported with the usage of the command that got them, not the top-level usage
+        (command_parser or parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     func = getattr(args, "func", None)
     if func is None:
         # `speechkd` or `speechkd <group>` alone: print the relevant help.

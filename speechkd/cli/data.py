@@ -79,6 +79,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     _write_run_info(args.output_dir, args, "prepare-librispeech")
     for r in reports.values():
         state = "reused" if r.reused else f"{len(r.skipped)} skipped {r.skipped_by_reason or ''}".rstrip()
+        if r.case_normalised:
+            state += f", {r.case_normalised} transcripts upper-cased"
         print(f"{r.part}: {r.num_utterances} utterances, {r.num_speakers} speakers, {r.hours:.3f} h ({state})")
     return 0
 
@@ -98,7 +100,8 @@ def cmd_fbank(args: argparse.Namespace) -> int:
     )
     _write_run_info(args.output_dir, args, "fbank")
     for r in reports.values():
-        state = "reused" if r.reused else f"{r.num_cuts} cuts, {len(r.failed_cut_ids)} failed"
+        failed = f"{len(r.failed_cut_ids)} failed, listed in {r.report_path}"
+        state = "reused" if r.reused else f"{r.num_cuts} cuts, {failed}"
         print(f"{r.part}: {r.cuts_path} ({state})")
     return 0
 
@@ -189,8 +192,9 @@ def register(reg: Any) -> None:
             "Write OUTPUT_DIR/librispeech_{recordings,supervisions}_<part>.jsonl.gz for each part of a\n"
             "LibriSpeech-layout corpus (<part>/<spk>/<chapter>/<utt>.flac + <spk>-<chapter>.trans.txt).\n"
             "Bad inputs (transcript without audio, audio without transcript, corrupt audio, empty\n"
-            "transcript, wrong sampling rate) are skipped, logged and listed in prepare-report-<part>.tsv;\n"
-            "a part with no usable utterance is an error. Parts already prepared are skipped."
+            "transcript, wrong sampling rate, a transcript line that is not UTF-8) are skipped, logged and\n"
+            "listed in prepare-report-<part>.tsv; a part with no usable utterance is an error. Lower-case\n"
+            "transcripts are upper-cased (LibriSpeech style) and counted. Parts already prepared are skipped."
         ),
         func=cmd_prepare,
     )

@@ -8,6 +8,15 @@ from __future__ import annotations
 import argparse
 import os
 
+BOOLEAN_WORDS = {"true": True, "false": False}
+
+
+def _bool(value: str) -> bool:
+    """``true``/``false`` (as recipes pass booleans) for a flag that also works bare."""
+    try:
+        return BOOLEAN_WORDS[value.lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"use true or false, not {value!r}") from None
 
 
 def _make_minilibri(args: argparse.Namespace) -> int:
@@ -48,7 +57,16 @@ def register(reg) -> None:  # reg: speechkd.cli.CommandRegistry
     p.add_argument(
         "--test-other-minutes", type=float, default=10.0, help="cap on real Asterisk prompts in test-other (default 10)"
     )
-    p.add_argument("--tiny", action="store_true", help="a few dozen utterances from the fastest voices (seconds)")
+    p.add_argument(
+        "--tiny",
+        nargs="?",
+        const=True,
+        default=False,
+        type=_bool,
+        metavar="true|false",
+        help="a few dozen utterances from the fastest voices (seconds); `--tiny` alone means true, as in run.sh's "
+        "`--tiny true`",
+    )
     p.add_argument("--num-jobs", type=int, default=min(4, os.cpu_count() or 1), help="parallel processes")
     p.add_argument("--seed", type=int, default=0, help="sentence shuffling seed (default 0)")
     p.add_argument("--text-source", default="austen", choices=("austen", "bible"),

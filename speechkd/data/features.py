@@ -5,11 +5,18 @@ Input: ``<manifest_dir>/librispeech_{recordings,supervisions}_<part>.jsonl.gz`` 
 
     <output_dir>/librispeech_cuts_<part>.jsonl.gz   # CutSet with features attached
     <output_dir>/librispeech_feats_<part>/feats-<i>.lca   # lilcom-compressed arrays, one file per job
+    <output_dir>/fbank-report-<part>.tsv            # cuts left out (audio lhotse could not load), as prepare's TSV
 
 Cut ids are the recording (= utterance) ids. Speed perturbation (``speed_perturb_parts``) adds ``<id>_sp<factor>`` copies of every cut, made by
 lhotse's own resampler (torch only; no torchaudio). A part whose cuts manifest already exists is
 skipped unless ``overwrite``. Cuts whose audio lhotse fails to load are dropped by lhotse: they are
-counted, logged by id and returned in :class:`FbankReport` rather than lost silently.
+counted, logged by id, returned in :class:`FbankReport` and listed in ``fbank-report-<part>.tsv`` (the
+columns of preparation's report; :func:`speechkd.data.prepare.read_report` reads it) rather than lost
+silently.
+
+Feature storage paths in the cuts manifest are absolute, so that training and decoding can start from
+any directory; :func:`check_cut_paths` explains a manifest whose paths do not resolve from here (e.g. one
+written by an older speechkd with paths relative to where the fbank stage ran).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence, Union
 
-from speechkd.data.prepare import MANIFEST_PREFIX, manifest_paths
+from speechkd.data.prepare import MANIFEST_PREFIX, SkippedInput, SkipReason, manifest_paths, write_report
 from speechkd.errors import SpeechkdError
 
 if TYPE_CHECKING:
@@ -45,10 +52,15 @@ class FbankReport:
     num_cuts: int  # cuts in the written manifest (0 when reused: not re-counted)
     reused: bool = False
     failed_cut_ids: list[str] = dataclasses.field(default_factory=list)
+    report_path: Optional[Path] = None  # the TSV listing the failed cuts (None when reused)
 
 
 def cuts_path(output_dir: Pathlike, part: str) -> Path:
     return Path(output_dir) / f"{MANIFEST_PREFIX}_cuts_{part}.jsonl.gz"
+
+
+def fbank_report_path(output_dir: Pathlike, part: str) -> Path:
+    return Path(output_dir) / f"fbank-report-{part}.tsv"
 
 
 def feats_dir(output_dir: Pathlike, part: str) -> Path:
@@ -171,7 +183,7 @@ def _compute_part(
     cuts = load_cuts(manifest_dir, part)
     cuts = add_speed_perturbation(cuts, factors)
     expected_ids = [c.id for c in cuts]
-    storage = feats_dir(output_dir, part)
+    storage = feats_dir(os.path.abspath(output_dir), part)  # absolute: the manifest works from any directory
     if storage.exists():  # left by an interrupted run (no cuts manifest was written)
         log.info("Part %s: removing incomplete feature storage %s", part, storage)
         shutil.rmtree(storage)
@@ -201,14 +213,68 @@ def _compute_part(
     failed = sorted(set(expected_ids) - {c.id for c in with_feats})
     for cut_id in failed:
         log.warning("Part %s: no features for cut %s (lhotse could not load its audio)", part, cut_id)
+    tsv = fbank_report_path(output_dir, part)
+    failed_cuts = {c.id: c for c in cuts if c.id in frozenset(failed)}
+    write_report(tsv, [_failed_input(failed_cuts[cut_id]) for cut_id in failed])
     if len(with_feats) == 0:
         raise SpeechkdError(f"part {part}: no cut's audio could be loaded from {manifest_paths(manifest_dir, part)[0]}")
     out = cuts_path(output_dir, part)
     tmp = out.with_name(f".tmp-{out.name}")
     with_feats.to_file(tmp)
     os.replace(tmp, out)
-    log.info("Part %s: wrote %s (%d cuts, %d failed)", part, out, len(with_feats), len(failed))
-    return FbankReport(part, out, num_cuts=len(with_feats), failed_cut_ids=failed)
+    log.info("Part %s: wrote %s (%d cuts, %d failed, listed in %s)", part, out, len(with_feats), len(failed), tsv)
+    return FbankReport(part, out, num_cuts=len(with_feats), failed_cut_ids=failed, report_path=tsv)
+
+
+def _failed_input(cut: object) -> SkippedInput:
+    """The report row of a cut that got no features: its id and audio file."""
+    sources = getattr(getattr(cut, "recording", None), "sources", None) or ()
+    audio = " ".join(s.source for s in sources if s.type == "file")
+    return SkippedInput(SkipReason.NO_FEATURES, cut.id, audio, "lhotse could not load its audio")
+
+
+def check_cut_paths(cuts: "CutSet", manifest: Pathlike) -> None:
+    """Fail with the cause and the fix when the first cut's stored data cannot be found from here.
+
+    Checks the feature storage (the audio files when it has no features) and the custom target arrays
+    of the first cut of ``cuts`` (read from ``manifest``); a path relative to another working directory
+    is the usual cause.
+
+    Raises:
+        SpeechkdError: naming the manifest, the missing path and the current directory.
+    """
+    first = next(iter(cuts), None)
+    if first is None:
+        return
+    for what, path in _stored_paths(first):
+        if Path(path).exists():
+            continue
+        msg = f"{manifest}: {what} {path} of cut {first.id} not found"
+        if not Path(path).is_absolute():
+            msg += (
+                f" (a path relative to the directory its stage ran in; this command runs in {Path.cwd()}). "
+                "Run it from that directory, or rerun the stage that wrote the manifest (e.g. "
+                "`speechkd data prepare-librispeech`/`data fbank` with --overwrite): it now writes absolute paths"
+            )
+        else:
+            msg += " (moved or deleted since the manifest was written? rerun the stage that wrote it)"
+        raise SpeechkdError(msg)
+
+
+def _stored_paths(cut: object) -> list[tuple[str, str]]:
+    """``(what, path)`` of the files a cut reads: its feature storage (or, without features, its audio
+    files: audio deleted after the fbank stage is fine) and its custom target arrays."""
+    out = []
+    features = getattr(cut, "features", None)
+    if features is not None:
+        out.append(("feature storage", features.storage_path))
+    else:
+        recording = getattr(cut, "recording", None)
+        out += [("audio file", s.source) for s in getattr(recording, "sources", None) or () if s.type == "file"]
+    for name, value in (getattr(cut, "custom", None) or {}).items():
+        if isinstance(getattr(value, "storage_path", None), str):
+            out.append((f"'{name}' storage", value.storage_path))
+    return out
 
 
 def _sampling_rate(cuts: "CutSet") -> int:

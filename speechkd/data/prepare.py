@@ -13,8 +13,15 @@ Output (see docs/INTERFACES.md)::
 
 Unlike lhotse's own recipe, a bad input never stops the run and is never dropped silently: a transcript
 line without audio, audio without a transcript line, unreadable audio, an empty transcript, a wrong
-sampling rate, a non-mono file or an empty file is skipped, logged with its file name, counted in the
-returned :class:`PrepareReport` and listed in the TSV. A part with no usable utterance is an error.
+sampling rate, a non-mono file, an empty file or a transcript line that is not UTF-8 is skipped,
+logged with its file name, counted in the returned :class:`PrepareReport` and listed in the TSV. An
+utterance id that does not match its transcript file is skipped with any invisible character in it
+named (e.g. a byte-order mark, U+FEFF). A part with no usable utterance is an error.
+
+Transcripts are LibriSpeech style (upper-case words): a line with lower-case letters is upper-cased,
+not skipped, and counted (``PrepareReport.case_normalised``, logged and printed by the CLI), so that a
+lower-case corpus trains the same tokens and scores the same as an upper-case one. A byte-order mark at
+the start of a ``trans.txt`` is an encoding marker and is dropped.
 
 Only audio headers are read (``lhotse.Recording.from_file``); a file whose header is fine but whose
 body is truncated is found later, when features are computed (:mod:`speechkd.data.features`).
@@ -22,14 +29,16 @@ body is truncated is found later, when features are computed (:mod:`speechkd.dat
 
 from __future__ import annotations
 
+import codecs
 import concurrent.futures
 import dataclasses
 import enum
 import logging
 import os
+import unicodedata
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Sequence, Union
 
 from speechkd.errors import SpeechkdError
 
@@ -60,6 +69,8 @@ class SkipReason(str, enum.Enum):
     EMPTY_AUDIO = "empty_audio"  # zero samples
     BAD_UTTERANCE_ID = "bad_utterance_id"  # id not "<spk>-<chapter>-<n>" of its transcript file
     DUPLICATE_UTTERANCE = "duplicate_utterance"  # second line with the same id
+    NOT_UTF8 = "not_utf8"  # transcript line that is not valid UTF-8
+    NO_FEATURES = "no_features"  # fbank stage: lhotse could not load the audio (speechkd.data.features)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +89,7 @@ class PrepareReport:
 
     ``reused`` is True when the manifests already existed and were not rebuilt; then ``skipped`` is
     empty (the earlier run's TSV still lists them) and the counts are read from the manifests.
+    ``case_normalised`` counts the kept transcripts that had lower-case letters and were upper-cased.
     """
 
     part: str
@@ -85,6 +97,7 @@ class PrepareReport:
     num_speakers: int
     duration_seconds: float
     skipped: list[SkippedInput] = dataclasses.field(default_factory=list)
+    case_normalised: int = 0
     reused: bool = False
     recordings_path: Optional[Path] = None
     supervisions_path: Optional[Path] = None
@@ -151,6 +164,7 @@ def prepare_librispeech(
     corpus_dir = Path(corpus_dir)
     if not corpus_dir.is_dir():
         raise SpeechkdError(f"corpus directory not found: {corpus_dir}")
+    corpus_dir = Path(os.path.abspath(corpus_dir))  # absolute audio paths: the manifests work from any directory
     if num_jobs < 1:
         raise SpeechkdError(f"num_jobs must be >= 1, got {num_jobs}")
     if parts is None:
@@ -186,16 +200,25 @@ class _Utterance:
     speaker: str
     text: str
     audio_path: Path
+    case_normalised: bool = False
 
 
 def _prepare_part(part_dir: Path, part: str, output_dir: Path, num_jobs: int, sampling_rate: int) -> PrepareReport:
     log.info("Preparing part %s from %s", part, part_dir)
     utterances, listed, skipped = _read_transcripts(part_dir)
+    utterances, case_normalised = _upper_case(utterances)
+    if case_normalised:
+        log.warning(
+            "%s: %d of %d transcripts had lower-case letters; upper-cased them (LibriSpeech style)",
+            part,
+            case_normalised,
+            len(utterances),
+        )
     skipped += _find_untranscribed_audio(part_dir, listed)
     recordings, header_skips = _read_headers(utterances, num_jobs, sampling_rate)
     skipped += header_skips
     tsv = report_path(output_dir, part)
-    _write_report(tsv, skipped)
+    write_report(tsv, skipped)
     for s in skipped:
         log.warning("%s: skipped %s (%s) %s", part, s.path, s.reason.value, s.detail)
     kept = [u for u in utterances if u.utt_id in recordings]
@@ -213,6 +236,7 @@ def _prepare_part(part_dir: Path, part: str, output_dir: Path, num_jobs: int, sa
         num_speakers=len({u.speaker for u in kept}),
         duration_seconds=sum(r.duration for r in rec_set),
         skipped=skipped,
+        case_normalised=sum(u.case_normalised for u in kept),
         recordings_path=rec_path,
         supervisions_path=sup_path,
         report_path=tsv,
@@ -235,7 +259,7 @@ def _read_transcripts(part_dir: Path) -> tuple[list[_Utterance], set[Path], list
 
     Returns the usable utterances, the audio paths named by any transcript line (usable or not, so
     that a file whose line was skipped is not reported twice), and the skipped lines: without audio,
-    with no words, with an id not matching their file, or repeated.
+    with no words, with an id not matching their file, repeated, or not valid UTF-8.
     """
     utterances: list[_Utterance] = []
     listed: set[Path] = set()
@@ -243,30 +267,80 @@ def _read_transcripts(part_dir: Path) -> tuple[list[_Utterance], set[Path], list
     seen: set[str] = set()
     for trans in sorted(part_dir.glob(f"*/*/*{TRANS_SUFFIX}")):
         stem = trans.name[: -len(TRANS_SUFFIX)]  # "<spk>-<chapter>"
-        with open(trans, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                fields = line.strip().split(maxsplit=1)
-                if not fields:
-                    continue  # blank line: nothing to skip
-                utt_id = fields[0]
-                where = f"{trans}:{lineno}"
-                audio = trans.parent / f"{utt_id}{AUDIO_SUFFIX}"
-                listed.add(audio)
-                if utt_id.rsplit("-", 1)[0] != stem:
-                    skipped.append(SkippedInput(SkipReason.BAD_UTTERANCE_ID, utt_id, where, f"expected {stem}-<n>"))
-                    continue
-                if utt_id in seen:
-                    skipped.append(SkippedInput(SkipReason.DUPLICATE_UTTERANCE, utt_id, where))
-                    continue
-                seen.add(utt_id)
-                text = fields[1].strip() if len(fields) > 1 else ""
-                if not text:
-                    skipped.append(SkippedInput(SkipReason.EMPTY_TRANSCRIPT, utt_id, where))
-                elif not audio.is_file():
-                    skipped.append(SkippedInput(SkipReason.MISSING_AUDIO, utt_id, str(audio), f"listed in {where}"))
-                else:
-                    utterances.append(_Utterance(utt_id, stem.split("-")[0], text, audio))
+        for lineno, line, encoding_error in _transcript_lines(trans):
+            fields = line.strip().split(maxsplit=1)
+            if not fields:
+                continue  # blank line: nothing to skip
+            utt_id = fields[0]
+            where = f"{trans}:{lineno}"
+            audio = trans.parent / f"{utt_id}{AUDIO_SUFFIX}"
+            listed.add(audio)
+            if encoding_error:
+                skipped.append(SkippedInput(SkipReason.NOT_UTF8, utt_id, where, encoding_error))
+                continue
+            if utt_id.rsplit("-", 1)[0] != stem:
+                invisible = _invisible_characters(utt_id)
+                # the audio of an id broken only by invisible characters is named by this line, too
+                listed.add(trans.parent / f"{''.join(c for c in utt_id if c not in invisible)}{AUDIO_SUFFIX}")
+                skipped.append(
+                    SkippedInput(SkipReason.BAD_UTTERANCE_ID, utt_id, where, _bad_id_detail(stem, invisible))
+                )
+                continue
+            if utt_id in seen:
+                skipped.append(SkippedInput(SkipReason.DUPLICATE_UTTERANCE, utt_id, where))
+                continue
+            seen.add(utt_id)
+            text = fields[1].strip() if len(fields) > 1 else ""
+            if not text:
+                skipped.append(SkippedInput(SkipReason.EMPTY_TRANSCRIPT, utt_id, where))
+            elif not audio.is_file():
+                skipped.append(SkippedInput(SkipReason.MISSING_AUDIO, utt_id, str(audio), f"listed in {where}"))
+            else:
+                utterances.append(_Utterance(utt_id, stem.split("-")[0], text, audio))
     return utterances, listed, skipped
+
+
+def _transcript_lines(trans: Path) -> Iterator[tuple[int, str, str]]:
+    """``(line number, text, encoding error)`` of each line of a ``trans.txt``.
+
+    A line that is not valid UTF-8 comes back decoded with replacement characters (so that its
+    utterance id can still be named) and a one-line description of the first bad byte; the other
+    lines are unaffected. A UTF-8 byte-order mark at the start of the file is dropped.
+    """
+    data = trans.read_bytes()
+    if data.startswith(codecs.BOM_UTF8):
+        log.info("%s starts with a UTF-8 byte-order mark; ignoring it", trans)
+        data = data[len(codecs.BOM_UTF8) :]
+    for lineno, raw in enumerate(data.splitlines(), start=1):
+        try:
+            yield lineno, raw.decode("utf-8"), ""
+        except UnicodeDecodeError as e:
+            bad = raw[e.start : e.end].hex(" ")
+            error = f"not UTF-8: byte(s) {bad} at column {e.start + 1} (re-encode the file as UTF-8)"
+            yield lineno, raw.decode("utf-8", errors="replace"), error
+
+
+def _invisible_characters(text: str) -> list[str]:
+    """The distinct format/control/unassigned/space characters of ``text`` (BOM, zero-width space, ...)."""
+    return [c for c in dict.fromkeys(text) if unicodedata.category(c) in ("Cf", "Cc", "Co", "Cn", "Zs")]
+
+
+def _bad_id_detail(stem: str, invisible: list[str]) -> str:
+    """``expected <stem>-<n>``, naming the invisible characters found in the id."""
+    detail = f"expected {stem}-<n>"
+    if invisible:
+        named = ", ".join(f"U+{ord(c):04X} ({unicodedata.name(c, 'unnamed')})" for c in invisible)
+        detail += f"; the id contains invisible character(s) {named}"
+    return detail
+
+
+def _upper_case(utterances: list[_Utterance]) -> tuple[list[_Utterance], int]:
+    """Upper-case transcripts that have lower-case letters; return them and how many changed."""
+    out = []
+    for u in utterances:
+        upper = u.text.upper()
+        out.append(u if upper == u.text else dataclasses.replace(u, text=upper, case_normalised=True))
+    return out, sum(u.case_normalised for u in out)
 
 
 def _find_untranscribed_audio(part_dir: Path, listed: set[Path]) -> list[SkippedInput]:
@@ -360,7 +434,8 @@ def _atomic_to_file(manifest: Union["RecordingSet", "SupervisionSet"], path: Pat
     os.replace(tmp, path)
 
 
-def _write_report(path: Path, skipped: Iterable[SkippedInput]) -> None:
+def write_report(path: Path, skipped: Iterable[SkippedInput]) -> None:
+    """Write a report TSV (``REPORT_COLUMNS``, one row per skipped input); :func:`read_report` reads it."""
     with open(path, "w", encoding="utf-8") as f:
         f.write("\t".join(REPORT_COLUMNS) + "\n")
         for s in skipped:

@@ -40,14 +40,18 @@ def decode_tag(method: str, beam_size: int, chunk_size: int, left_context: int, 
     return tag
 
 
-def load_model_for_decoding(exp_dir: PathLike, checkpoint: Optional[PathLike]) -> tuple[Any, Any, dict[str, Any]]:
+def load_model_for_decoding(
+    exp_dir: PathLike, checkpoint: Optional[PathLike], tokenizer: Any = None
+) -> tuple[Any, Any, dict[str, Any]]:
     """(model in eval mode, experiment config, paths) from ``exp_dir`` and a checkpoint file.
 
     ``checkpoint`` defaults to ``averaged.pt`` when present, else the newest epoch checkpoint.
+    With a ``tokenizer``, a checkpoint trained with another BPE model is refused (a checkpoint without
+    the checksum, from an older speechkd, only gets a warning).
     """
     from speechkd.models.asr import AsrModel
     from speechkd.training.asr_experiment import AVERAGED_NAME, read_experiment
-    from speechkd.training.checkpoint import epoch_checkpoints, load_checkpoint
+    from speechkd.training.checkpoint import check_fingerprints, epoch_checkpoints, load_checkpoint
 
     cfg, paths = read_experiment(exp_dir)
     if checkpoint is None:
@@ -63,6 +67,8 @@ def load_model_for_decoding(exp_dir: PathLike, checkpoint: Optional[PathLike]) -
     if not checkpoint.is_absolute() and not checkpoint.is_file():
         checkpoint = Path(exp_dir) / checkpoint
     state = load_checkpoint(checkpoint)
+    if tokenizer is not None:
+        check_fingerprints(state, {"bpe_model": tokenizer.fingerprint()}, checkpoint, "decode")
     model = AsrModel(cfg.model)
     try:
         model.load_state_dict(state["model"] if "model" in state else state)
@@ -137,15 +143,18 @@ def decode_asr(
     from speechkd.text.tokenizer import Tokenizer
     from speechkd.training.asr_experiment import load_cuts
 
-    model, cfg, paths = load_model_for_decoding(exp_dir, checkpoint)
-    for method in methods:
-        for chunk in chunk_sizes:
-            _check_method(model, method, chunk)
+    from speechkd.training.asr_experiment import read_experiment
+
+    paths = read_experiment(exp_dir)[1]
     cuts_dir = cuts_dir or paths.get("cuts_dir")
     bpe_model = bpe_model or paths.get("bpe_model")
     if not cuts_dir or not bpe_model:
         raise SpeechkdError("pass --cuts-dir and --bpe-model (not recorded in the experiment's config.yaml)")
     tokenizer = Tokenizer(bpe_model)
+    model, cfg, paths = load_model_for_decoding(exp_dir, checkpoint, tokenizer)
+    for method in methods:
+        for chunk in chunk_sizes:
+            _check_method(model, method, chunk)
     data_cfg = cfg.data
     data_cfg.max_duration = max_duration
     dm = AsrDataModule(data_cfg, tokenizer=None)

@@ -20,6 +20,7 @@ cut set; they are counted by reason in the metadata and logged by id.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence, Union
@@ -210,7 +211,7 @@ def extract_hidden_states(
     report = ExtractionReport(part=part, cuts_path=cuts_path(output_dir, part))
     min_samples = _min_samples(teacher)
     kept = []
-    with NumpyHdf5Writer(storage_path(output_dir, part, field_name)) as writer:
+    with NumpyHdf5Writer(storage_path(os.path.abspath(output_dir), part, field_name)) as writer:  # absolute
         for batch in _batches(cuts, max_duration):
             loaded = _load_batch(batch, teacher.sample_rate, min_samples, report)
             if not loaded:

@@ -24,7 +24,8 @@ Planted bad inputs (``bad_inputs``, names = :class:`speechkd.data.prepare.SkipRe
 - ``missing_transcript``: a flac file with no transcript line;
 - ``unreadable_audio``: a ``.flac`` file of random garbage bytes, with a transcript line;
 - ``empty_transcript``: a flac file whose transcript line has the id only;
-- ``wrong_sample_rate``: a flac file at ``bad_sampling_rate`` Hz (8 kHz), with a transcript line.
+- ``wrong_sample_rate``: a flac file at ``bad_sampling_rate`` Hz (8 kHz), with a transcript line;
+- ``not_utf8``: a flac file whose transcript line holds a Latin-1 byte (not valid UTF-8).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ ALL_BAD_INPUTS: tuple[SkipReason, ...] = (
     SkipReason.UNREADABLE_AUDIO,
     SkipReason.EMPTY_TRANSCRIPT,
     SkipReason.WRONG_SAMPLE_RATE,
+    SkipReason.NOT_UTF8,
 )
 
 # Small upper-case vocabulary (with apostrophes, as in LibriSpeech transcripts).
@@ -263,6 +265,11 @@ class _Generator:
         elif kind == SkipReason.WRONG_SAMPLE_RATE:
             self.write_flac(audio, bad_sampling_rate)
             reported = audio
+        elif kind == SkipReason.NOT_UTF8:  # a Latin-1 "É" (0xC9) in an otherwise fine line
+            self.write_flac(audio, self.sampling_rate)
+            with open(trans, "ab") as f:
+                f.write(f"{utt_id} CAF".encode("ascii") + b"\xc9 " + self.text().encode("ascii") + b"\n")
+            line, reported = "", trans
         else:
             raise ValueError(f"cannot plant bad input {kind.value!r}; choose from {[k.value for k in ALL_BAD_INPUTS]}")
         with open(trans, "a", encoding="utf-8") as f:

@@ -19,7 +19,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence, Union
+from typing import Iterable, Iterator, Optional, Sequence, Union
 
 from speechkd.errors import SpeechkdError
 
@@ -89,6 +89,8 @@ def train_bpe(
                 minloglevel=1,
             )
         except RuntimeError as e:
+            if counter.error is not None:  # the text source failed (e.g. an unreadable manifest)
+                raise counter.error from e
             raise _explain_training_error(e, vocab_size, counter, output_dir) from e
         model_path = output_dir / MODEL_NAME
         shutil.move(str(prefix.with_suffix(".model")), model_path)
@@ -106,23 +108,32 @@ def train_bpe(
 
 
 class _SentenceCounter:
-    """Iterates non-empty stripped texts once, counting sentences, skipped empties and characters."""
+    """Iterates non-empty stripped texts once, counting sentences, skipped empties and characters.
+
+    sentencepiece turns any exception of its sentence iterator into a generic RuntimeError; the
+    user-facing one the source raised is kept in ``error`` so that the caller can re-raise it.
+    """
 
     def __init__(self, texts: Iterable[str]) -> None:
         self._texts = texts
         self.num_sentences = 0
         self.num_empty = 0
         self.num_chars = 0
+        self.error: Optional[SpeechkdError] = None
 
     def __iter__(self) -> Iterator[str]:
-        for text in self._texts:
-            text = text.strip()
-            if not text:
-                self.num_empty += 1
-                continue
-            self.num_sentences += 1
-            self.num_chars += len(text)
-            yield text
+        try:
+            for text in self._texts:
+                text = text.strip()
+                if not text:
+                    self.num_empty += 1
+                    continue
+                self.num_sentences += 1
+                self.num_chars += len(text)
+                yield text
+        except SpeechkdError as e:
+            self.error = e
+            raise
         if self.num_empty:
             log.warning("Skipped %d empty text(s) while training the tokenizer", self.num_empty)
 
@@ -182,12 +193,20 @@ def texts_from_manifests(paths: Sequence[Pathlike]) -> Iterator[str]:
 
     Speed-perturbed copies (supervision ids ending in ``_sp<factor>``) repeat their original's text
     and are left out (counted in the log); a missing text is yielded as "" (counted as empty there).
+
+    Raises:
+        SpeechkdError: at once (not when iteration starts) when a manifest does not exist.
     """
+    missing = [str(p) for p in paths if not Path(p).is_file()]
+    if missing:
+        raise SpeechkdError(f"manifest not found: {', '.join(missing)}")
+    return _iter_manifest_texts([Path(p) for p in paths])
+
+
+def _iter_manifest_texts(paths: Sequence[Path]) -> Iterator[str]:
     from lhotse import CutSet, SupervisionSet, load_manifest_lazy
 
-    for path in map(Path, paths):
-        if not path.is_file():
-            raise SpeechkdError(f"manifest not found: {path}")
+    for path in paths:
         manifest = load_manifest_lazy(path)
         if isinstance(manifest, CutSet):
             sups: Iterable = (s for cut in manifest for s in cut.supervisions)
@@ -216,6 +235,7 @@ class Tokenizer:
         import sentencepiece as spm
 
         self.model_path = Path(model_path)
+        self._sha256: Optional[str] = None
         if not self.model_path.is_file():
             raise SpeechkdError(f"tokenizer model not found: {self.model_path}")
         self._sp = spm.SentencePieceProcessor()
@@ -236,6 +256,17 @@ class Tokenizer:
     @property
     def vocab_size(self) -> int:
         return self._sp.get_piece_size()
+
+    @property
+    def sha256(self) -> str:
+        """Checksum of the model file: token ids mean the same only under the same checksum."""
+        if self._sha256 is None:
+            self._sha256 = sha256_file(self.model_path)
+        return self._sha256
+
+    def fingerprint(self) -> dict[str, str]:
+        """``{"path", "sha256"}`` of the model, for checkpoints (see :mod:`speechkd.training.checkpoint`)."""
+        return {"path": str(self.model_path.resolve()), "sha256": self.sha256}
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text (no blank, no sos/eos added)."""

@@ -73,14 +73,23 @@ def load_experiment_config(
 
 
 def load_cuts(cuts_dir: PathLike, parts: Sequence[str], prefix: str = "librispeech_cuts") -> Any:
-    """CutSet of ``<cuts_dir>/<prefix>_<part>.jsonl.gz`` for every part, concatenated (lazily)."""
+    """CutSet of ``<cuts_dir>/<prefix>_<part>.jsonl.gz`` for every part, concatenated (lazily).
+
+    Raises:
+        SpeechkdError: a manifest is missing, or its first cut's stored data cannot be found from the
+            current directory (:func:`speechkd.data.features.check_cut_paths`).
+    """
     from lhotse import CutSet, combine
+
+    from speechkd.data.features import check_cut_paths
 
     paths = [Path(cuts_dir) / f"{prefix}_{p}.jsonl.gz" for p in parts]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise SpeechkdError(f"cut manifest(s) not found: {', '.join(missing)} (run the data stages first)")
     sets = [CutSet.from_jsonl_lazy(p) for p in paths]
+    for cuts, path in zip(sets, paths):
+        check_cut_paths(cuts, path)
     return sets[0] if len(sets) == 1 else combine(*sets)
 
 
@@ -131,13 +140,15 @@ def train_asr(
         "train_parts": list(train_parts),
         "valid_parts": list(valid_parts),
         "bpe_model": str(Path(bpe_model).resolve()),
+        "bpe_model_sha256": tokenizer.sha256,
     }
     if model.encoder.input_norm is not None:
         d = cfg.data
         source = {"cuts_dir": str(cuts_dir), "train_parts": list(train_parts), "features": d.features,
                   "num_mel_bins": d.num_mel_bins, "sampling_rate": d.sampling_rate, "max_cuts": d.cmvn_max_cuts}
         set_global_cmvn(model, dm, train_cuts, exp_dir, source)
-    trainer = Trainer(cfg.trainer, model, task, dm, train_cuts, valid_cuts, exp_dir, run_config=run_config)
+    trainer = Trainer(cfg.trainer, model, task, dm, train_cuts, valid_cuts, exp_dir, run_config=run_config,
+                      fingerprints={"bpe_model": tokenizer.fingerprint()})
     task.step_fn = lambda: trainer.state.step
     trainer.fit(resume=resume)
 
@@ -191,8 +202,13 @@ def average_asr(
     """
     import torch
 
-    from speechkd.training.average import average_checkpoints, select_checkpoints
-    from speechkd.training.checkpoint import epoch_checkpoints, save_checkpoint_atomic, step_checkpoints
+    from speechkd.training.average import average_checkpoints, common_fingerprints, select_checkpoints
+    from speechkd.training.checkpoint import (
+        FINGERPRINTS_KEY,
+        epoch_checkpoints,
+        save_checkpoint_atomic,
+        step_checkpoints,
+    )
 
     if cap:
         found = len(epoch_checkpoints(exp_dir) if by == "epoch" else step_checkpoints(exp_dir))
@@ -202,10 +218,12 @@ def average_asr(
 
     paths = select_checkpoints(exp_dir, avg, by=by, last=last)
     log.info("averaging %s", ", ".join(p.name for p in paths))
+    fingerprints = common_fingerprints(paths)
     state = average_checkpoints(paths)
     out = Path(exp_dir) / AVERAGED_NAME
     save_checkpoint_atomic(
-        {"model": state, "averaged_from": [p.name for p in paths], "torch": torch.__version__, "argv": sys.argv},
+        {"model": state, "averaged_from": [p.name for p in paths], "torch": torch.__version__, "argv": sys.argv,
+         FINGERPRINTS_KEY: fingerprints},
         out,
     )
     return out

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 
 from speechkd.errors import SpeechkdError
-from speechkd.training.checkpoint import epoch_checkpoints, load_checkpoint, step_checkpoints
+from speechkd.training.checkpoint import FINGERPRINTS_KEY, epoch_checkpoints, load_checkpoint, step_checkpoints
 
 PathLike = Union[str, Path]
 
@@ -64,6 +64,27 @@ def average_checkpoints(paths: Sequence[PathLike]) -> dict[str, torch.Tensor]:
         raise SpeechkdError("average_checkpoints: no checkpoint paths given")
     sds = [_model_state(load_checkpoint(p), Path(p)) for p in paths]
     return average_state_dicts(sds)
+
+
+def common_fingerprints(paths: Sequence[PathLike]) -> dict[str, dict[str, str]]:
+    """The ``fingerprints`` the checkpoints at ``paths`` share (for the averaged model).
+
+    Raises:
+        SpeechkdError: two checkpoints were trained with different files under one name (e.g. a BPE
+            model swapped between epochs); the message names both checkpoints and checksums.
+    """
+    out: dict[str, dict[str, str]] = {}
+    first: dict[str, Path] = {}
+    for p in map(Path, paths):
+        for name, fp in (load_checkpoint(p, mmap=True).get(FINGERPRINTS_KEY) or {}).items():
+            if name not in out:
+                out[name], first[name] = dict(fp), p
+            elif out[name]["sha256"] != fp["sha256"]:
+                raise SpeechkdError(
+                    f"cannot average {first[name]} ({name} sha256 {out[name]['sha256']}) with {p} "
+                    f"({name} sha256 {fp['sha256']}): they were trained with different {name} files"
+                )
+    return out
 
 
 def select_checkpoints(

@@ -10,15 +10,21 @@ Each file is a dict with at least ``model`` (state dict), ``step`` (training bat
 ``epoch`` and ``batches_in_epoch`` (the position to continue from: epoch number, and batches of
 that epoch already consumed), plus optimizer/scheduler/grad-scaler states and per-rank RNG states
 (see :mod:`speechkd.training.trainer`).
+
+``fingerprints`` (optional) names the files a checkpoint only makes sense with, e.g.
+``{"bpe_model": {"path": ..., "sha256": ...}}``: token ids change meaning under another BPE model of
+the same size, so resuming and decoding compare checksums (:func:`check_fingerprints`). Averaged models
+carry the fingerprints of the checkpoints they average.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -28,6 +34,9 @@ from speechkd.errors import SpeechkdError
 STEP_RE = re.compile(r"^checkpoint-(\d+)\.pt$")
 EPOCH_RE = re.compile(r"^epoch-(\d+)\.pt$")
 FORMAT_VERSION = 1
+FINGERPRINTS_KEY = "fingerprints"
+
+log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 
@@ -63,6 +72,37 @@ def load_checkpoint(path: PathLike, mmap: bool = False) -> dict[str, Any]:
     return obj
 
 
+def check_fingerprints(
+    checkpoint: Mapping[str, Any], expected: Mapping[str, Mapping[str, str]], path: PathLike, action: str
+) -> None:
+    """Refuse ``checkpoint`` when a file it was trained with differs from the one given now.
+
+    Args:
+        checkpoint: a loaded checkpoint dict (its ``fingerprints`` entry is compared).
+        expected: name -> ``{"path", "sha256"}`` of the files used now (e.g. ``{"bpe_model": ...}``).
+        path: the checkpoint's file, for messages.
+        action: what is being done, for messages ("resume", "decode").
+
+    Raises:
+        SpeechkdError: a checksum differs; the message names both checksums and both paths.
+    A checkpoint written before fingerprints existed is accepted with a warning.
+    """
+    found = checkpoint.get(FINGERPRINTS_KEY) or {}
+    for name, now in expected.items():
+        then = found.get(name)
+        if then is None:
+            log.warning(
+                "%s has no %s checksum (written by an older speechkd): cannot check that %s is the %s it "
+                "was trained with", path, name, now["path"], name,
+            )
+        elif then["sha256"] != now["sha256"]:
+            raise SpeechkdError(
+                f"cannot {action} with {path}: it was trained with {name} {then['path']} (sha256 {then['sha256']}), "
+                f"but {now['path']} (sha256 {now['sha256']}) was given; token ids would change meaning. "
+                f"Use the {name} it was trained with, or train a new model into a new exp dir."
+            )
+
+
 def step_checkpoints(exp_dir: PathLike) -> list[tuple[int, Path]]:
     """``[(step, path)]`` of ``checkpoint-<step>.pt`` files, sorted by step."""
     return _numbered(exp_dir, STEP_RE)
@@ -86,20 +126,53 @@ def _numbered(exp_dir: PathLike, pattern: re.Pattern[str]) -> list[tuple[int, Pa
 
 
 def find_resume_checkpoint(exp_dir: PathLike) -> Optional[Path]:
-    """The checkpoint with the highest ``step`` among the newest step file and newest epoch file."""
-    candidates = []
-    steps = step_checkpoints(exp_dir)
-    if steps:
-        candidates.append(steps[-1][1])
-    epochs = epoch_checkpoints(exp_dir)
-    if epochs:
-        candidates.append(epochs[-1][1])
+    """The checkpoint with the highest ``step`` among the newest readable step file and the newest
+    readable epoch file.
+
+    A newer file that cannot be read (e.g. truncated by a full disk) is skipped with a warning that
+    names it and the checkpoint used instead; training then writes it again when it gets there.
+
+    Raises:
+        SpeechkdError: checkpoints exist but none can be read (the message names them and the fix).
+    """
     best: Optional[tuple[int, Path]] = None
-    for p in candidates:
-        step = int(load_checkpoint(p, mmap=True).get("step", -1))
-        if best is None or step > best[0]:
-            best = (step, p)
+    unreadable: list[tuple[Path, str]] = []
+    for found in (step_checkpoints(exp_dir), epoch_checkpoints(exp_dir)):
+        for _, p in reversed(found):
+            try:
+                step = int(load_checkpoint(p, mmap=True).get("step", -1))
+            except SpeechkdError as e:
+                unreadable.append((p, str(e)))
+                continue
+            if best is None or step > best[0]:
+                best = (step, p)
+            break
+    for p, why in unreadable:
+        if best is None:
+            break
+        log.warning("%s cannot be read (%s): resuming from %s, the newest readable checkpoint", p, why, best[1])
+    if best is None and unreadable:
+        raise SpeechkdError(
+            f"no checkpoint in {exp_dir} can be read ({', '.join(p.name for p, _ in unreadable)}; first error: "
+            f"{unreadable[0][1]}). Remove them to start over, or train with --no-resume (or into a new exp dir)."
+        )
     return None if best is None else best[1]
+
+
+TMP_GLOB = ".*.tmp-*"  # what save_checkpoint_atomic writes before its rename
+
+
+def remove_stale_tmp_files(exp_dir: PathLike) -> list[Path]:
+    """Delete the temporary files of saves that were interrupted (killed between write and rename).
+
+    Call it only while no other process is saving into ``exp_dir`` (at the start of training, rank 0).
+    """
+    exp_dir = Path(exp_dir)
+    stale = sorted(exp_dir.glob(TMP_GLOB)) if exp_dir.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+        log.info("removed %s, left by an interrupted save", p)
+    return stale
 
 
 def prune_step_checkpoints(exp_dir: PathLike, keep_last_n: int) -> list[Path]:

@@ -49,11 +49,14 @@ from speechkd.errors import SpeechkdError
 from speechkd.tasks.base import LossOutput, Task, unwrap_model
 from speechkd.training import dist as sdist
 from speechkd.training.checkpoint import (
+    FINGERPRINTS_KEY,
     FORMAT_VERSION,
     capture_rng_state,
+    check_fingerprints,
     find_resume_checkpoint,
     load_checkpoint,
     prune_step_checkpoints,
+    remove_stale_tmp_files,
     restore_rng_state,
     save_checkpoint_atomic,
     seed_everything,
@@ -177,6 +180,9 @@ class Trainer:
         run_config: resolved configuration dumped to ``exp_dir/config.yaml`` (default: the trainer
             and data configs).
         on_step_end: callables run after every training batch (e.g. tests interrupting training).
+        fingerprints: name -> ``{"path", "sha256"}`` of files the model only makes sense with (the BPE
+            model); stored in every checkpoint and compared before resuming, before ``config.yaml``
+            is rewritten (:func:`~speechkd.training.checkpoint.check_fingerprints`).
     """
 
     def __init__(
@@ -190,6 +196,7 @@ class Trainer:
         exp_dir: Union[str, Path] = "exp",
         run_config: Optional[Mapping[str, Any]] = None,
         on_step_end: Sequence[Hook] = (),
+        fingerprints: Optional[Mapping[str, Mapping[str, str]]] = None,
     ) -> None:
         cfg.validate()
         self.cfg = cfg
@@ -201,6 +208,7 @@ class Trainer:
         self.exp_dir = Path(exp_dir)
         self.run_config = run_config
         self.on_step_end = list(on_step_end)
+        self.fingerprints = {k: dict(v) for k, v in (fingerprints or {}).items()}
         self.state = TrainState()
         self.dist = sdist.DistInfo()
         self.device = torch.device("cpu")
@@ -213,9 +221,13 @@ class Trainer:
         handler = self._attach_log_file()
         self._tb = None
         try:
+            if self.dist.is_main:
+                remove_stale_tmp_files(self.exp_dir)
+            resume_path = find_resume_checkpoint(self.exp_dir) if resume else None
+            self._check_resume_fingerprints(resume_path)
             self._setup()
             if resume:
-                self._maybe_resume()
+                self._maybe_resume(resume_path)
             self._train_loop()
         finally:
             if self._tb is not None:
@@ -302,6 +314,7 @@ class Trainer:
             "world_size": self.dist.world_size,
             "trainer_config": to_dict(self.cfg),
             "plateau": self.plateau.state_dict(),
+            FINGERPRINTS_KEY: self.fingerprints,
         }
 
     def save(self, name: str) -> Optional[Path]:
@@ -317,8 +330,11 @@ class Trainer:
         sdist.barrier()
         return path
 
-    def _maybe_resume(self) -> None:
-        path = find_resume_checkpoint(self.exp_dir)
+    def _check_resume_fingerprints(self, path: Optional[Path]) -> None:
+        if path is not None and self.fingerprints:
+            check_fingerprints(load_checkpoint(path, mmap=True), self.fingerprints, path, "resume")
+
+    def _maybe_resume(self, path: Optional[Path]) -> None:
         if path is None:
             log.info("no checkpoint in %s: starting from scratch", self.exp_dir)
             return

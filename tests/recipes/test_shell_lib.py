@@ -66,6 +66,40 @@ def test_bad_options_are_errors(demo: Path, args: list[str], message: str) -> No
     assert res.stdout == ""
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--stage", "abc"], "option --stage must be an integer, not 'abc'"),
+        (["--stop-stage=1.5"], "option --stop-stage must be an integer, not '1.5'"),
+        (["--stage", ""], "option --stage must be an integer, not ''"),
+        (["--stage", "3", "--stop-stage", "1"], "empty stage range: --stage 3 comes after --stop-stage 1"),
+    ],
+)
+def test_bad_stage_range_is_an_error(demo: Path, args: list[str], message: str) -> None:
+    """These used to exit 0 having run nothing (`integer expression expected`, or no stage in range)."""
+    res = run_bash(demo, *args)
+    assert res.returncode == 1
+    assert message in res.stderr
+    assert res.stdout == ""
+
+
+def test_one_stage_and_negative_stages_are_fine(demo: Path) -> None:
+    res = run_bash(demo, "--stage", "3", "--stop-stage", "3")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("stage=3 stop_stage=3 ")
+    assert run_bash(demo, "--stage", "-1").returncode == 0
+
+
+def test_recipe_with_a_bad_stage_fails_before_any_stage() -> None:
+    """egs/minilibri/run.sh --stage abc used to print ~30 'integer expression expected' lines, then 'Done'."""
+    for args in (["--stage", "abc"], ["--stage", "3", "--stop-stage", "1"]):
+        res = subprocess.run(["bash", "egs/minilibri/run.sh", *args], cwd=ROOT, capture_output=True, text=True,
+                             timeout=60)
+        assert res.returncode == 1, args
+        assert "integer expression expected" not in res.stderr and "Done" not in res.stderr
+        assert "run.sh: " in res.stderr and "Stage" not in res.stderr
+
+
 def test_help_lists_options_defaults_and_comments(demo: Path) -> None:
     res = run_bash(demo, "--stage", "5", "--help")
     assert res.returncode == 0, res.stderr

@@ -2,7 +2,9 @@ import subprocess
 import sys
 import time
 
-from speechkd.cli import main
+import pytest
+
+from speechkd.cli import build_parser, main
 from speechkd.utils.runinfo import write_run_info
 
 
@@ -40,3 +42,28 @@ def test_write_run_info(tmp_path):
     assert "speechkd asr train\n" in cmds and "speechkd asr train --resume\n" in cmds
     versions = (tmp_path / "versions.yaml").read_text()
     assert "torch:" in versions and "lhotse:" in versions
+
+
+def test_unrecognized_arguments_print_the_commands_usage(capsys):
+    """They used to print the top-level usage (`speechkd [-h] [--version] <group> ...`) only."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data", "make-minilibri", "--output-dir", "x", "--bogus", "1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: speechkd data make-minilibri" in err and "--train-minutes" in err
+    assert "speechkd data make-minilibri: error: unrecognized arguments: --bogus 1" in err
+
+
+@pytest.mark.parametrize(
+    "args, tiny", [([], False), (["--tiny"], True), (["--tiny", "true"], True), (["--tiny=false"], False)]
+)
+def test_tiny_takes_the_run_sh_form_too(args, tiny):
+    """`--tiny true` (run.sh's form) used to be an 'unrecognized arguments: true' error on the CLI."""
+    parsed = build_parser().parse_args(["data", "make-minilibri", "--output-dir", "x", *args])
+    assert parsed.tiny is tiny
+
+
+def test_tiny_with_another_word_is_an_error(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["data", "make-minilibri", "--output-dir", "x", "--tiny", "yes"])
+    assert "use true or false, not 'yes'" in capsys.readouterr().err

@@ -150,3 +150,60 @@ def test_cli_prepare_and_summary(corpus, tmp_path, capsys):
     assert DEV in capsys.readouterr().out
 
     assert main(["data", "prepare-librispeech", "--corpus-dir", str(tmp_path / "missing")]) == 1
+
+
+def _rewrite_transcripts(root, edit) -> list:
+    """Apply ``edit(bytes) -> bytes`` to every trans.txt under ``root``; return the files."""
+    files = sorted(root.rglob("*.trans.txt"))
+    for f in files:
+        f.write_bytes(edit(f.read_bytes()))
+    return files
+
+
+def test_lower_and_mixed_case_transcripts_are_upper_cased_and_counted(tmp_path, capsys):
+    """A lower-case corpus used to pass unchanged: case-split BPE pieces, `ask` scored against `ASK`."""
+    info = make_fake_librispeech(tmp_path / "LS", {DEV: (1, 2, 2)})
+    files = _rewrite_transcripts(info.root, lambda b: b)
+    lines = files[0].read_text().splitlines()
+    first_id, first_text = lines[0].split(maxsplit=1)
+    second_id, second_text = lines[1].split(maxsplit=1)
+    lines[0] = f"{first_id} {first_text.lower()}"  # all lower case
+    lines[1] = f"{second_id} {second_text.capitalize()}"  # mixed case
+    files[0].write_text("\n".join(lines) + "\n")
+    report = prepare_librispeech(info.root, tmp_path / "out")[DEV]
+    texts = {s.id: s.text for s in load_manifest(manifest_paths(tmp_path / "out", DEV)[1])}
+    assert texts == {u: utt.text for u, utt in info.parts[DEV].utterances.items()}  # the upper-case originals
+    assert report.case_normalised == 2 and report.skipped == []
+    assert main(["data", "prepare-librispeech", "--corpus-dir", str(info.root), "--output-dir",
+                 str(tmp_path / "cli"), "--parts", DEV]) == 0
+    assert "2 transcripts upper-cased" in capsys.readouterr().out
+
+
+def test_non_utf8_line_is_skipped_naming_file_and_line(tmp_path):
+    """A Latin-1 trans.txt used to stop preparation with a raw UnicodeDecodeError naming no file."""
+    info = make_fake_librispeech(tmp_path / "LS", {DEV: (1, 1, 3)}, bad_inputs=[SkipReason.NOT_UTF8])
+    planted = info.planted[0]
+    report = prepare_librispeech(info.root, tmp_path / "out")[DEV]
+    assert report.num_utterances == 3  # the good lines of the same file are kept
+    assert [(s.reason, s.utt_id) for s in report.skipped] == [(SkipReason.NOT_UTF8, planted.utt_id)]
+    skip = report.skipped[0]
+    assert skip.path == f"{planted.path}:4"  # after the 3 good lines
+    assert "c9" in skip.detail and "UTF-8" in skip.detail
+    assert read_report(report_path(tmp_path / "out", DEV)) == report.skipped  # no second row for its audio
+
+
+def test_byte_order_mark_at_file_start_is_dropped_and_named_inside_an_id(tmp_path):
+    """A BOM at the start of trans.txt used to make the first id mismatch without a visible reason."""
+    info = make_fake_librispeech(tmp_path / "LS", {DEV: (1, 2, 2)})
+    files = _rewrite_transcripts(info.root, lambda b: b)
+    files[0].write_bytes(b"\xef\xbb\xbf" + files[0].read_bytes())  # file-start BOM: harmless
+    second = files[1].read_text().splitlines()
+    bad_id = second[1].split()[0]
+    second[1] = "\ufeff" + second[1]  # a BOM in the middle of a file: breaks that id
+    files[1].write_text("\n".join(second) + "\n", encoding="utf-8")
+    report = prepare_librispeech(info.root, tmp_path / "out")[DEV]
+    assert report.num_utterances == 3
+    assert [s.reason for s in report.skipped] == [SkipReason.BAD_UTTERANCE_ID]
+    skip = report.skipped[0]
+    assert skip.utt_id == "\ufeff" + bad_id and skip.path == f"{files[1]}:2"
+    assert "U+FEFF (ZERO WIDTH NO-BREAK SPACE)" in skip.detail

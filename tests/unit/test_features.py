@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
-from lhotse import load_manifest
+from lhotse import CutSet, load_manifest
 
 from speechkd.cli import main
-from speechkd.data.features import compute_fbank, cuts_path, feats_dir, make_fbank_extractor
-from speechkd.data.prepare import prepare_librispeech
+from speechkd.data.features import compute_fbank, cuts_path, fbank_report_path, feats_dir, make_fbank_extractor
+from speechkd.data.prepare import SkipReason, prepare_librispeech, read_report
 from speechkd.errors import SpeechkdError
 from speechkd.testing.fake_librispeech import make_fake_librispeech
 from speechkd.text.tokenizer import texts_from_manifests
@@ -93,3 +95,80 @@ def test_cli_fbank_without_speed_perturbation(fbank, tmp_path):
     cuts = load_manifest(cuts_path(tmp_path, PART))
     assert sorted(c.id for c in cuts) == sorted(info.parts[PART].utterances)
     assert "fbank" in (tmp_path / "command.sh").read_text()
+
+
+def test_manifests_written_with_relative_paths_work_from_another_directory(tmp_path, monkeypatch):
+    """`speechkd asr train` from another directory used to die with a raw FileNotFoundError: storage
+    and audio paths were relative to where the data stages ran."""
+    from speechkd.training.asr_experiment import load_cuts
+
+    work = tmp_path / "egs"
+    make_fake_librispeech(work / "download" / "LS", {PART: (1, 1, 2)}, seed=4)
+    monkeypatch.chdir(work)
+    prepare_librispeech("download/LS", "data/manifests")  # relative, as run.sh passes them
+    compute_fbank("data/manifests", "data/fbank", [PART])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cuts = load_cuts(work / "data" / "fbank", [PART])
+    assert len(list(cuts)) == 2
+    for cut in cuts:
+        assert Path(cut.features.storage_path) == feats_dir(work / "data" / "fbank", PART) / "feats-0.lca"
+        assert cut.load_features().shape[1] == 80
+        assert cut.load_audio().shape[0] == 1  # the audio path is absolute as well
+
+
+def test_a_manifest_with_paths_relative_to_another_directory_is_explained(fbank, tmp_path, monkeypatch):
+    """An older manifest (relative storage path) fails at start naming the cause and the fix."""
+    from speechkd.training.asr_experiment import load_cuts
+
+    _, root, _ = fbank
+    cuts = load_manifest(cuts_path(root / "fbank", PART))
+    old_dir = tmp_path / "old_fbank"
+    old_dir.mkdir()
+    CutSet.from_cuts(_relative_features(c, root) for c in cuts).to_file(cuts_path(old_dir, PART))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SpeechkdError) as err:
+        load_cuts(old_dir, [PART])
+    msg = str(err.value)
+    assert str(cuts_path(old_dir, PART)) in msg and "feature storage fbank/" in msg
+    assert f"this command runs in {tmp_path}" in msg and "--overwrite" in msg
+    monkeypatch.chdir(root)  # from the directory the paths are relative to, it works
+    assert len(list(load_cuts(old_dir, [PART]))) == len(cuts)
+    audio_only = tmp_path / "audio_only"  # cuts without features: their audio files are checked
+    audio_only.mkdir()
+    CutSet.from_cuts(_relative_audio(c.drop_features(), root) for c in cuts).to_file(cuts_path(audio_only, PART))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SpeechkdError, match=r"audio file LS/.*\.flac of cut .* not found \(a path relative"):
+        load_cuts(audio_only, [PART])
+
+
+def _relative_features(cut, root):
+    import dataclasses
+
+    rel = str(Path(cut.features.storage_path).relative_to(root))
+    return dataclasses.replace(cut, features=dataclasses.replace(cut.features, storage_path=rel))
+
+
+def test_cuts_without_features_are_listed_in_a_report(tmp_path, capsys):
+    """A flac whose header reads but whose body is truncated passes preparation and fails at fbank:
+    it used to be only logged; now it is listed in fbank-report-<part>.tsv like preparation's skips."""
+    info = make_fake_librispeech(tmp_path / "LS", {PART: (1, 1, 3)}, seed=6)
+    prepare_librispeech(info.root, tmp_path / "manifests")
+    broken = sorted(info.parts[PART].utterances.values(), key=lambda u: u.utt_id)[1]
+    broken.path.write_bytes(broken.path.read_bytes()[:200])
+    report = compute_fbank(tmp_path / "manifests", tmp_path / "fbank", [PART])[PART]
+    assert report.failed_cut_ids == [broken.utt_id] and report.num_cuts == 2
+    assert report.report_path == fbank_report_path(tmp_path / "fbank", PART)
+    rows = read_report(report.report_path)
+    assert [(r.reason, r.utt_id, r.path) for r in rows] == [(SkipReason.NO_FEATURES, broken.utt_id, str(broken.path))]
+    assert main(["data", "fbank", "--manifest-dir", str(tmp_path / "manifests"), "--output-dir",
+                 str(tmp_path / "fbank2"), "--parts", PART]) == 0
+    assert f"1 failed, listed in {fbank_report_path(tmp_path / 'fbank2', PART)}" in capsys.readouterr().out
+
+
+def _relative_audio(cut, root):
+    import dataclasses
+
+    sources = [dataclasses.replace(src, source=str(Path(src.source).relative_to(root))) for src in cut.recording.sources]
+    return dataclasses.replace(cut, recording=dataclasses.replace(cut.recording, sources=sources))

@@ -14,7 +14,7 @@ from lhotse import SupervisionSegment, SupervisionSet
 from speechkd.cli import main
 from speechkd.errors import SpeechkdError
 from speechkd.testing.fake_librispeech import WORDS
-from speechkd.text.tokenizer import Tokenizer, train_bpe
+from speechkd.text.tokenizer import Tokenizer, texts_from_manifests, train_bpe
 
 VOCAB = 40
 WORD_BOUNDARY = "\u2581"  # sentencepiece's "▁"
@@ -106,3 +106,24 @@ def test_cli_bpe_from_supervisions_skips_speed_copies(tmp_path):
     assert main(args) == 0  # second run: skipped
     assert (out / "bpe.model").stat().st_mtime_ns == mtime
     assert "vocab_size: 30" in (out / "config.yaml").read_text()
+
+
+def test_bpe_on_a_missing_manifest_names_the_file(tmp_path, capfd):
+    """It used to say "no non-empty text": sentencepiece swallowed the error of the text source."""
+    missing = tmp_path / "no_such_cuts.jsonl.gz"
+    with pytest.raises(SpeechkdError, match=f"manifest not found: {re.escape(str(missing))}"):
+        train_bpe(texts_from_manifests([missing]), tmp_path / "lang", VOCAB)
+    args = ["data", "bpe", "--cuts", str(missing), "--output-dir", str(tmp_path / "lang"), "--vocab-size", "30"]
+    capfd.readouterr()
+    assert main(args) == 1
+    err = capfd.readouterr().err
+    assert str(missing) in err and "no non-empty text" not in err
+
+
+def test_an_error_of_the_text_source_is_not_hidden_by_sentencepiece(tmp_path):
+    def texts():
+        raise SpeechkdError("cuts.jsonl.gz: line 1 is not JSON")  # before the first sentence
+        yield ""
+
+    with pytest.raises(SpeechkdError, match="line 1 is not JSON"):
+        train_bpe(texts(), tmp_path / "lang", VOCAB)

@@ -25,7 +25,7 @@ class _Interrupt(Exception):
     pass
 
 
-def _run(cuts, exp, num_workers=0, task=None, hooks=(), resume=True, **cfg_kw):
+def _run(cuts, exp, num_workers=0, task=None, hooks=(), resume=True, fingerprints=None, **cfg_kw):
     dm = AsrDataModule(DataConfig(features="on_the_fly", max_duration=5.0, num_buckets=2, num_workers=num_workers,
                                   max_cut_duration=3.0), tokenizer=ToyTokenizer())
     torch.manual_seed(0)
@@ -33,7 +33,7 @@ def _run(cuts, exp, num_workers=0, task=None, hooks=(), resume=True, **cfg_kw):
               tensorboard=False, scheduler=SchedulerConfig(kind="noam", warmup_steps=3))
     kw.update(cfg_kw)
     trainer = Trainer(TrainerConfig(**kw), ToyModel(dropout=0.3), task or ToyCtcTask(), dm, cuts,
-                      cuts.subset(first=3), exp, on_step_end=hooks)
+                      cuts.subset(first=3), exp, on_step_end=hooks, fingerprints=fingerprints)
     state = trainer.fit(resume=resume)
     return trainer, state
 
@@ -154,3 +154,58 @@ def test_resume_into_a_different_model_names_the_checkpoint_and_the_fix(cuts, tm
                       cuts, None, tmp_path)
     with pytest.raises(SpeechkdError, match=r"checkpoint-3\.pt.*--no-resume"):
         trainer.fit(resume=True)
+
+
+BPE_A = {"bpe_model": {"path": "/data/lang_bpe_500/bpe.model", "sha256": "a" * 64}}
+BPE_B = {"bpe_model": {"path": "/other/lang_bpe_500/bpe.model", "sha256": "b" * 64}}
+
+
+def test_resume_with_another_bpe_model_is_refused_before_config_is_rewritten(cuts, tmp_path):
+    """A same-size BPE model used to be accepted on resume: token ids silently changed meaning."""
+    _run(cuts, tmp_path, max_steps=3, fingerprints=BPE_A)
+    assert torch.load(tmp_path / "checkpoint-3.pt", weights_only=False)["fingerprints"] == BPE_A
+    config = (tmp_path / "config.yaml").read_text()
+    with pytest.raises(SpeechkdError) as err:
+        _run(cuts, tmp_path, max_steps=4, fingerprints=BPE_B)
+    msg = str(err.value)
+    for value in ("checkpoint-3.pt", "a" * 64, "b" * 64, BPE_A["bpe_model"]["path"], BPE_B["bpe_model"]["path"]):
+        assert value in msg
+    assert (tmp_path / "config.yaml").read_text() == config  # not overwritten with the new path
+    _, state = _run(cuts, tmp_path, max_steps=4, fingerprints=BPE_A)  # the same model resumes
+    assert state.step == 4
+
+
+def test_checkpoint_without_fingerprint_resumes_with_a_warning(cuts, tmp_path, caplog):
+    _run(cuts, tmp_path, max_steps=3)  # an older checkpoint: no fingerprints stored
+    old = torch.load(tmp_path / "checkpoint-3.pt", weights_only=False)
+    old.pop("fingerprints")
+    save_checkpoint_atomic(old, tmp_path / "checkpoint-3.pt")
+    _, state = _run(cuts, tmp_path, max_steps=4, fingerprints=BPE_B)
+    assert state.step == 4
+    assert "has no bpe_model checksum" in caplog.text
+
+
+def test_unreadable_newest_checkpoint_resumes_from_the_newest_readable_one(cuts, tmp_path, caplog):
+    """A truncated newest checkpoint used to stop `asr train` with 'cannot read checkpoint'."""
+    ref_trainer, _ = _run(cuts, tmp_path / "ref", max_steps=6)
+    exp = tmp_path / "exp"
+    _run(cuts, exp, max_steps=6)
+    newest = exp / "checkpoint-6.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])  # e.g. a full disk
+    stale = exp / ".checkpoint-6.pt.tmp-4242"  # an interrupted save's temporary file
+    stale.write_bytes(b"partial")
+    trainer, state = _run(cuts, exp, max_steps=6)
+    assert "checkpoint-6.pt cannot be read" in caplog.text and "resuming from" in caplog.text
+    assert "resumed from" in caplog.text
+    assert state.step == 6
+    _assert_same(trainer.model.state_dict(), ref_trainer.model.state_dict())  # exact, as from the good one
+    assert torch.load(newest, weights_only=False)["step"] == 6  # written again
+    assert not stale.exists()
+
+
+def test_no_readable_checkpoint_is_an_error_naming_the_fix(cuts, tmp_path):
+    _run(cuts, tmp_path, max_steps=3)
+    for p in tmp_path.glob("*.pt"):
+        p.write_bytes(b"not a checkpoint")
+    with pytest.raises(SpeechkdError, match=r"no checkpoint in .* can be read .*--no-resume"):
+        _run(cuts, tmp_path, max_steps=4)
