@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -50,7 +51,10 @@ EXAMPLE_FRAMES = 100  # feature frames of the tracing example (the time axis sta
 
 
 def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], axes: dict) -> None:
-    with torch.no_grad():
+    # Python-side shape checks in the model are traced as constants on purpose; silence their warnings.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Constant folding")
         torch.onnx.export(
             module, args, str(path), input_names=inputs, output_names=outputs, dynamic_axes=axes,
             opset_version=OPSET, dynamo=False,
@@ -141,7 +145,13 @@ def quantize_int8(src: PathLike, dst: PathLike) -> None:
 
     from speechkd.export.metadata import read_metadata
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantiser warns on the root logger for every non-float tensor
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
     add_metadata(dst, read_metadata(src))
 
 
