@@ -78,18 +78,22 @@ def onnx_file_name(component: str, int8: bool = False) -> str:
     return f"{component}.int8.onnx" if int8 else f"{component}.onnx"
 
 
-def read_metadata(path: PathLike) -> dict[str, str]:
-    """``metadata_props`` of an ONNX file as a dict (weights are not loaded)."""
+def _load(path: PathLike) -> Any:
+    """The ONNX ModelProto at ``path`` (external weight files are not read)."""
     import onnx
 
     path = Path(path)
     if not path.is_file():
         raise SpeechkdError(f"ONNX file not found: {path}")
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        return onnx.load(str(path), load_external_data=False)
     except Exception as e:  # noqa: BLE001 - onnx raises several types for a bad file
         raise SpeechkdError(f"cannot read ONNX file {path}: {e}") from e
-    return {p.key: p.value for p in model.metadata_props}
+
+
+def read_metadata(path: PathLike) -> dict[str, str]:
+    """``metadata_props`` of an ONNX file as a dict."""
+    return {p.key: p.value for p in _load(path).metadata_props}
 
 
 def read_tokens(path: PathLike) -> dict[int, str]:
@@ -111,10 +115,22 @@ def read_tokens(path: PathLike) -> dict[int, str]:
     return tokens
 
 
-def _check_component(path: Path, comp: Component, kind: str, vocab_size: int) -> None:
-    import onnx
+def _check_streaming(path: Path, meta: dict[str, str], manifest: dict[str, Any]) -> None:
+    """The contract's sizes agree with the chunk size / left context in export.yaml."""
+    chunk_frames = 4 * int(manifest.get("chunk_size", -1))
+    if not int(meta["T"]) == int(meta["decode_chunk_len"]) == chunk_frames:
+        raise SpeechkdError(
+            f"{path}: T={meta['T']} / decode_chunk_len={meta['decode_chunk_len']} do not match "
+            f"chunk_size={manifest.get('chunk_size')} (x4 frames) in {EXPORT_FILE}"
+        )
+    if int(meta["left_context"]) < 2 * int(manifest.get("left_context", 0)):
+        raise SpeechkdError(f"{path}: left_context={meta['left_context']} cache rows cannot hold "
+                            f"left_context={manifest.get('left_context')} frames of keys and values")
 
-    meta = read_metadata(path)
+
+def _check_component(path: Path, comp: Component, kind: str, vocab_size: int, manifest: dict[str, Any]) -> None:
+    model = _load(path)
+    meta = {p.key: p.value for p in model.metadata_props}
     for key in SPEECHKD_KEYS + comp.required:
         if key not in meta:
             raise SpeechkdError(
@@ -130,7 +146,9 @@ def _check_component(path: Path, comp: Component, kind: str, vocab_size: int) ->
         raise SpeechkdError(f"{path}: vocab_size={meta['vocab_size']} but tokens.txt has {vocab_size} tokens")
     if int(meta["blank_id"]) != 0:
         raise SpeechkdError(f"{path}: blank_id={meta['blank_id']}; sherpa-onnx requires blank id 0")
-    graph = onnx.load(str(path), load_external_data=False).graph
+    if kind == STREAMING_TRANSDUCER and comp.name == "encoder":
+        _check_streaming(path, meta, manifest)
+    graph = model.graph
     inputs = [i for i in graph.input if i.name not in {t.name for t in graph.initializer}]
     if len(inputs) != comp.num_inputs or len(graph.output) != comp.num_outputs:
         raise SpeechkdError(
@@ -166,6 +184,6 @@ def validate_export_dir(directory: PathLike, int8: bool = False) -> ExportInfo:
     info = ExportInfo(directory, kind, manifest, tokens=tokens)
     for comp in COMPONENTS[kind]:
         path = directory / onnx_file_name(comp.name, int8)
-        _check_component(path, comp, kind, len(tokens))
+        _check_component(path, comp, kind, len(tokens), manifest)
         info.files[comp.name] = path
     return info

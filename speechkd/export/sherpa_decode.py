@@ -115,22 +115,23 @@ def _ref(cut: Any) -> str:
     return " ".join(s.text or "" for s in cut.supervisions).strip()
 
 
-def _decode_offline(recognizer: Any, cuts: Sequence[Any], rate: int) -> list[tuple[str, list[str]]]:
+def decode_offline_waveforms(recognizer: Any, wavs: Sequence[Any], rate: int) -> list[tuple[str, list[str]]]:
+    """(text, token symbols) per waveform (S,) float32 in [-1, 1], one ``decode_streams`` call."""
     streams = []
-    for cut in cuts:
+    for samples in wavs:
         s = recognizer.create_stream()
-        s.accept_waveform(rate, _samples(cut, rate))
+        s.accept_waveform(rate, samples)
         streams.append(s)
     recognizer.decode_streams(streams)
     return [(s.result.text, list(s.result.tokens)) for s in streams]
 
 
-def _decode_online(
-    recognizer: Any, cut: Any, rate: int, chunk_frames: int, feed_seconds: float, tail_padding_seconds: float
+def decode_online_waveform(
+    recognizer: Any, samples: Any, rate: int, chunk_frames: int, feed_seconds: float, tail_padding_seconds: float
 ) -> tuple[str, list[str]]:
+    """(text, token symbols) of one waveform fed in ``feed_seconds`` pieces, as a live stream."""
     import numpy as np
 
-    samples = _samples(cut, rate)
     # One chunk plus two frames of silence at least: sherpa-onnx decodes a chunk only once a later frame exists.
     tail = max(tail_padding_seconds, (chunk_frames + 2) * FRAME_SHIFT_S)
     samples = np.concatenate([samples, np.zeros(int(round(tail * rate)), dtype=np.float32)])
@@ -165,8 +166,9 @@ def sherpa_decode_cuts(
 
     def flush() -> None:
         nonlocal decode_s
+        wavs = [_samples(c, rate) for c in batch]
         t0 = time.perf_counter()
-        out = _decode_offline(recognizer, batch, rate)
+        out = decode_offline_waveforms(recognizer, wavs, rate)
         decode_s += time.perf_counter() - t0
         hyps.extend(SherpaHyp(c.id, _ref(c), text.strip(), toks) for c, (text, toks) in zip(batch, out))
         batch.clear()
@@ -174,9 +176,10 @@ def sherpa_decode_cuts(
     for cut in cuts:
         audio_s += cut.duration
         if info.kind == STREAMING_TRANSDUCER:
+            samples = _samples(cut, rate)
             t0 = time.perf_counter()
             chunk_frames = int(info.manifest["chunk_size"]) * 4
-            text, toks = _decode_online(recognizer, cut, rate, chunk_frames, feed_seconds, tail_padding_seconds)
+            text, toks = decode_online_waveform(recognizer, samples, rate, chunk_frames, feed_seconds, tail_padding_seconds)
             decode_s += time.perf_counter() - t0
             hyps.append(SherpaHyp(cut.id, _ref(cut), text.strip(), toks))
             continue
