@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR
-# ASR backbone stages (20-39): train a CTC / pruned-transducer model, average checkpoints, decode, score.
+# ASR backbone stages (20-49): train a CTC / pruned-transducer model, average checkpoints, decode, score,
+# export to ONNX and decode the exports with sherpa-onnx.
 # Called by egs/<corpus>/run.sh after its data stages; usable on its own:
 #
 #   recipes/asr.sh --config egs/minilibri/conf/ctc.yaml --exp-dir egs/minilibri/exp/ctc \
@@ -8,7 +9,9 @@
 #     --train-parts train --valid-parts dev --test-parts "dev test-clean test-other" --methods ctc-greedy
 #
 # Stages: 20 train, 21 average checkpoints, 30 decode full context, 31 decode chunk-wise (streaming models),
-# 39 WER table (<exp-dir>/decode/wer-table.md).
+# 39 WER table (<exp-dir>/decode/wer-table.md), 40 ONNX export (<exp-dir>/export/<kind>: ctc for ctc-greedy,
+# offline-transducer for greedy/beam, streaming-chunkC-leftL per chunk size), 41 sherpa-onnx decode of every
+# export (fp32 and int8) plus our own chunk-wise decode at the export's left context, 49 WER table again.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SPEECHKD_ROOT=${SPEECHKD_ROOT:-$(cd "$here/.." && pwd)}
@@ -16,7 +19,7 @@ SPEECHKD_ROOT=${SPEECHKD_ROOT:-$(cd "$here/.." && pwd)}
 . "$here/lib/env.sh"  # PYTHONPATH, $python ($PYTHON, else the repo's .venv, else python), lib.sh
 
 stage=20                  # first stage to run
-stop_stage=39             # last stage to run
+stop_stage=49             # last stage to run
 config=                   # experiment YAML (model_preset, model, loss, data, trainer)
 overrides=                # space-separated config overrides, e.g. "trainer.num_epochs=2 data.num_workers=0"
 exp_dir=                  # experiment directory
@@ -33,7 +36,10 @@ length_norm=true          # beam search picks its result by log-probability per 
 chunk_sizes=              # space-separated streaming chunk sizes (encoder frames); empty: no streaming decode
 left_context=-1           # streaming left context in encoder frames (-1: all)
 nproc=1                   # training processes (torchrun; GPUs or CPU processes)
-help_message="Usage: $0 [options]   (ASR stages 20-39: train, average, decode, score)"
+export_left_context=64    # streaming ONNX export: attention left context in encoder frames (fixed cache size)
+export_int8=true          # also export int8 (dynamically quantised) models and decode them
+sherpa_threads=1          # onnxruntime threads of the sherpa-onnx decodes
+help_message="Usage: $0 [options]   (ASR stages 20-49: train, average, decode, score, export, sherpa-onnx decode)"
 
 # shellcheck source=lib/parse_options.sh
 . "$here/lib/parse_options.sh"
@@ -100,6 +106,67 @@ fi
 
 if [ "$stage" -le 39 ] && [ "$stop_stage" -ge 39 ]; then
   log "Stage 39: WER table -> $exp_dir/decode/wer-table.md"
+  require_file "$exp_dir/decode/wer-summary.tsv" -- "run stage 30 first"
+  "$python" -m speechkd score table --summary "$exp_dir/decode/wer-summary.tsv" --sets "${test_arr[@]}" \
+    --output "$exp_dir/decode/wer-table.md"
+fi
+
+# Export kinds: "<kind> <dir name> <chunk size>" per line, from the decoding methods and chunk sizes.
+export_specs=()
+for m in "${method_arr[@]}"; do
+  case $m in
+    ctc-greedy) export_specs+=("ctc ctc 0") ;;
+    greedy | beam) [[ " ${export_specs[*]} " == *" offline-transducer "* ]] || export_specs+=("offline-transducer offline-transducer 0") ;;
+  esac
+done
+if [[ " ${export_specs[*]} " == *" offline-transducer "* ]]; then
+  for c in "${chunk_arr[@]}"; do
+    export_specs+=("streaming-transducer streaming-chunk$c-left$export_left_context $c")
+  done
+fi
+int8_args=()
+[ "$export_int8" = true ] && int8_args=(--int8)
+
+if [ "$stage" -le 40 ] && [ "$stop_stage" -ge 40 ]; then
+  log "Stage 40: ONNX export (${#export_specs[@]} models) -> $exp_dir/export"
+  for spec in "${export_specs[@]}"; do
+    read -r kind name chunk <<<"$spec"
+    ekey="$key avg=$avg kind=$kind chunk=$chunk left=$export_left_context int8=$export_int8"
+    if ! stage_done 40 "$exp_dir/export/$name" "$ekey"; then
+      "$python" -m speechkd export onnx --exp-dir "$exp_dir" --output-dir "$exp_dir/export/$name" --kind "$kind" \
+        --chunk-size "$chunk" --left-context "$export_left_context" "${int8_args[@]}"
+      mark_done 40 "$exp_dir/export/$name" "$ekey"
+    fi
+  done
+fi
+
+if [ "$stage" -le 41 ] && [ "$stop_stage" -ge 41 ]; then
+  log "Stage 41: sherpa-onnx decode of ${test_parts} with every export (fp32${int8_args[*]:+ and int8})"
+  for spec in "${export_specs[@]}"; do
+    read -r kind name chunk <<<"$spec"
+    for q in "" "${int8_args[@]}"; do
+      dkey="$key avg=$avg kind=$kind chunk=$chunk left=$export_left_context int8=$q parts=$test_parts"
+      if ! stage_done 41 "$exp_dir/export/$name" "$dkey"; then
+        # shellcheck disable=SC2086 # $q is empty or --int8
+        "$python" -m speechkd export decode --export-dir "$exp_dir/export/$name" --parts "${test_arr[@]}" \
+          --cuts-dir "$test_cuts_dir" --out-dir "$exp_dir/decode" --num-threads "$sherpa_threads" $q
+        mark_done 41 "$exp_dir/export/$name" "$dkey"
+      fi
+    done
+    if [ "$kind" = streaming-transducer ]; then
+      # our own chunk-wise decoding with the export's fixed left context: the row to compare with
+      dkey="$key avg=$avg chunk=$chunk left=$export_left_context parts=$test_parts"
+      if ! stage_done 41 "$exp_dir" "$dkey"; then
+        "$python" -m speechkd asr decode --exp-dir "$exp_dir" --parts "${test_arr[@]}" --methods greedy \
+          --chunk-sizes "$chunk" --left-context "$export_left_context" --cuts-dir "$test_cuts_dir"
+        mark_done 41 "$exp_dir" "$dkey"
+      fi
+    fi
+  done
+fi
+
+if [ "$stage" -le 49 ] && [ "$stop_stage" -ge 49 ]; then
+  log "Stage 49: WER table with the sherpa-onnx rows -> $exp_dir/decode/wer-table.md"
   require_file "$exp_dir/decode/wer-summary.tsv" -- "run stage 30 first"
   "$python" -m speechkd score table --summary "$exp_dir/decode/wer-summary.tsv" --sets "${test_arr[@]}" \
     --output "$exp_dir/decode/wer-table.md"

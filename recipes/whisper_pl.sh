@@ -6,8 +6,9 @@
 #
 # Stages: 10 prepare the teacher (convert the pip-packaged CTranslate2 model for the transformers backend),
 # 11 label the training part, 12 filter the labels (filter-report.tsv), 13 BPE model on the kept labels,
-# 14-15 the teacher's own WER on the test parts (<exp-dir>/decode/), 20-39 recipes/asr.sh on the
-# pseudo-labelled cuts for every --seeds entry (train, average, decode full context and chunk-wise),
+# 14-15 the teacher's own WER on the test parts (<exp-dir>/decode/), 20-49 recipes/asr.sh on the
+# pseudo-labelled cuts for every --seeds entry (train, average, decode full context and chunk-wise,
+# ONNX export + sherpa-onnx decode),
 # students and their tables in <exp-dir>/student_seed<N>/.
 # No ground-truth text reaches training: the BPE model is trained on pseudo-labels, and the WER-vs-reference
 # filter is off unless --reference-filter true (distil-whisper's rule, for corpora with transcripts).
@@ -18,7 +19,7 @@ SPEECHKD_ROOT=${SPEECHKD_ROOT:-$(cd "$here/.." && pwd)}
 . "$here/lib/env.sh"  # PYTHONPATH, $python ($PYTHON, else the repo's .venv, else python), lib.sh
 
 stage=10                  # first stage to run
-stop_stage=39             # last stage to run
+stop_stage=49             # last stage to run
 teacher=packaged:tiny.en  # Whisper: packaged:tiny.en, a CTranslate2 dir (faster-whisper), a transformers dir or hub id
 backend=faster-whisper    # faster-whisper | transformers
 beam_size=5               # teacher beam (1 = greedy)
