@@ -43,6 +43,7 @@ def main() -> int:
     ap.add_argument("--num-jobs", type=int, default=2, help="synthesis processes")
     ap.add_argument("--threads", type=int, default=2, help="CTranslate2 threads")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--speakers", type=int, nargs="*", default=None, help="only these catalogue speaker ids")
     ap.add_argument("--output", type=Path, default=None, help="also write the rows as TSV")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -52,7 +53,7 @@ def main() -> int:
     rows = []
     for source in args.text_sources:
         cfg = MiniLibriConfig(text_source=source, seed=args.seed)
-        voices = available_voices(cfg)
+        voices = [v for v in available_voices(cfg) if args.speakers is None or v.speaker_id in args.speakers]
         sentences = unique_sentences(load_sentences(cfg), args.seed, Counter())
         utts = assign_sentences(sentences, voices, "dev", max_utts=args.sentences_per_voice * len(voices))
         out_dir = args.work_dir / source
@@ -70,7 +71,7 @@ def main() -> int:
             hyps = [normalize_librispeech(t.text_raw) for t in teacher.transcribe(audios)] if audios else []
             st = compute_wer([u.transcript for u in vu], hyps)
             secs = sum(results[u.utt_id].seconds for u in vu)
-            rows.append((source, v.speaker_id, f"{v.engine}:{v.name}", v.role, len(vu), st.ref_words,
+            rows.append((source, v.speaker_id, v.label, v.role, len(vu), st.ref_words,
                          round(st.wer, 2), round(st.cer, 2), round(secs, 1)))
         print(f"# {source}: synthesis {synth_s:.0f} s, transcription {time.time() - t0:.0f} s", file=sys.stderr)
     header = ("text", "speaker", "voice", "role", "utts", "words", "WER", "CER", "audio_s")

@@ -107,6 +107,11 @@ class Voice:
     name: str  # the engine's voice name
     role: str  # "train" (train + dev) or "test" (test-clean only)
     gender: str  # "M" | "F"
+    effects: tuple[str, ...] = ()  # sox effects after synthesis (a pitch/tempo variant is another speaker)
+
+    @property
+    def label(self) -> str:
+        return f"{self.engine}:{self.name}" + (f"[{' '.join(self.effects)}]" if self.effects else "")
 
 
 # Engines from fastest to slowest: tiny builds take voices in this order.
@@ -133,7 +138,21 @@ VOICE_CATALOGUE: tuple[Voice, ...] = (
     Voice(2011, "espeak-ng", "en-gb-x-gbcwmd+m6", "test", "M"),
     Voice(2012, "espeak-ng", "en-us+f4", "test", "F"),
     Voice(2013, "espeak-ng", "en-gb-x-rp+m7", "test", "M"),
+    # Pitch/tempo variants of the clearest voices: more speakers that a strong ASR still reads well. A variant
+    # keeps its base voice's role, so test-clean's voices stay unheard in training.
+    Voice(1021, "piper", "joe", "train", "M", ("pitch", "-250")),
+    Voice(1022, "piper", "joe", "train", "M", ("pitch", "200", "tempo", "1.08")),
+    Voice(1023, "festival", "cmu_us_slt_arctic_hts", "train", "F", ("pitch", "-200")),
+    Voice(1024, "festival", "cmu_us_slt_arctic_hts", "train", "F", ("pitch", "250", "tempo", "0.92")),
+    Voice(1025, "flite", "slt", "train", "F", ("pitch", "200")),
+    Voice(1026, "flite", "awb", "train", "M", ("pitch", "-200", "tempo", "1.05")),
+    Voice(2021, "flite", "rms", "test", "M", ("pitch", "250")),
 )
+
+# Voices Whisper tiny.en reads at <= ~16% WER on Jane Austen sentences (bench/minilibri_intelligibility.py,
+# egs/minilibri/RESULTS.md): the default ``voice_set: clear``. The espeak-ng variants read at 17-150%.
+CLEAR_SPEAKERS = frozenset({1001, 1002, 1003, 1004, 1005, 1021, 1022, 1023, 1024, 1025, 1026, 2001, 2002, 2021})
+VOICE_SETS = ("clear", "all")
 
 # Real recorded speech for test-other: (speaker id, description).
 ASTERISK_SPEAKER = 3001
@@ -183,6 +202,10 @@ def available_voices(cfg: MiniLibriConfig) -> list[Voice]:
 
 def select_voices(voices: Sequence[Voice], cfg: MiniLibriConfig) -> dict[str, list[Voice]]:
     """Voices per role: ``{"train": [...], "test": [...]}``; tiny mode keeps the fastest few."""
+    if cfg.voice_set not in VOICE_SETS:
+        raise SpeechkdError(f"unknown MiniLibri voice set {cfg.voice_set!r}; choose one of {VOICE_SETS}")
+    if cfg.voice_set == "clear":
+        voices = [v for v in voices if v.speaker_id in CLEAR_SPEAKERS]
     by_role = {role: [v for v in voices if v.role == role] for role in ("train", "test")}
     for role, vs in by_role.items():
         if not vs:
@@ -520,9 +543,10 @@ def _piper_to_wav(voice: Voice, text: str, wav: Path) -> None:
     sf.write(str(wav), audio, pv.config.sample_rate, subtype="PCM_16")  # type: ignore[attr-defined]
 
 
-def to_flac(src: Union[str, Path], dst: Path, sample_rate: int) -> None:
-    """Convert ``src`` to 16-bit mono ``sample_rate`` FLAC at ``dst`` with sox (no dither: deterministic)."""
-    cmd = ["sox", "-D", str(src), "-r", str(sample_rate), "-c", "1", "-b", "16", str(dst)]
+def to_flac(src: Union[str, Path], dst: Path, sample_rate: int, effects: Sequence[str] = ()) -> None:
+    """Convert ``src`` to 16-bit mono ``sample_rate`` FLAC at ``dst`` with sox (no dither: deterministic),
+    applying the sox ``effects`` (e.g. ``("pitch", "-250")``) on the way."""
+    cmd = ["sox", "-D", str(src), "-r", str(sample_rate), "-c", "1", "-b", "16", str(dst), *effects]
     subprocess.run(cmd, capture_output=True, check=True)
 
 
@@ -550,7 +574,7 @@ def build_utterance(utt: Utterance, out_dir: str, sample_rate: int) -> JobResult
                 src = Path(tmp) / "tts.wav"
                 _tts_to_wav(utt.voice, utt.text, src)
             tmp_flac = Path(tmp) / "out.flac"
-            to_flac(src, tmp_flac, sample_rate)
+            to_flac(src, tmp_flac, sample_rate, utt.voice.effects if utt.voice is not None else ())
             secs = _audio_seconds(str(tmp_flac))
             if not secs:
                 return JobResult(utt.utt_id, False, error="empty or unreadable audio")
@@ -596,7 +620,7 @@ def options_fingerprint(cfg: MiniLibriConfig, voices: dict[str, list[Voice]]) ->
     """What the corpus depends on: corpus options + the voices used (stored in options.yaml)."""
     return {
         "options": cfg.corpus_options(),
-        "voices": {role: [f"{v.speaker_id} {v.engine}:{v.name}" for v in vs] for role, vs in voices.items()},
+        "voices": {role: [f"{v.speaker_id} {v.label}" for v in vs] for role, vs in voices.items()},
     }
 
 

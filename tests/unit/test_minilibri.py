@@ -62,8 +62,23 @@ def test_catalogue_roles_disjoint_and_ids_unique() -> None:
     ids = [v.speaker_id for v in ml.VOICE_CATALOGUE]
     assert len(ids) == len(set(ids))
     assert ml.ASTERISK_SPEAKER not in ids and all(s not in ids for _, _, s in ml.POCKETSPHINX_SETS)
-    names = Counter((v.engine, v.name) for v in ml.VOICE_CATALOGUE)
+    names = Counter((v.engine, v.name, v.effects) for v in ml.VOICE_CATALOGUE)
     assert max(names.values()) == 1
+    # a pitch/tempo variant is not a held-out speaker: no base voice serves both train and test-clean
+    roles: dict = {}
+    for v in ml.VOICE_CATALOGUE:
+        roles.setdefault((v.engine, v.name), set()).add(v.role)
+    assert all(len(r) == 1 for r in roles.values()), roles
+
+
+def test_clear_voice_set_keeps_only_the_measured_clear_voices() -> None:
+    clear = ml.select_voices(ml.VOICE_CATALOGUE, ml.MiniLibriConfig())
+    assert {v.speaker_id for vs in clear.values() for v in vs} == ml.CLEAR_SPEAKERS
+    assert all(v.engine != "espeak-ng" for vs in clear.values() for v in vs)
+    every = ml.select_voices(ml.VOICE_CATALOGUE, ml.MiniLibriConfig(voice_set="all"))
+    assert sum(map(len, every.values())) == len(ml.VOICE_CATALOGUE)
+    with pytest.raises(SpeechkdError, match="unknown MiniLibri voice set 'loud'"):
+        ml.select_voices(ml.VOICE_CATALOGUE, ml.MiniLibriConfig(voice_set="loud"))
 
 
 def test_tiny_voices_round_robin_fast_engines() -> None:
@@ -77,7 +92,7 @@ def test_tiny_voices_round_robin_fast_engines() -> None:
 def test_select_voices_errors_without_held_out_voice() -> None:
     train_only = [v for v in ml.VOICE_CATALOGUE if v.role == "train"]
     with pytest.raises(SpeechkdError, match="no installed TTS voice for the MiniLibri test speakers"):
-        ml.select_voices(train_only, ml.MiniLibriConfig())
+        ml.select_voices(train_only, ml.MiniLibriConfig(voice_set="all"))
 
 
 @pytest.mark.parametrize(
@@ -213,3 +228,17 @@ def test_real_speech_sources_count_every_skip(tmp_path: Path) -> None:
     # the cap on Asterisk minutes is honoured: 2.5 s allows only the 2 s prompt
     capped = ml.plan_test_other(dataclasses.replace(cfg, test_other_minutes=2.5 / 60), Counter())
     assert sum(u.speaker_id == ml.ASTERISK_SPEAKER for u in capped) == 1
+
+
+@pytest.mark.skipif(shutil.which("sox") is None, reason="sox missing")
+def test_voice_effects_are_applied_on_conversion(tmp_path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    src = tmp_path / "a.wav"
+    sf.write(src, (0.1 * np.sin(np.arange(22050) * 0.05)).astype(np.float32), 22050)  # 1 s at 22.05 kHz
+    ml.to_flac(src, tmp_path / "plain.flac", 16000)
+    ml.to_flac(src, tmp_path / "fast.flac", 16000, ("tempo", "2.0"))
+    plain, fast = sf.info(str(tmp_path / "plain.flac")), sf.info(str(tmp_path / "fast.flac"))
+    assert plain.samplerate == fast.samplerate == 16000
+    assert plain.frames == 16000 and abs(fast.frames - 8000) < 400
