@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up speechkd on a fresh Debian/Ubuntu machine (or any machine with python3 >= 3.10).
 #
-#   bash tools/setup.sh            # system packages (when root) + .venv with speechkd[dev,whisper,minilibri]
+#   bash tools/setup.sh            # system packages (when root) + .venv with speechkd[dev,whisper,minilibri,mvq]
 #
 # Environment knobs:
 #   SPEECHKD_VENV=path     virtual environment to create/use (default: .venv in the repo root)
@@ -43,6 +43,6 @@ if ! "$venv/bin/python" -c "import torch" >/dev/null 2>&1; then
   log "installing $torch_spec"
   "${pip[@]}" "$torch_spec"
 fi
-log "installing speechkd (editable) with extras dev,whisper,minilibri"
-"${pip[@]}" -e "${root}[dev,whisper,minilibri]"
+log "installing speechkd (editable) with extras dev,whisper,minilibri,mvq"
+"${pip[@]}" -e "${root}[dev,whisper,minilibri,mvq]"
 log "done: activate with 'source $venv/bin/activate'"
