@@ -45,7 +45,7 @@ def load_model_for_decoding(exp_dir: PathLike, checkpoint: Optional[PathLike]) -
 
     ``checkpoint`` defaults to ``averaged.pt`` when present, else the newest epoch checkpoint.
     """
-    from speechkd.models.asr import AsrModel
+    from speechkd.models.asr import AsrModel, decoding_state_dict
     from speechkd.training.asr_experiment import AVERAGED_NAME, read_experiment
     from speechkd.training.checkpoint import epoch_checkpoints, load_checkpoint
 
@@ -65,7 +65,7 @@ def load_model_for_decoding(exp_dir: PathLike, checkpoint: Optional[PathLike]) -
     state = load_checkpoint(checkpoint)
     model = AsrModel(cfg.model)
     try:
-        model.load_state_dict(state["model"] if "model" in state else state)
+        model.load_state_dict(decoding_state_dict(state["model"] if "model" in state else state))
     except RuntimeError as e:
         raise SpeechkdError(f"checkpoint {checkpoint} does not fit the model in {exp_dir}/config.yaml: {e}") from e
     norm = model.encoder.input_norm

@@ -116,3 +116,140 @@ def test_two_shards_give_the_single_run_indexes(setup, tmp_path):
     meta = read_codebooks_metadata(tmp_path / "two")
     assert meta["parts"]["train"]["num_cuts"] == 6
     assert meta["num_codebooks"] == NUM_CODEBOOKS and meta["layer"] == LAYER and meta["frame_shift"] == 0.02
+
+
+# ------------------------------------------------------------------------------------------ student
+def test_stacked_teacher_frames_and_loss_ignore_padding():
+    from speechkd.losses.codebook import IGNORE_INDEX, codebook_loss, stack_teacher_frames
+
+    t = torch.arange(2 * 5 * 3).reshape(2, 5, 3)  # (N, T_t=5, C=3)
+    t[1, 3:] = IGNORE_INDEX
+    s = stack_teacher_frames(t, 2, 3)  # (N, 3, 6)
+    assert s.shape == (2, 3, 6)
+    assert s[0, 1].tolist() == t[0, 2].tolist() + t[0, 3].tolist()
+    assert (s[0, 2, 3:] == IGNORE_INDEX).all() and (s[1, 1, 3:] == IGNORE_INDEX).all()
+    logits = torch.randn(2, 3, 6, 40)
+    targets = s.clamp_min(0) % 40
+    targets[s == IGNORE_INDEX] = IGNORE_INDEX
+    lens = torch.tensor([3, 1])
+    got = codebook_loss(logits, targets, lens)
+    ce = torch.nn.functional.cross_entropy
+    want = sum(ce(logits[n, i, k][None], targets[n, i, k][None]) for n in range(2) for i in range(int(lens[n]))
+               for k in range(6) if targets[n, i, k] != IGNORE_INDEX)
+    assert torch.allclose(got, want)
+
+
+TINY_MODEL = {"encoder": {"d_model": 32, "num_layers": 2, "num_heads": 2, "ff_dim": 64, "subsampling_channels": 8,
+                          "dropout": 0.0, "global_cmvn": False},
+              "decoder_dim": 16, "joiner_dim": 16}
+
+
+@pytest.fixture(scope="module")
+def student_setup(setup, tmp_path_factory):
+    """Fbank cuts dir (train/dev), BPE model, indexes of both parts, an MVQ experiment YAML."""
+    import yaml
+
+    from speechkd.data.collate import cut_text
+    from speechkd.targets.codebooks import extract_codebooks
+    from speechkd.text.tokenizer import train_bpe
+
+    root = tmp_path_factory.mktemp("mvq_student")
+    cuts_dir = root / "cuts"
+    cuts_dir.mkdir()
+    cuts = setup["cuts"]
+    parts = {"train": cuts.subset(first=4), "dev": cuts.subset(last=2)}
+    for part, cs in parts.items():
+        cs.to_file(cuts_dir / f"librispeech_cuts_{part}.jsonl.gz")
+    bpe = train_bpe([cut_text(c) for c in cuts] * 3, root / "lang", vocab_size=14)
+    cb_dir = root / "codebooks"
+    for part, cs in parts.items():
+        extract_codebooks(cs, setup["teacher"], setup["quantizer"], cb_dir, part, chunk_cuts=2)
+    import shutil
+
+    shutil.copy(setup["quantizer"], cb_dir / "quantizer.pt")
+    conf = root / "mvq.yaml"
+    conf.write_text(yaml.safe_dump({
+        "model_preset": "mini", "model": TINY_MODEL,
+        "loss": {"ctc_weight": 0.3, "codebook_loss_scale": 0.1, "warmup_steps": 2},
+        "data": {"features": "on_the_fly", "max_duration": 10.0, "max_cut_duration": 5.0, "num_buckets": 2,
+                 "num_workers": 0, "drop_last": False},
+        "trainer": {"num_epochs": 1, "max_steps": 2, "tensorboard": False, "progress_bar": False,
+                    "valid_every_n": 0, "log_every_n": 1},
+        "mvq": {"teacher": {"path": str(setup["root"] / "teacher")}, "teacher_layer": LAYER,
+                "num_codebooks": NUM_CODEBOOKS, "student_layer": 1},
+    }))
+    return dict(root=root, cuts_dir=cuts_dir, bpe=bpe, cb_dir=cb_dir, conf=conf)
+
+
+def _train(s, exp, overrides=(), codebook_dir="default", train_parts=("train",)):
+    from speechkd.training.asr_experiment import train_asr
+
+    train_asr(s["conf"], list(overrides), exp, s["cuts_dir"], list(train_parts), ["dev"], s["bpe"],
+              codebook_dir=s["cb_dir"] if codebook_dir == "default" else codebook_dir)
+
+
+def test_student_trains_with_the_codebook_head_and_decodes_without_it(student_setup, tmp_path, caplog):
+    from speechkd.decoding.asr_decode import load_model_for_decoding
+    from speechkd.training.asr_experiment import average_asr
+    from speechkd.training.checkpoint import epoch_checkpoints, load_checkpoint
+
+    exp = tmp_path / "exp"
+    with caplog.at_level("INFO"):
+        _train(student_setup, exp)
+    state = load_checkpoint(epoch_checkpoints(exp)[-1][1])["model"]
+    head = [k for k in state if k.startswith("training_heads.codebook.")]
+    # 2 teacher frames (20 ms) per encoder frame (40 ms) x 4 codebooks x 256 entries
+    assert state["training_heads.codebook.proj.weight"].shape == (2 * NUM_CODEBOOKS * 256, 32) and head
+    assert "codebook" in caplog.text
+    avg = load_checkpoint(average_asr(exp, 1))["model"]
+    assert not [k for k in avg if k.startswith("training_heads")]
+    assert set(avg) == set(state) - set(head)
+    model, _, _ = load_model_for_decoding(exp, None)
+    assert len(model.training_heads) == 0 and not [n for n, _ in model.named_parameters() if "codebook" in n]
+
+
+def test_mismatched_metadata_fails_at_start_naming_both_values(student_setup, tmp_path):
+    with pytest.raises(SpeechkdError, match=f"num_codebooks: stored {NUM_CODEBOOKS}, configured 8"):
+        _train(student_setup, tmp_path / "a", ["mvq.num_codebooks=8"])
+    with pytest.raises(SpeechkdError, match=f"layer: stored {LAYER}, configured 2"):
+        _train(student_setup, tmp_path / "b", ["mvq.teacher_layer=2"])
+    assert not (tmp_path / "a").exists() or not list((tmp_path / "a").glob("*.pt"))
+
+
+def test_missing_indexes_and_frame_mismatch_fail_at_start(student_setup, tmp_path):
+    import yaml
+
+    from speechkd.targets.codebooks import METADATA_FILE
+
+    # training on train + dev, but only dev's ids... use a cut set whose ids the indexes do not have
+    bad = tmp_path / "cuts"
+    bad.mkdir()
+    from lhotse import CutSet
+
+    cs = CutSet.from_file(student_setup["cuts_dir"] / "librispeech_cuts_train.jsonl.gz")
+    cs.modify_ids(lambda i: i if i.endswith("0") else i + "-renamed").to_file(bad / "librispeech_cuts_train.jsonl.gz")
+    for p in ("dev",):
+        (bad / f"librispeech_cuts_{p}.jsonl.gz").write_bytes(
+            (student_setup["cuts_dir"] / f"librispeech_cuts_{p}.jsonl.gz").read_bytes())
+    s = dict(student_setup, cuts_dir=bad)
+    with pytest.raises(SpeechkdError, match=r"3 of 4 training cut\(s\) have no codebook indexes"):
+        _train(s, tmp_path / "exp")
+    with pytest.raises(SpeechkdError, match="needs the codebook indexes: give --codebook-dir"):
+        _train(student_setup, tmp_path / "exp2", codebook_dir=None)
+    # indexes whose frame shift says 10 ms: every cut has half the expected frames
+    cb = tmp_path / "cb"
+    import shutil
+
+    shutil.copytree(student_setup["cb_dir"], cb)
+    meta = yaml.safe_load((cb / METADATA_FILE).read_text())
+    meta["frame_shift"] = 0.01
+    (cb / METADATA_FILE).write_text(yaml.safe_dump(meta))
+    from speechkd.targets.codebooks import attach_codebooks
+
+    with pytest.raises(SpeechkdError, match=r"frames of codebook indexes but \d+ expected"):
+        attach_codebooks(cs, cb, ["train"], "codebook_indexes", 2)
+
+
+def test_time_warping_is_refused_when_distilling(student_setup, tmp_path):
+    with pytest.raises(SpeechkdError, match="time_warp_factor=80 with loss.codebook_loss_scale"):
+        _train(student_setup, tmp_path / "exp", ["data.spec_augment.enabled=true"])
