@@ -28,13 +28,14 @@ transform on load), so their indexes describe what the student hears; they are c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -350,7 +351,9 @@ def extract_codebooks(
     check_quantizer_teacher(qinfo, teacher, layer, quantizer_path)
     quantizer.to(teacher.device)
     output_dir = Path(output_dir)
-    meta = _merge_metadata(output_dir, codebooks_metadata(qinfo, file_sha256(quantizer_path), field_name))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with _metadata_lock(output_dir):
+        _merge_metadata(output_dir, codebooks_metadata(qinfo, file_sha256(quantizer_path), field_name))
     cdir = chunk_dir(output_dir, part)
     cdir.mkdir(parents=True, exist_ok=True)
     all_cuts = list(cuts)
@@ -379,11 +382,11 @@ def extract_codebooks(
     result.seconds = time.time() - start
     for reason, ids in result.skipped.items():
         log.warning("%s: %d cut(s) skipped (%s), e.g. %s", part, len(ids), reason, ids[:LOGGED_EXAMPLES])
-    result.finalized = finalize_part(output_dir, part, all_cuts, len(chunks), meta)
+    result.finalized = finalize_part(output_dir, part, all_cuts, len(chunks))
     return result
 
 
-def finalize_part(output_dir: Path, part: str, source_cuts: Sequence[Any], num_chunks: int, meta: dict[str, Any]) -> bool:
+def finalize_part(output_dir: Path, part: str, source_cuts: Sequence[Any], num_chunks: int) -> bool:
     """When every chunk of ``part`` is finished: its cut manifest and its entry in ``metadata.yaml``."""
     from lhotse import CutSet
 
@@ -400,7 +403,7 @@ def finalize_part(output_dir: Path, part: str, source_cuts: Sequence[Any], num_c
         for k, v in (info.get("skipped") or {}).items():
             skipped[k] = skipped.get(k, 0) + len(v)
     _atomic_cuts(kept, cuts_path(output_dir, part))
-    meta["parts"][part] = {
+    entry = {
         "num_cuts": len(kept),
         "num_frames": int(sum(i["num_frames"] for i in infos)),
         "audio_seconds": float(sum(i["audio_seconds"] for i in infos)),
@@ -410,10 +413,26 @@ def finalize_part(output_dir: Path, part: str, source_cuts: Sequence[Any], num_c
         "source_cut_ids_sha256": cut_ids_sha256(c.id for c in source_cuts),
         "num_source_cuts": len(source_cuts),
     }
-    _atomic_write_text(output_dir / METADATA_FILE, yaml.safe_dump(meta, sort_keys=False))
-    log.info("%s: %d cuts, %d frames of codebook indexes in %s", part, len(kept), meta["parts"][part]["num_frames"],
+    with _metadata_lock(output_dir):  # shards of other parts may finalize at the same time: re-read, then add
+        meta = read_codebooks_metadata(output_dir)
+        meta.setdefault("parts", {})[part] = entry
+        _atomic_write_text(output_dir / METADATA_FILE, yaml.safe_dump(meta, sort_keys=False))
+    log.info("%s: %d cuts, %d frames of codebook indexes in %s", part, len(kept), entry["num_frames"],
              output_dir)
     return True
+
+
+@contextlib.contextmanager
+def _metadata_lock(output_dir: Path) -> Iterator[None]:
+    """Exclusive lock on ``<output_dir>/.metadata.lock`` for read-modify-write of ``metadata.yaml``."""
+    import fcntl
+
+    with open(output_dir / ".metadata.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _is_perturbed(cut: Any) -> bool:
