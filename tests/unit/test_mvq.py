@@ -253,3 +253,26 @@ def test_missing_indexes_and_frame_mismatch_fail_at_start(student_setup, tmp_pat
 def test_time_warping_is_refused_when_distilling(student_setup, tmp_path):
     with pytest.raises(SpeechkdError, match="time_warp_factor=80 with loss.codebook_loss_scale"):
         _train(student_setup, tmp_path / "exp", ["data.spec_augment.enabled=true"])
+
+
+@pytest.mark.parametrize("corpus, mvq_conf, baseline", [
+    ("minilibri", "mvq_kd_whisper_tiny.yaml", "asr_transducer.yaml"),
+    ("librispeech", "mvq_kd_hubert_xlarge.yaml", "asr_transducer_small.yaml"),
+])
+def test_recipe_configs_are_their_baseline_plus_the_codebook_loss(corpus, mvq_conf, baseline):
+    import yaml
+
+    from speechkd.training.asr_experiment import load_experiment_config
+
+    conf = Path(__file__).resolve().parents[2] / "egs" / corpus / "conf"
+    mvq, base = (yaml.safe_load((conf / n).read_text()) for n in (mvq_conf, baseline))
+    loss = mvq.pop("loss")
+    assert loss.pop("codebook_loss_scale") > 0 and mvq.pop("mvq")["num_codebooks"] in (8, 16)
+    assert loss == base.pop("loss")
+    # the only other difference allowed: no time warping on top of SpecAugment's masks
+    sa = mvq["data"].get("spec_augment")
+    if sa:
+        assert sa.pop("time_warp_factor") == 0
+    assert mvq == base
+    cfg = load_experiment_config(conf / mvq_conf)  # validates (student layer inside the encoder, no time warp)
+    assert 1 <= cfg.mvq.student_layer <= cfg.model.encoder.num_layers
