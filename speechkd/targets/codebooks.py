@@ -9,9 +9,10 @@ frames (squared error / squared deviation from the held-out mean).
 
 Extraction (:func:`extract_codebooks`): the cuts of a part are cut into *chunks* of ``chunk_cuts`` cuts in
 manifest order; chunk ``j`` belongs to shard ``j % num_shards``. Each chunk is written to
-``<output_dir>/chunks/<part>/<j>.h5`` (lhotse ``NumpyHdf5Writer``: ``uint8 (T, num_codebooks)`` per cut, a
-``TemporalArray`` with the teacher's frame shift) and is finished when its manifest
-``<j>.jsonl.gz`` appears (written atomically after the HDF5 file is closed). A killed run restarts at the
+``<output_dir>/chunks/<part>/<j>.u8a`` (:mod:`speechkd.data.uint8_storage`, a lhotse storage backend: raw
+``uint8 (T, num_codebooks)`` bytes per cut, no per-cut overhead; a ``TemporalArray`` with the teacher's frame
+shift) and is finished when its manifest ``<j>.jsonl.gz`` appears (written atomically after the index file is
+closed). A killed run restarts at the
 first unfinished chunk and, since batches never cross chunks, gives identical indexes. When every chunk
 of a part is finished, ``<output_dir>/librispeech_cuts_<part>.jsonl.gz`` (all cuts, manifest order) and
 ``metadata.yaml`` (teacher, layer, frame shift, quantizer id and sha256, codebooks, lhotse version, cut-id
@@ -58,6 +59,7 @@ QUANTIZER_FORMAT = 1
 METADATA_FORMAT = 1
 METADATA_FILE = "metadata.yaml"
 CHUNKS_DIR = "chunks"
+INDEX_SUFFIX = ".u8a"  # speechkd.data.uint8_storage: raw bytes, no per-cut overhead
 DEFAULT_FIELD = "codebook_indexes"
 CODEBOOK_SIZE = 256  # multi_quantization's trainer always ends with one byte per codebook
 #: metadata keys a training run checks against its configuration and the quantizer file
@@ -296,21 +298,21 @@ def codebooks_metadata(qinfo: dict[str, Any], quantizer_sha: str, field_name: st
         "field": field_name,
         "dtype": "uint8",
         "layout": "(T, num_codebooks): time at the teacher's frame shift, one byte per codebook",
-        "storage": "lhotse NumpyHdf5Writer, one file per chunk",
+        "storage": "speechkd_uint8_chunky (raw bytes, lhotse backend in speechkd.data.uint8_storage), one file per chunk",
         "lhotse_version": lhotse.__version__,
         "parts": {},
     }
 
 
 def _encode_chunk(
-    chunk: list[Any], teacher: Any, quantizer: Any, layer: int, h5_path: Path, field_name: str,
+    chunk: list[Any], teacher: Any, quantizer: Any, layer: int, index_path: Path, field_name: str,
     max_duration: float, report: ExtractionReport,
 ) -> list[Any]:
-    """Indexes of one chunk's cuts into ``h5_path``; the cuts with their new field."""
-    from lhotse.features.io import NumpyHdf5Writer
+    """Indexes of one chunk's cuts into ``index_path``; the cuts with their new field."""
+    from speechkd.data.uint8_storage import Uint8ChunkyWriter
 
     kept = []
-    with NumpyHdf5Writer(h5_path, mode="w") as writer:
+    with Uint8ChunkyWriter(index_path, mode="wb") as writer:
         for cut, arr in teacher_layer_frames(chunk, teacher, [layer], max_duration, report):
             with torch.no_grad():
                 idx = quantizer.encode(torch.from_numpy(arr[:, 0]).to(quantizer.to_logits.weight.device))
@@ -367,7 +369,8 @@ def extract_codebooks(
         if stop_after_chunks is not None and result.chunks_done >= stop_after_chunks:
             break
         report = ExtractionReport(part=part, cuts_path=done)
-        kept = _encode_chunk(chunks[j], teacher, quantizer, layer, cdir / f"{j:06d}.h5", field_name, max_duration, report)
+        kept = _encode_chunk(chunks[j], teacher, quantizer, layer, cdir / f"{j:06d}{INDEX_SUFFIX}", field_name,
+                             max_duration, report)
         _atomic_write_text(cdir / f"{j:06d}.yaml", yaml.safe_dump(
             {"num_cuts": len(kept), "num_frames": report.num_frames,
              "audio_seconds": float(sum(c.duration for c in kept)),

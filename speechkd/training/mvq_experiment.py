@@ -228,7 +228,7 @@ def storage_report(
     import yaml
     from lhotse import CutSet
 
-    from speechkd.targets.codebooks import chunk_dir, cuts_path, read_codebooks_metadata
+    from speechkd.targets.codebooks import INDEX_SUFFIX, chunk_dir, cuts_path, read_codebooks_metadata
     from speechkd.targets.hidden_states import extract_hidden_states, storage_path
 
     mvq = _experiment(config_path, overrides).mvq
@@ -242,7 +242,7 @@ def storage_report(
     report: dict[str, Any] = {
         "part": part, "teacher": meta["teacher"], "layer": meta["layer"], "hidden_size": teacher.hidden_size,
         "num_codebooks": meta["num_codebooks"], "num_cuts": pinfo["num_cuts"], "num_frames": pinfo["num_frames"],
-        "codebook_bytes_per_frame": _bytes_per_frame(sorted(chunk_dir(codebook_dir, part).glob("*.h5")),
+        "codebook_bytes_per_frame": _bytes_per_frame(sorted(chunk_dir(codebook_dir, part).glob(f"*{INDEX_SUFFIX}")),
                                                      pinfo["num_frames"]),
     }
     for dtype in ("float16", "float32"):

@@ -14,7 +14,7 @@ from test_minilibri_asr import TINY_MODEL
 from test_minilibri_data import run_recipe, stages_run
 
 TINY_MVQ = ("mvq.student_layer=1 mvq.chunk_cuts=8 mvq.quantizer.num_utterances=8 mvq.quantizer.batch_frames=200 "
-            "mvq.quantizer.phase_one_iters=20 mvq.quantizer.phase_two_iters=20 trainer.num_epochs=1 trainer.max_steps=3")
+            "mvq.quantizer.phase_one_iters=20 mvq.quantizer.phase_two_iters=20 trainer.num_epochs=1")
 
 
 @pytest.mark.slow

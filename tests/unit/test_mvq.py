@@ -90,8 +90,8 @@ def test_killed_extraction_resumes_to_identical_indexes(setup, tmp_path):
                               stop_after_chunks=1, **kw)
     assert first.chunks_done == 1 and not first.finalized
     assert "train" not in read_codebooks_metadata(tmp_path / "b")["parts"]
-    # a chunk killed mid-write (HDF5 file, no manifest) is redone
-    (tmp_path / "b" / "chunks" / "train" / "000001.h5").write_bytes(b"garbage")
+    # a chunk killed mid-write (index file, no manifest) is redone
+    (tmp_path / "b" / "chunks" / "train" / "000001.u8a").write_bytes(b"garbage")
     again = extract_codebooks(setup["cuts"], setup["teacher"], setup["quantizer"], tmp_path / "b", "train", **kw)
     assert (again.chunks_skipped, again.chunks_done, again.finalized) == (1, 2, True)
     got = _indexes(tmp_path / "b", "train")
@@ -276,3 +276,29 @@ def test_recipe_configs_are_their_baseline_plus_the_codebook_loss(corpus, mvq_co
     assert mvq == base
     cfg = load_experiment_config(conf / mvq_conf)  # validates (student layer inside the encoder, no time warp)
     assert 1 <= cfg.mvq.student_layer <= cfg.model.encoder.num_layers
+
+
+def test_uint8_storage_has_no_per_cut_overhead_and_reads_slices(tmp_path):
+    from lhotse.features.io import NumpyHdf5Writer, get_reader
+
+    from speechkd.data.uint8_storage import NAME, Uint8ChunkyWriter
+
+    rng = np.random.default_rng(0)
+    lens = [37, 250, 615, 1]
+    idx = [rng.integers(0, 256, (t, 16), dtype=np.uint8) for t in lens]
+    with Uint8ChunkyWriter(tmp_path / "cb", mode="wb") as w:
+        keys = [w.write(f"c{i}", a) for i, a in enumerate(idx)]
+        path = w.storage_path
+    assert Path(path).stat().st_size == 16 * sum(lens)  # 16 bytes per frame, nothing else
+    reader = get_reader(NAME)(path)
+    for key, a in zip(keys, idx):
+        np.testing.assert_array_equal(reader.read(key), a)
+        np.testing.assert_array_equal(reader.read(key, 3, 20), a[3:20])
+    with pytest.raises(SpeechkdError, match="must be"):
+        with Uint8ChunkyWriter(tmp_path / "bad") as w:
+            w.write("x", idx[0].astype(np.int64))
+    # the done-when check, measured from written files: a 1024-dim float32 layer vs 16 codebooks
+    with NumpyHdf5Writer(tmp_path / "f32.h5") as w:
+        for i, t in enumerate(lens):
+            w.write(f"c{i}", rng.standard_normal((t, 1024)).astype(np.float32))
+    assert (tmp_path / "f32.h5").stat().st_size / Path(path).stat().st_size >= 256
