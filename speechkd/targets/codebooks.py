@@ -64,7 +64,8 @@ DEFAULT_FIELD = "codebook_indexes"
 CODEBOOK_SIZE = 256  # multi_quantization's trainer always ends with one byte per codebook
 #: metadata keys a training run checks against its configuration and the quantizer file
 CHECKED_KEYS = ("teacher_fingerprint", "layer", "num_codebooks", "codebook_size", "quantizer_id",
-                "quantizer_sha256", "frame_shift", "field")
+                "quantizer_sha256", "frame_shift", "field", "refine_iters")
+DEFAULT_REFINE_ITERS = 5  # multi_quantization's Quantizer.encode default
 
 
 @dataclass
@@ -282,7 +283,7 @@ def shard_position(num_shards: Optional[int], shard_id: Optional[int]) -> tuple[
     return num_shards, shard_id
 
 
-def codebooks_metadata(qinfo: dict[str, Any], quantizer_sha: str, field_name: str) -> dict[str, Any]:
+def codebooks_metadata(qinfo: dict[str, Any], quantizer_sha: str, field_name: str, refine_iters: int) -> dict[str, Any]:
     import lhotse
 
     return {
@@ -296,6 +297,7 @@ def codebooks_metadata(qinfo: dict[str, Any], quantizer_sha: str, field_name: st
         "num_codebooks": qinfo["num_codebooks"],
         "codebook_size": qinfo["codebook_size"],
         "field": field_name,
+        "refine_iters": refine_iters,
         "dtype": "uint8",
         "layout": "(T, num_codebooks): time at the teacher's frame shift, one byte per codebook",
         "storage": "speechkd_uint8_chunky (raw bytes, lhotse backend in speechkd.data.uint8_storage), one file per chunk",
@@ -306,7 +308,7 @@ def codebooks_metadata(qinfo: dict[str, Any], quantizer_sha: str, field_name: st
 
 def _encode_chunk(
     chunk: list[Any], teacher: Any, quantizer: Any, layer: int, index_path: Path, field_name: str,
-    max_duration: float, report: ExtractionReport,
+    max_duration: float, report: ExtractionReport, refine_iters: int,
 ) -> list[Any]:
     """Indexes of one chunk's cuts into ``index_path``; the cuts with their new field."""
     from speechkd.data.uint8_storage import Uint8ChunkyWriter
@@ -315,7 +317,8 @@ def _encode_chunk(
     with Uint8ChunkyWriter(index_path, mode="wb") as writer:
         for cut, arr in teacher_layer_frames(chunk, teacher, [layer], max_duration, report):
             with torch.no_grad():
-                idx = quantizer.encode(torch.from_numpy(arr[:, 0]).to(quantizer.to_logits.weight.device))
+                x = torch.from_numpy(arr[:, 0]).to(quantizer.to_logits.weight.device)
+                idx = quantizer.encode(x, refine_indexes_iters=refine_iters)
             idx = idx.to(torch.uint8).cpu().numpy()  # (T, num_codebooks)
             manifest = writer.store_array(cut.id, idx, frame_shift=teacher.frame_shift, temporal_dim=0, start=cut.start)
             kept.append(cut.with_custom(field_name, manifest))
@@ -336,11 +339,13 @@ def extract_codebooks(
     max_duration: float = 60.0,
     field_name: str = DEFAULT_FIELD,
     stop_after_chunks: Optional[int] = None,
+    refine_iters: int = DEFAULT_REFINE_ITERS,
 ) -> CodebookExtraction:
     """Store the quantizer's indexes of ``teacher``'s layer for this shard's chunks of ``cuts`` (module docstring).
 
     ``layer`` (default: the quantizer's) must be the quantizer's layer and ``teacher`` its teacher.
     ``stop_after_chunks`` ends the call after writing that many chunks (tests of resumption).
+    ``refine_iters``: the quantizer's index-refinement iterations per frame (most of the encoding time).
     """
     import time
 
@@ -355,7 +360,7 @@ def extract_codebooks(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     with _metadata_lock(output_dir):
-        _merge_metadata(output_dir, codebooks_metadata(qinfo, file_sha256(quantizer_path), field_name))
+        _merge_metadata(output_dir, codebooks_metadata(qinfo, file_sha256(quantizer_path), field_name, refine_iters))
     cdir = chunk_dir(output_dir, part)
     cdir.mkdir(parents=True, exist_ok=True)
     all_cuts = list(cuts)
@@ -370,7 +375,7 @@ def extract_codebooks(
             break
         report = ExtractionReport(part=part, cuts_path=done)
         kept = _encode_chunk(chunks[j], teacher, quantizer, layer, cdir / f"{j:06d}{INDEX_SUFFIX}", field_name,
-                             max_duration, report)
+                             max_duration, report, refine_iters)
         _atomic_write_text(cdir / f"{j:06d}.yaml", yaml.safe_dump(
             {"num_cuts": len(kept), "num_frames": report.num_frames,
              "audio_seconds": float(sum(c.duration for c in kept)),

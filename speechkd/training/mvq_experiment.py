@@ -54,12 +54,15 @@ class MvqConfig:
     frame_tolerance: int = 2  # teacher frames an utterance's index count may differ from duration / frame shift
     max_duration: float = 60.0  # seconds of audio per teacher batch (quantizer sample and extraction)
     chunk_cuts: int = 200  # cuts per extraction chunk: the unit of sharding and resumption
+    refine_iters: int = 5  # index-refinement iterations of the quantizer's encoder (library default; most of its time)
     check_teacher: bool = True  # training loads the teacher once to compare its fingerprint with the indexes'
     quantizer: QuantizerTrainingConfig = field(default_factory=QuantizerTrainingConfig)
 
     def validate(self) -> None:
         if self.num_codebooks not in (1, 2, 4, 8, 16, 32):
             raise SpeechkdError(f"mvq.num_codebooks must be one of 1, 2, 4, 8, 16, 32, got {self.num_codebooks}")
+        if self.refine_iters < 0:
+            raise SpeechkdError(f"mvq.refine_iters must be >= 0, got {self.refine_iters}")
         if self.student_layer < 1 or self.teacher_layer < 0 or self.frame_tolerance < 0 or self.chunk_cuts < 1:
             raise SpeechkdError(
                 f"mvq: student_layer >= 1, teacher_layer >= 0, frame_tolerance >= 0 and chunk_cuts >= 1 required "
@@ -139,7 +142,7 @@ def extract_codebooks_stage(
         extract_codebooks(
             load_cuts(cuts_dir, [part]), teacher, quantizer_path, output_dir, part, layer=mvq.teacher_layer,
             num_shards=num_shards, shard_id=shard_id, chunk_cuts=mvq.chunk_cuts, max_duration=mvq.max_duration,
-            field_name=mvq.target_field,
+            field_name=mvq.target_field, refine_iters=mvq.refine_iters,
         )
         for part in parts
     ]
@@ -183,7 +186,8 @@ def setup_codebook_training(
         )
     meta = read_codebooks_metadata(codebook_dir)
     expected: dict[str, Any] = {"layer": mvq.teacher_layer, "num_codebooks": mvq.num_codebooks,
-                                "codebook_size": CODEBOOK_SIZE, "field": mvq.target_field}
+                                "codebook_size": CODEBOOK_SIZE, "field": mvq.target_field,
+                                "refine_iters": mvq.refine_iters}
     qpath = Path(codebook_dir) / QUANTIZER_NAME
     if qpath.is_file():
         qinfo = read_quantizer_info(qpath)
