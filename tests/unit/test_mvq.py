@@ -302,3 +302,20 @@ def test_uint8_storage_has_no_per_cut_overhead_and_reads_slices(tmp_path):
         for i, t in enumerate(lens):
             w.write(f"c{i}", rng.standard_normal((t, 1024)).astype(np.float32))
     assert (tmp_path / "f32.h5").stat().st_size / Path(path).stat().st_size >= 256
+
+
+def test_speed_perturbed_cuts_get_indexes_of_the_perturbed_audio(setup, tmp_path):
+    from lhotse import CutSet
+
+    from speechkd.targets.codebooks import attach_codebooks, extract_codebooks, read_codebooks_metadata
+
+    base = setup["cuts"].subset(first=2)
+    fast = CutSet.from_cuts([c.perturb_speed(1.1) for c in base])
+    both = base + fast
+    r = extract_codebooks(both, setup["teacher"], setup["quantizer"], tmp_path / "cb", "train", chunk_cuts=4)
+    assert r.finalized and r.num_cuts == 4
+    assert read_codebooks_metadata(tmp_path / "cb")["parts"]["train"]["num_speed_perturbed"] == 2
+    idx = _indexes(tmp_path / "cb", "train")
+    for c in fast:  # frame counts follow the perturbed duration (within the join's tolerance)
+        assert abs(idx[c.id].shape[0] - c.duration / 0.02) <= 2 and idx[c.id].shape[0] < idx[c.id.split("_sp")[0]].shape[0]
+    assert len(attach_codebooks(both, tmp_path / "cb", ["train"], "codebook_indexes", 2)) == 4
