@@ -214,6 +214,22 @@ def test_mismatched_metadata_fails_at_start_naming_both_values(student_setup, tm
     with pytest.raises(SpeechkdError, match=f"layer: stored {LAYER}, configured 2"):
         _train(student_setup, tmp_path / "b", ["mvq.teacher_layer=2"])
     assert not (tmp_path / "a").exists() or not list((tmp_path / "a").glob("*.pt"))
+    other = save_tiny_hubert(tmp_path / "other_teacher", 7)
+    with pytest.raises(SpeechkdError, match="teacher_fingerprint: stored 'ssl-[0-9a-f]+', configured 'ssl-[0-9a-f]+'"):
+        _train(student_setup, tmp_path / "c", [f"mvq.teacher.path={other}"])
+
+
+def test_indexes_of_another_quantizer_fail_at_start(setup, student_setup, tmp_path):
+    import shutil
+
+    from speechkd.targets.codebooks import read_codebooks_metadata, train_quantizer
+
+    cb = tmp_path / "cb"
+    shutil.copytree(student_setup["cb_dir"], cb)
+    rep = train_quantizer(setup["cuts"], setup["teacher"], LAYER, cb / "quantizer.pt", **dict(QUANT_OPTS, seed=1))
+    stored = read_codebooks_metadata(cb)["quantizer_id"]
+    with pytest.raises(SpeechkdError, match=f"quantizer_id: stored '{stored}', configured '{rep.quantizer_id}'"):
+        _train(student_setup, tmp_path / "exp", codebook_dir=cb)
 
 
 def test_missing_indexes_and_frame_mismatch_fail_at_start(student_setup, tmp_path):
