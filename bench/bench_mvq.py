@@ -49,7 +49,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=100, help="quantizer steps per phase")
     p.add_argument("--batch-frames", type=int, default=600)
     p.add_argument("--max-duration", type=float, default=32.0, help="seconds of audio per teacher batch")
-    p.add_argument("--refine-iters", type=int, default=5, help="quantizer index-refinement iterations (mvq.refine_iters)")
+    p.add_argument("--refine-iters", type=int, default=5, help="quantizer refinement iterations (mvq.refine_iters)")
     p.add_argument("--teacher", default=None, help="a real teacher checkpoint dir instead of the random one")
     p.add_argument("--layer", type=int, default=None, help="teacher layer to quantize (default: the last)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave the default)")

@@ -42,7 +42,9 @@ class Uint8ChunkyWriter(FeaturesWriter):
 
     def write(self, key: str, value: np.ndarray) -> str:
         if value.dtype != np.uint8 or value.ndim != 2:
-            raise SpeechkdError(f"{self.storage_path}: array {key!r} must be (T, C) uint8, got {value.dtype} {value.shape}")
+            raise SpeechkdError(
+                f"{self.storage_path}: array {key!r} must be (T, C) uint8, got {value.dtype} {value.shape}"
+            )
         data = np.ascontiguousarray(value).tobytes()
         self.file.write(data)
         storage_key = f"{self.offset},{value.shape[0]},{value.shape[1]}"

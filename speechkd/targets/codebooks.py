@@ -101,7 +101,9 @@ def cut_ids_sha256(ids: Iterable[str]) -> str:
     return h.hexdigest()
 
 
-def _layer_frames(cuts: Any, teacher: Any, layer: int, max_duration: float) -> tuple[list[np.ndarray], ExtractionReport]:
+def _layer_frames(
+    cuts: Any, teacher: Any, layer: int, max_duration: float
+) -> tuple[list[np.ndarray], ExtractionReport]:
     """Per usable cut, the teacher's ``(T, D)`` float32 frames of ``layer``."""
     report = ExtractionReport(part="quantizer-sample", cuts_path=Path("-"))
     arrays = [arr[:, 0] for _, arr in teacher_layer_frames(cuts, teacher, [layer], max_duration, report)]
@@ -189,7 +191,8 @@ def train_quantizer(
     save_checkpoint_atomic(payload, out_path)
     seconds = time.time() - start
     log.info("quantizer %s (%d codebooks, dim %d, layer %d): relative reconstruction error %.4f on %d held-out "
-             "frames; %.1f s", payload["quantizer_id"], num_codebooks, payload["dim"], layer, rel, held.shape[0], seconds)
+             "frames; %.1f s", payload["quantizer_id"], num_codebooks, payload["dim"], layer, rel, held.shape[0],
+             seconds)
     return QuantizerReport(out_path, payload["quantizer_id"], payload["dim"], num_codebooks, len(arrays),
                            payload["train_frames"], payload["heldout_frames"], rel, seconds)
 
@@ -300,7 +303,7 @@ def codebooks_metadata(qinfo: dict[str, Any], quantizer_sha: str, field_name: st
         "refine_iters": refine_iters,
         "dtype": "uint8",
         "layout": "(T, num_codebooks): time at the teacher's frame shift, one byte per codebook",
-        "storage": "speechkd_uint8_chunky (raw bytes, lhotse backend in speechkd.data.uint8_storage), one file per chunk",
+        "storage": "speechkd_uint8_chunky (raw bytes; lhotse backend of speechkd.data.uint8_storage), a file per chunk",
         "lhotse_version": lhotse.__version__,
         "parts": {},
     }
@@ -451,7 +454,9 @@ def _is_perturbed(cut: Any) -> bool:
 def read_codebooks_metadata(codebook_dir: PathLike) -> dict[str, Any]:
     path = Path(codebook_dir) / METADATA_FILE
     if not path.is_file():
-        raise SpeechkdError(f"{path} not found: is {codebook_dir} a directory made by `speechkd distill extract-codebooks`?")
+        raise SpeechkdError(
+            f"{path} not found: is {codebook_dir} a directory made by `speechkd distill extract-codebooks`?"
+        )
     meta = yaml.safe_load(path.read_text())
     if not isinstance(meta, dict) or meta.get("format_version") != METADATA_FORMAT or "quantizer_id" not in meta:
         raise SpeechkdError(f"{path}: not a speechkd codebook-index description (format_version {METADATA_FORMAT})")

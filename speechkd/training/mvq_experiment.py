@@ -205,7 +205,8 @@ def setup_codebook_training(
             f"student frame shift {shift} s is not a whole multiple of the teacher's {meta['frame_shift']} s "
             f"({codebook_dir}); MVQ-KD stacks whole teacher frames per student frame"
         )
-    train_cuts = attach_codebooks(train_cuts, codebook_dir, train_parts, mvq.target_field, mvq.frame_tolerance, "training")
+    train_cuts = attach_codebooks(train_cuts, codebook_dir, train_parts, mvq.target_field, mvq.frame_tolerance,
+                                  "training")
     if valid_cuts is not None:
         valid_cuts = attach_codebooks(valid_cuts, codebook_dir, valid_parts, mvq.target_field, mvq.frame_tolerance,
                                       "validation")

@@ -334,5 +334,6 @@ def test_speed_perturbed_cuts_get_indexes_of_the_perturbed_audio(setup, tmp_path
     assert read_codebooks_metadata(tmp_path / "cb")["parts"]["train"]["num_speed_perturbed"] == 2
     idx = _indexes(tmp_path / "cb", "train")
     for c in fast:  # frame counts follow the perturbed duration (within the join's tolerance)
-        assert abs(idx[c.id].shape[0] - c.duration / 0.02) <= 2 and idx[c.id].shape[0] < idx[c.id.split("_sp")[0]].shape[0]
+        n = idx[c.id].shape[0]
+        assert abs(n - c.duration / 0.02) <= 2 and n < idx[c.id.split("_sp")[0]].shape[0]
     assert len(attach_codebooks(both, tmp_path / "cb", ["train"], "codebook_indexes", 2)) == 4
