@@ -39,6 +39,7 @@ nproc=1                   # training processes (torchrun; GPUs or CPU processes)
 export_left_context=64    # streaming ONNX export: attention left context in encoder frames (fixed cache size)
 export_int8=true          # also export int8 (dynamically quantised) models and decode them
 sherpa_threads=1          # onnxruntime threads of the sherpa-onnx decodes
+codebook_dir=             # MVQ-KD codebook indexes for training (recipes/mvq_kd.sh; needs loss.codebook_loss_scale > 0)
 help_message="Usage: $0 [options]   (ASR stages 20-49: train, average, decode, score, export, sherpa-onnx decode)"
 
 # shellcheck source=lib/parse_options.sh
@@ -63,13 +64,19 @@ launcher=("$python")
 config_sum=
 [ -z "$config" ] || config_sum=$(cksum <"$config")  # an edited config retrains; a moved one does not
 key="config=$config_sum overrides=$overrides train=$train_parts bpe=$bpe_model"
+codebook_args=()
+if [ -n "$codebook_dir" ]; then
+  codebook_args=(--codebook-dir "$codebook_dir")
+  key="$key codebooks=$codebook_dir"
+fi
 
 if [ "$stage" -le 20 ] && [ "$stop_stage" -ge 20 ]; then
   log "Stage 20: train ($exp_dir)"
   require_file "$bpe_model" -- "run the data stages first"
   if ! stage_done 20 "$exp_dir" "$key"; then
     "${launcher[@]}" -m speechkd asr train "${config_args[@]}" "${set_args[@]}" --exp-dir "$exp_dir" \
-      --cuts-dir "$cuts_dir" --train-parts "${train_arr[@]}" --valid-parts "${valid_arr[@]}" --bpe-model "$bpe_model"
+      --cuts-dir "$cuts_dir" --train-parts "${train_arr[@]}" --valid-parts "${valid_arr[@]}" --bpe-model "$bpe_model" \
+      "${codebook_args[@]}"
     mark_done 20 "$exp_dir" "$key"
   fi
 fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up speechkd on a fresh Debian/Ubuntu machine (or any machine with python3 >= 3.10).
 #
-#   bash tools/setup.sh            # system packages (when root) + .venv with speechkd[dev,whisper,minilibri,export]
+#   bash tools/setup.sh            # system packages (when root) + .venv with speechkd[dev,whisper,minilibri,export,mvq]
 #
 # Environment knobs:
 #   SPEECHKD_VENV=path     virtual environment to create/use (default: .venv in the repo root)
@@ -49,6 +49,6 @@ if ! "$venv/bin/python" -c "import torch" >/dev/null 2>&1; then
   log "installing $torch_spec"
   "${pip[@]}" "$torch_spec"
 fi
-log "installing speechkd (editable) with extras dev,whisper,minilibri,export"
-"${pip[@]}" -e "${root}[dev,whisper,minilibri,export]"
+log "installing speechkd (editable) with extras dev,whisper,minilibri,export,mvq"
+"${pip[@]}" -e "${root}[dev,whisper,minilibri,export,mvq]"
 log "done: activate with 'source $venv/bin/activate'"

@@ -29,8 +29,10 @@ data_dir=data            # manifests, features, BPE model, stage markers
 exp_dir=exp              # models and results of the method stages
 speed_perturb=true       # add 0.9/1.1 speed-perturbed copies of the train parts
 vocab_size=500           # BPE vocabulary size
-methods=asr              # method recipes to run after the data stages, in order (asr distilhubert)
+methods=asr              # method recipes to run after the data stages, in order (asr distilhubert mvq_kd)
 distill_teacher=facebook/hubert-base-ls960  # distilhubert teacher: hub id or local checkpoint dir
+mvq_teacher=facebook/hubert-xlarge-ls960-ft  # mvq_kd teacher (HuBERT family): hub id or local checkpoint dir
+mvq_shards=8             # mvq_kd: parallel codebook-extraction shards (one GPU each when present)
 asr_models=transducer_small  # ASR baselines: conf/asr_<name>.yaml each (exp/asr_<name>); also ctc_small
 asr_overrides=           # space-separated config overrides for every ASR model, e.g. "trainer.amp=bf16"
 ctc_decode_methods=ctc-greedy  # decoding methods of ctc models
@@ -105,7 +107,16 @@ if [ "$stop_stage" -ge 10 ]; then
           --bpe-model "$lang_dir/bpe.model" --train-parts "$train_parts" --valid-parts dev-clean \
           --probe-train-parts train-clean-100 --test-parts "$eval_parts" --nproc "$nproc"
         ;;
-      *) die "unknown method '$method' in --methods (known: asr distilhubert)" ;;
+      mvq_kd)
+        # MVQ-KD: the small streaming transducer plus a codebook head on HuBERT codebook indexes (--mvq-teacher).
+        "$SPEECHKD_ROOT/recipes/mvq_kd.sh" --stage "$stage" --stop-stage "$stop_stage" \
+          --config conf/mvq_kd_hubert_xlarge.yaml --overrides "$asr_overrides" --teacher "$mvq_teacher" \
+          --exp-dir "$exp_dir/mvq_kd_hubert_xlarge" --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" \
+          --train-parts "$train_parts" --valid-parts dev-clean --quantizer-parts train-clean-100 \
+          --test-parts "$eval_parts" --methods "$transducer_decode_methods" --chunk-sizes "$chunk_sizes" \
+          --avg "$avg" --nproc "$nproc" --num-shards "$mvq_shards"
+        ;;
+      *) die "unknown method '$method' in --methods (known: asr distilhubert mvq_kd)" ;;
     esac
   done
 fi

@@ -45,6 +45,8 @@ pl_shards=4              # whisper_pl: labelling shards (the unit of resumption)
 pl_beam_size=5           # whisper_pl: teacher beam size (1 = greedy)
 distill_overrides=       # distilhubert: space-separated student/trainer overrides
 probe_overrides=         # distilhubert: space-separated evaluate-upstream overrides
+mvq_overrides=           # mvq_kd: space-separated config overrides (quantizer, training), e.g. "trainer.num_epochs=2"
+mvq_shards=2             # mvq_kd: parallel codebook-extraction shards
 help_message="Usage: $0 [options]   (MiniLibri data stages 0-4, then the method stages 10-49)"
 
 # shellcheck source=../../recipes/lib/parse_options.sh
@@ -152,7 +154,21 @@ if [ "$stop_stage" -ge 10 ]; then
           --exp-dir "$exp_dir/distilhubert_whisper_tiny" --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" \
           --train-parts "$train_part" --valid-parts dev --test-parts "dev test-clean test-other"
         ;;
-      *) die "unknown method '$method' in --methods (known: asr whisper_pl distilhubert)" ;;
+      mvq_kd)
+        # MVQ-KD: the transducer baseline plus a codebook head on Whisper tiny.en encoder codebook indexes.
+        "$SPEECHKD_ROOT/recipes/mvq_kd.sh" --stage "$stage" --stop-stage "$stop_stage" \
+          --config conf/mvq_kd_whisper_tiny.yaml --overrides "$asr_overrides $mvq_overrides" \
+          --teacher-ct2-dir packaged --teacher-dir "$exp_dir/whisper-tiny.en" \
+          --exp-dir "$exp_dir/mvq_kd_whisper_tiny" --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" \
+          --train-parts "$train_part" --valid-parts dev --test-parts "dev test-clean test-other" \
+          --methods "$transducer_decode_methods" --chunk-sizes "$chunk_sizes" --avg "$avg" --num-shards "$mvq_shards" \
+          --seeds "$seeds"
+        for s in "${seed_arr[@]}"; do
+          seed_summaries+=("$exp_dir/mvq_kd_whisper_tiny/student_seed$s/decode/wer-summary.tsv")
+          seed_titles+=("mvq-kd-transducer")
+        done
+        ;;
+      *) die "unknown method '$method' in --methods (known: asr whisper_pl distilhubert mvq_kd)" ;;
     esac
   done
 fi

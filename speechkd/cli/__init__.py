@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "speechkd.cli.score",
     "speechkd.cli.teachers",
     "speechkd.cli.distill",
+    "speechkd.cli.mvq",
     "speechkd.cli.pseudo",
     "speechkd.cli.pseudo_label",
     "speechkd.cli.export",
@@ -34,7 +35,7 @@ GROUP_HELP = {
     "asr": "ASR student backbone: train, average, decode (CTC / transducer)",
     "score": "WER/CER scoring of decoding results",
     "teachers": "teacher models: conversion and inspection",
-    "distill": "layer-wise distillation of SSL encoders (DistilHuBERT)",
+    "distill": "layer-wise distillation of SSL encoders (DistilHuBERT); MVQ-KD quantizer and codebook indexes",
     "pseudo": "Whisper pseudo-labelling and label filtering",
     "export": "deployable students: ONNX export in sherpa-onnx's contracts, sherpa-onnx decoding",
 }

@@ -25,6 +25,7 @@ def _train(args: argparse.Namespace) -> int:
         args.valid_parts,
         args.bpe_model,
         resume=not args.no_resume,
+        codebook_dir=args.codebook_dir,
     )
     return 0
 
@@ -69,6 +70,8 @@ def register(reg) -> None:  # noqa: ANN001 - CommandRegistry (avoid import cycle
     p.add_argument("--valid-parts", nargs="*", default=[], help="validation parts, e.g. dev-clean")
     p.add_argument("--bpe-model", required=True, help="sentencepiece model (data/lang_bpe_N/bpe.model)")
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints in --exp-dir")
+    p.add_argument("--codebook-dir", default=None,
+                   help="MVQ-KD codebook indexes (speechkd distill extract-codebooks); needs loss.codebook_loss_scale > 0")
 
     p = reg.command("asr", "average", help="average the last N checkpoints into EXP_DIR/averaged.pt", func=_average)
     p.add_argument("--exp-dir", required=True)

@@ -52,6 +52,8 @@ def load_custom_array(cut: Any, name: str) -> np.ndarray:
             f"cut '{cut.id}' has no custom field '{name}' (required target field); "
             "were the targets computed for this cut set?"
         )
+    import speechkd.data.uint8_storage  # noqa: F401 - registers the codebook-index storage backend with lhotse
+
     manifest = getattr(cut, name)
     arr = np.asarray(cut.load_custom(name))
     temporal_dim = getattr(manifest, "temporal_dim", None)

@@ -49,7 +49,7 @@ def load_model_for_decoding(
     With a ``tokenizer``, a checkpoint trained with another BPE model is refused (a checkpoint without
     the checksum, from an older speechkd, only gets a warning).
     """
-    from speechkd.models.asr import AsrModel
+    from speechkd.models.asr import AsrModel, decoding_state_dict
     from speechkd.training.asr_experiment import AVERAGED_NAME, read_experiment
     from speechkd.training.checkpoint import check_fingerprints, epoch_checkpoints, load_checkpoint
 
@@ -71,7 +71,7 @@ def load_model_for_decoding(
         check_fingerprints(state, {"bpe_model": tokenizer.fingerprint()}, checkpoint, "decode")
     model = AsrModel(cfg.model)
     try:
-        model.load_state_dict(state["model"] if "model" in state else state)
+        model.load_state_dict(decoding_state_dict(state["model"] if "model" in state else state))
     except RuntimeError as e:
         raise SpeechkdError(f"checkpoint {checkpoint} does not fit the model in {exp_dir}/config.yaml: {e}") from e
     norm = model.encoder.input_norm

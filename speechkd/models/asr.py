@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional, TypeVar
+from typing import Callable, Iterable, Mapping, Optional, TypeVar
 
 import torch
 from torch import nn
@@ -27,6 +27,13 @@ from speechkd.models.transducer import Joiner, StatelessDecoder
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 T = TypeVar("T")
+#: state-dict prefix of training-only heads (e.g. MVQ-KD's codebook head), absent from decoding models
+TRAINING_HEADS_PREFIX = "training_heads."
+
+
+def decoding_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` without the training-only heads: what averaging and decoding keep."""
+    return {k: v for k, v in state.items() if not k.startswith(TRAINING_HEADS_PREFIX)}
 
 
 @dataclass
@@ -59,7 +66,9 @@ class AsrModelConfig:
 
 class AsrModel(nn.Module):
     """Encoder + heads. Attributes ``ctc_output``, ``decoder``, ``joiner``, ``simple_am_proj``,
-    ``simple_lm_proj`` are ``None`` when the corresponding head is disabled."""
+    ``simple_lm_proj`` are ``None`` when the corresponding head is disabled. ``training_heads`` holds
+    heads that only training uses (added by the experiment, e.g. MVQ-KD's ``codebook``); they are not
+    part of the config and are dropped by :func:`decoding_state_dict`."""
 
     def __init__(self, cfg: AsrModelConfig) -> None:
         super().__init__()
@@ -83,6 +92,7 @@ class AsrModel(nn.Module):
             self.joiner = Joiner(d, cfg.decoder_dim, cfg.joiner_dim, cfg.vocab_size)
             self.simple_am_proj = nn.Linear(d, cfg.vocab_size)
             self.simple_lm_proj = nn.Linear(cfg.decoder_dim, cfg.vocab_size)
+        self.training_heads = nn.ModuleDict()
 
     @property
     def blank_id(self) -> int:

@@ -178,6 +178,26 @@ def _min_samples(teacher: Any) -> int:
     return n
 
 
+def teacher_layer_frames(
+    cuts: Any, teacher: Any, layers: Sequence[int], max_duration: float, report: ExtractionReport
+) -> Iterator[tuple[Any, np.ndarray]]:
+    """``(cut, (T, H, D) float32 array)`` for every usable cut of ``cuts``, in manifest order.
+
+    The teacher runs on batches of up to ``max_duration`` seconds; unreadable or too-short cuts are
+    recorded in ``report.skipped`` (by reason) and not yielded. Shared by every producer of stored
+    teacher targets (hidden states here, codebook indexes in :mod:`speechkd.targets.codebooks`).
+    """
+    min_samples = _min_samples(teacher)
+    for batch in _batches(cuts, max_duration):
+        loaded = _load_batch(batch, teacher.sample_rate, min_samples, report)
+        if not loaded:
+            continue
+        wavs, lens = _pad([w for _, w in loaded])
+        targets, frame_lens = teacher_targets(teacher, wavs, lens, layers)  # (N, H, T, D)
+        for i, (cut, _) in enumerate(loaded):
+            yield cut, targets[i, :, : int(frame_lens[i])].transpose(0, 1).cpu().numpy()  # (T, H, D)
+
+
 def extract_hidden_states(
     cuts: Any,
     teacher: Any,
@@ -209,22 +229,13 @@ def extract_hidden_states(
     output_dir.mkdir(parents=True, exist_ok=True)
     meta = _merge_metadata(output_dir, targets_metadata(teacher, layers, field_name, dtype))
     report = ExtractionReport(part=part, cuts_path=cuts_path(output_dir, part))
-    min_samples = _min_samples(teacher)
     kept = []
     with NumpyHdf5Writer(storage_path(os.path.abspath(output_dir), part, field_name)) as writer:  # absolute
-        for batch in _batches(cuts, max_duration):
-            loaded = _load_batch(batch, teacher.sample_rate, min_samples, report)
-            if not loaded:
-                continue
-            wavs, lens = _pad([w for _, w in loaded])
-            targets, frame_lens = teacher_targets(teacher, wavs, lens, layers)  # (N, H, T, D)
-            for i, (cut, _) in enumerate(loaded):
-                arr = targets[i, :, : int(frame_lens[i])].transpose(0, 1).cpu().numpy().astype(dtype)  # (T, H, D)
-                manifest = writer.store_array(
-                    cut.id, arr, frame_shift=teacher.frame_shift, temporal_dim=0, start=cut.start
-                )
-                kept.append(cut.with_custom(field_name, manifest))
-                report.num_frames += arr.shape[0]
+        for cut, arr in teacher_layer_frames(cuts, teacher, layers, max_duration, report):
+            arr = arr.astype(dtype)  # (T, H, D)
+            manifest = writer.store_array(cut.id, arr, frame_shift=teacher.frame_shift, temporal_dim=0, start=cut.start)
+            kept.append(cut.with_custom(field_name, manifest))
+            report.num_frames += arr.shape[0]
     report.num_cuts = len(kept)
     CutSet.from_cuts(kept).to_file(report.cuts_path)
     for reason, ids in report.skipped.items():

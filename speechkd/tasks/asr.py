@@ -13,6 +13,9 @@ Pruned transducer (k2's recipe, as in icefall):
    goes from 1.0 down to ``simple_loss_scale`` and the pruned scale from ``pruned_warmup_start``
    up to 1.0 (the pruned loss is meaningless until the simple loss has found an alignment).
 
+MVQ-KD adds ``codebook_loss_scale * codebook`` (per-codebook cross entropy of the teacher's codebook indexes
+predicted from a middle encoder layer by ``model.training_heads["codebook"]``; :class:`CodebookTerm`).
+
 Utterances that CTC cannot align (fewer output frames than tokens plus repeats) are removed from
 the CTC term; a batch with nothing left to train on
 is skipped with a reason (the trainer logs and counts it). Left-out utterances are logged with
@@ -49,6 +52,8 @@ class AsrLossConfig:
     warmup_steps: int = 2000  # steps over which the pruned loss is phased in
     pruned_warmup_start: float = 0.1  # pruned-loss scale at step 0
     rnnt_backend: str = "auto"  # auto (k2 when importable) | k2 | portable
+    # MVQ-KD: weight of the codebook-prediction loss (needs codebook indexes: `speechkd asr train --codebook-dir`)
+    codebook_loss_scale: float = 0.0
 
     def validate(self) -> None:
         if self.ctc_weight < 0 or self.transducer_weight < 0 or self.ctc_weight + self.transducer_weight <= 0:
@@ -56,6 +61,8 @@ class AsrLossConfig:
                 f"loss: ctc_weight={self.ctc_weight} and transducer_weight={self.transducer_weight} "
                 "must be >= 0 and not both 0"
             )
+        if self.codebook_loss_scale < 0:
+            raise SpeechkdError(f"loss.codebook_loss_scale must be >= 0, got {self.codebook_loss_scale}")
         if self.prune_range < 1:
             raise SpeechkdError(f"loss.prune_range must be >= 1, got {self.prune_range}")
         if self.rnnt_backend not in BACKENDS:
@@ -173,16 +180,46 @@ def ctc_term(
     return loss, bad, log_probs
 
 
+@dataclass
+class CodebookTerm:
+    """Where MVQ-KD's codebook loss reads from: ``model.training_heads["codebook"]`` on the output of
+    encoder block ``layer`` (1-based), targets ``batch["targets"][field] (N, T_t, C)`` at
+    ``teacher_frames_per_frame`` teacher frames per encoder frame."""
+
+    layer: int
+    field: str
+    teacher_frames_per_frame: int
+
+
+def codebook_term(model: Any, enc: Any, batch: dict[str, Any], term: CodebookTerm) -> torch.Tensor:
+    """Summed per-codebook cross entropy of the codebook head (see :mod:`speechkd.losses.codebook`)."""
+    from speechkd.losses.codebook import codebook_loss, stack_teacher_frames
+
+    mid = enc.layer_outputs[term.layer - 1]  # (N, T, D)
+    logits = model.training_heads["codebook"](mid)  # (N, T, K, V)
+    targets = stack_teacher_frames(batch["targets"][term.field], term.teacher_frames_per_frame, mid.size(1))
+    return codebook_loss(logits, targets, enc.out_lens)
+
+
 class AsrTask:
-    """CTC and/or pruned-transducer training of :class:`speechkd.models.asr.AsrModel`.
+    """CTC and/or pruned-transducer training of :class:`speechkd.models.asr.AsrModel`, optionally with
+    MVQ-KD's codebook loss (``codebook``: where it reads from; weight ``loss.codebook_loss_scale``).
 
     ``step_fn`` returns the current training step (for the pruned-loss warm-up); the CLI binds it to
     the trainer's counter so warm-up survives a resume.
     """
 
-    def __init__(self, cfg: AsrLossConfig, step_fn: Optional[Callable[[], int]] = None) -> None:
+    def __init__(
+        self, cfg: AsrLossConfig, step_fn: Optional[Callable[[], int]] = None, codebook: Optional[CodebookTerm] = None
+    ) -> None:
         cfg.validate()
+        if (cfg.codebook_loss_scale > 0) != (codebook is not None):
+            raise SpeechkdError(
+                f"loss.codebook_loss_scale={cfg.codebook_loss_scale} needs codebook targets and a codebook head "
+                "(and a codebook head needs a scale > 0)"
+            )
         self.cfg = cfg
+        self.codebook = codebook
         self.step_fn = step_fn or (lambda: 0)
         self.num_ctc_infeasible = 0  # utterances left out of the CTC loss so far (logged as they occur)
 
@@ -224,5 +261,9 @@ class AsrTask:
             info["pruned"] = float(pruned.detach())
             tr = cfg.transducer_weight * (s_scale * simple + p_scale * pruned)
             total = tr if total is None else total + tr
+        if self.codebook is not None:
+            cb = codebook_term(model, enc, batch, self.codebook)
+            info["codebook"] = float(cb.detach()) * cfg.codebook_loss_scale
+            total = total + cfg.codebook_loss_scale * cb if total is not None else cfg.codebook_loss_scale * cb
         assert total is not None
         return LossOutput(loss=total, num_frames=num_frames, info=info, counts=counts)

