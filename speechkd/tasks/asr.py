@@ -54,12 +54,20 @@ class AsrLossConfig:
     rnnt_backend: str = "auto"  # auto (k2 when importable) | k2 | portable
     # MVQ-KD: weight of the codebook-prediction loss (needs codebook indexes: `speechkd asr train --codebook-dir`)
     codebook_loss_scale: float = 0.0
+    # Training steps at the start during which the transducer term is left out, so that only CTC (and the
+    # codebook loss) trains the encoder: a CTC-first phase against the blank plateau (training/plateau.py).
+    ctc_only_steps: int = 0
 
     def validate(self) -> None:
         if self.ctc_weight < 0 or self.transducer_weight < 0 or self.ctc_weight + self.transducer_weight <= 0:
             raise SpeechkdError(
                 f"loss: ctc_weight={self.ctc_weight} and transducer_weight={self.transducer_weight} "
                 "must be >= 0 and not both 0"
+            )
+        if self.ctc_only_steps < 0 or (self.ctc_only_steps > 0 and self.ctc_weight <= 0):
+            raise SpeechkdError(
+                f"loss.ctc_only_steps={self.ctc_only_steps} must be >= 0, and > 0 only with loss.ctc_weight > 0 "
+                f"(got ctc_weight={self.ctc_weight})"
             )
         if self.codebook_loss_scale < 0:
             raise SpeechkdError(f"loss.codebook_loss_scale must be >= 0, got {self.codebook_loss_scale}")
@@ -83,7 +91,9 @@ class AsrLossConfig:
                 )
 
     def scales(self, step: int) -> tuple[float, float]:
-        """(simple_scale, pruned_scale) at training ``step`` (warm-up schedule above)."""
+        """(simple_scale, pruned_scale) at training ``step`` (warm-up schedule above; it starts after the
+        ``ctc_only_steps``)."""
+        step = step - self.ctc_only_steps
         if self.warmup_steps <= 0 or step >= self.warmup_steps:
             return self.simple_loss_scale, 1.0
         frac = step / self.warmup_steps
@@ -254,7 +264,8 @@ class AsrTask:
                 return LossOutput.skip(f"all {len(bad)} utterances are too short for CTC")
             info["ctc"] = float(ctc.detach()) * cfg.ctc_weight
             total = cfg.ctc_weight * ctc
-        if cfg.transducer_weight > 0:
+        ctc_only = training and self.step_fn() < cfg.ctc_only_steps
+        if cfg.transducer_weight > 0 and not ctc_only:
             simple, pruned = transducer_losses(model, enc.out, enc.out_lens, tokens, cfg)
             s_scale, p_scale = self.cfg.scales(self.step_fn()) if training else (cfg.simple_loss_scale, 1.0)
             info["simple"] = float(simple.detach())

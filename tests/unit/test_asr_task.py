@@ -167,3 +167,25 @@ def test_initial_weights_are_fixed_by_the_trainer_seed():
 
     assert torch.equal(weights(0), weights(0))
     assert not torch.equal(weights(0), weights(1))
+
+
+def test_ctc_only_phase_leaves_the_transducer_out_then_warms_it_up():
+    model = tiny_model(use_ctc=True, use_transducer=True)
+    b = batch([40, 31], [[3, 4, 5], [6, 1]])
+    step = {"n": 0}
+    cfg = AsrLossConfig(ctc_weight=0.3, ctc_only_steps=10, warmup_steps=4)
+    task = AsrTask(cfg, step_fn=lambda: step["n"])
+    out = task.compute_loss(model, b, training=True)
+    assert set(out.info) == {"ctc"}  # step 0 < 10: CTC only
+    torch.testing.assert_close(out.loss, torch.tensor(out.info["ctc"]), rtol=1e-5, atol=1e-5)
+    model.zero_grad()
+    out.loss.backward()
+    assert all(p.grad is None for p in model.decoder.parameters())  # the transducer did not train
+    step["n"] = 10
+    out = task.compute_loss(model, b, training=True)
+    assert {"ctc", "simple", "pruned"} <= set(out.info)
+    assert cfg.scales(10) == (1.0, cfg.pruned_warmup_start) and cfg.scales(14) == (cfg.simple_loss_scale, 1.0)
+    # validation always reports every term
+    assert "pruned" in AsrTask(cfg, step_fn=lambda: 0).compute_loss(model, b, training=False).info
+    with pytest.raises(SpeechkdError, match="ctc_only_steps"):
+        AsrLossConfig(ctc_weight=0.0, ctc_only_steps=5).validate()
