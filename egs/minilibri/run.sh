@@ -43,6 +43,7 @@ chunk_sizes="8 16"       # streaming decoding chunk sizes (encoder frames of 40 
 avg=3                    # epoch checkpoints averaged for decoding
 pl_shards=4              # whisper_pl: labelling shards (the unit of resumption)
 pl_beam_size=5           # whisper_pl: teacher beam size (1 = greedy)
+pl_threads=2             # whisper_pl: CPU threads of the teacher (1 on a busy machine: spinning threads oversubscribe)
 distill_overrides=       # distilhubert: space-separated student/trainer overrides
 probe_overrides=         # distilhubert: space-separated evaluate-upstream overrides
 mvq_overrides=           # mvq_kd: space-separated config overrides (quantizer, training), e.g. "trainer.num_epochs=2"
@@ -138,6 +139,7 @@ if [ "$stop_stage" -ge 10 ]; then
         "$SPEECHKD_ROOT/recipes/whisper_pl.sh" --stage "$stage" --stop-stage "$stop_stage" \
           --exp-dir "$exp_dir/whisper_pl" --cuts-dir "$fbank_dir" --train-part "$train_part" \
           --test-parts "dev test-clean test-other" --vocab-size "$vocab_size" --num-shards "$pl_shards" --beam-size "$pl_beam_size" \
+          --num-threads "$pl_threads" \
           --config conf/asr_transducer.yaml --overrides "$asr_overrides" --methods "$transducer_decode_methods" \
           --chunk-sizes "$chunk_sizes" --avg "$avg" --seeds "$seeds"
         for s in "${seed_arr[@]}"; do
