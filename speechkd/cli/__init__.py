@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "speechkd.cli.distill",
     "speechkd.cli.pseudo",
     "speechkd.cli.pseudo_label",
+    "speechkd.cli.lm2ctc",
 )
 
 GROUP_HELP = {
@@ -35,6 +36,7 @@ GROUP_HELP = {
     "teachers": "teacher models: conversion and inspection",
     "distill": "layer-wise distillation of SSL encoders (DistilHuBERT)",
     "pseudo": "Whisper pseudo-labelling and label filtering",
+    "lm2ctc": "LM-to-CTC distillation: stand-in masked LM, top-k soft labels",
 }
 
 

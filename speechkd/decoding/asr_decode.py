@@ -45,11 +45,12 @@ def load_model_for_decoding(
 ) -> tuple[Any, Any, dict[str, Any]]:
     """(model in eval mode, experiment config, paths) from ``exp_dir`` and a checkpoint file.
 
-    ``checkpoint`` defaults to ``averaged.pt`` when present, else the newest epoch checkpoint.
+    The model has no training-only heads (:func:`speechkd.models.asr.decoding_config`): LM-KD attention
+    decoders are neither built nor loaded. ``checkpoint`` defaults to ``averaged.pt`` when present, else the newest epoch checkpoint.
     With a ``tokenizer``, a checkpoint trained with another BPE model is refused (a checkpoint without
     the checksum, from an older speechkd, only gets a warning).
     """
-    from speechkd.models.asr import AsrModel
+    from speechkd.models.asr import AsrModel, decoding_config, decoding_state
     from speechkd.training.asr_experiment import AVERAGED_NAME, read_experiment
     from speechkd.training.checkpoint import check_fingerprints, epoch_checkpoints, load_checkpoint
 
@@ -69,9 +70,9 @@ def load_model_for_decoding(
     state = load_checkpoint(checkpoint)
     if tokenizer is not None:
         check_fingerprints(state, {"bpe_model": tokenizer.fingerprint()}, checkpoint, "decode")
-    model = AsrModel(cfg.model)
+    model = AsrModel(decoding_config(cfg.model))  # training-only heads (attention decoders) dropped
     try:
-        model.load_state_dict(state["model"] if "model" in state else state)
+        model.load_state_dict(decoding_state(state["model"] if "model" in state else state))
     except RuntimeError as e:
         raise SpeechkdError(f"checkpoint {checkpoint} does not fit the model in {exp_dir}/config.yaml: {e}") from e
     norm = model.encoder.input_norm

@@ -22,7 +22,7 @@ their cut ids and counted in ``AsrTask.num_ctc_infeasible``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import torch
@@ -30,6 +30,7 @@ import torch
 from speechkd.decoding.ctc import ctc_emitted_tokens
 from speechkd.errors import SpeechkdError
 from speechkd.tasks.base import LossOutput
+from speechkd.tasks.lm_kd import LmKdLossConfig, LmKdTerm
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,11 @@ class AsrLossConfig:
     warmup_steps: int = 2000  # steps over which the pruned loss is phased in
     pruned_warmup_start: float = 0.1  # pruned-loss scale at step 0
     rnnt_backend: str = "auto"  # auto (k2 when importable) | k2 | portable
+    # Auxiliary term: LM-to-CTC distillation through attention decoders (speechkd.tasks.lm_kd); off by default.
+    lm_kd: LmKdLossConfig = field(default_factory=LmKdLossConfig)
 
     def validate(self) -> None:
+        self.lm_kd.validate()
         if self.ctc_weight < 0 or self.transducer_weight < 0 or self.ctc_weight + self.transducer_weight <= 0:
             raise SpeechkdError(
                 f"loss: ctc_weight={self.ctc_weight} and transducer_weight={self.transducer_weight} "
@@ -185,6 +189,10 @@ class AsrTask:
         self.cfg = cfg
         self.step_fn = step_fn or (lambda: 0)
         self.num_ctc_infeasible = 0  # utterances left out of the CTC loss so far (logged as they occur)
+        # Auxiliary heads on encoder outputs: callables (model, enc, batch) -> (weighted loss, info).
+        self.aux_terms: list[Callable[..., tuple[torch.Tensor, dict[str, float]]]] = []
+        if cfg.lm_kd.enabled:
+            self.aux_terms.append(LmKdTerm(cfg.lm_kd))
 
     def compute_loss(self, model: torch.nn.Module, batch: dict[str, Any], training: bool) -> LossOutput:
         # Everything runs inside model.forward (AsrModel.forward(fn) calls fn(self)) so DDP sees
@@ -224,5 +232,9 @@ class AsrTask:
             info["pruned"] = float(pruned.detach())
             tr = cfg.transducer_weight * (s_scale * simple + p_scale * pruned)
             total = tr if total is None else total + tr
+        for term in self.aux_terms:
+            aux, aux_info = term(model, enc, batch)
+            info.update(aux_info)
+            total = aux if total is None else total + aux
         assert total is not None
         return LossOutput(loss=total, num_frames=num_frames, info=info, counts=counts)

@@ -1,0 +1,73 @@
+"""``speechkd lm2ctc train-lm|soft-labels``: LM-to-CTC distillation's LM stages (stdlib imports only)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+GROUP = "lm2ctc"
+
+
+def _texts(cuts_paths: list[str]) -> list[str]:
+    from speechkd.targets.pseudo_label import open_cuts
+    from speechkd.data.collate import cut_text
+
+    return [cut_text(c) for p in cuts_paths for c in open_cuts(p)]
+
+
+def _train_lm(args: argparse.Namespace) -> int:
+    from speechkd.config import load_config
+    from speechkd.training.mlm import MlmConfig, train_mlm
+    from speechkd.utils.runinfo import write_run_info
+
+    cfg = load_config(MlmConfig, args.config, args.set)
+    write_run_info(args.out_dir, {k: v for k, v in vars(args).items() if k not in ("func", "_command_parser")},
+                   name="train-lm")
+    meta = train_mlm(_texts(args.cuts), args.out_dir, cfg, eval_texts=_texts(args.eval_cuts) if args.eval_cuts else None,
+                     source={"train_cuts": [str(Path(p).resolve()) for p in args.cuts],
+                             "eval_cuts": [str(Path(p).resolve()) for p in args.eval_cuts]})
+    for name, s in meta["scores"].items():
+        print(f"{name}\tmasked-token accuracy {s['masked_accuracy']:.4f}\tperplexity {s['perplexity']:.2f}")
+    return 0
+
+
+def _soft_labels(args: argparse.Namespace) -> int:
+    from speechkd.targets.lm_soft_labels import make_soft_labels
+    from speechkd.teachers.masked_lm import MaskedLmTeacher
+
+    if args.num_threads:
+        import torch
+
+        torch.set_num_threads(args.num_threads)
+    teacher = MaskedLmTeacher.load(args.lm, device=args.device, batch_size=args.batch_size)
+    for part in args.parts:
+        src = Path(args.cuts_dir) / f"librispeech_cuts_{part}.jsonl.gz"
+        out = make_soft_labels(src, args.out_dir, part, teacher, k=args.k, temperature=args.temperature,
+                               max_tokens=args.max_tokens, num_shards=args.num_shards, shard_id=args.shard_id)
+        print(f"{part}\t{out or 'shards still to do'}")
+    return 0
+
+
+def register(reg) -> None:  # noqa: ANN001 - CommandRegistry (avoid import cycle)
+    p = reg.command(GROUP, "train-lm", func=_train_lm,
+                    help="train the stand-in masked LM (WordPiece + BertForMaskedLM from scratch) on training transcripts")
+    p.add_argument("--cuts", nargs="+", required=True, help="cut manifests whose transcripts are the LM text (train only)")
+    p.add_argument("--eval-cuts", nargs="*", default=[], help="cut manifests to report held-out accuracy on (e.g. dev)")
+    p.add_argument("--out-dir", required=True, help="output: save_pretrained model + tokenizer, metadata.yaml")
+    p.add_argument("--config", default=None, help="YAML of speechkd.training.mlm.MlmConfig")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+
+    p = reg.command(GROUP, "soft-labels", func=_soft_labels,
+                    help="top-k masked-LM soft labels of every transcript, stored on the cuts (sharded, resumable)")
+    p.add_argument("--lm", required=True, help="masked LM: directory or hub id (e.g. bert-base-uncased)")
+    p.add_argument("--cuts-dir", required=True, help="dir with librispeech_cuts_<part>.jsonl.gz")
+    p.add_argument("--parts", nargs="+", required=True)
+    p.add_argument("--out-dir", required=True, help="output dir: librispeech_cuts_<part>.jsonl.gz + metadata.yaml")
+    p.add_argument("--k", type=int, default=8, help="top-k kept per position")
+    p.add_argument("--temperature", type=float, default=3.0)
+    p.add_argument("--max-tokens", type=int, default=None, help="longer transcripts are skipped, counted (default: LM limit)")
+    p.add_argument("--batch-size", type=int, default=64, help="masked sequences per LM forward")
+    p.add_argument("--num-shards", type=int, default=None, help="default: WORLD_SIZE under torchrun, else 1")
+    p.add_argument("--shard-id", type=int, default=None)
+    p.add_argument("--device", default="cpu", help="cpu | cuda")
+    p.add_argument("--num-threads", type=int, default=0)
