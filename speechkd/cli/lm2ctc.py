@@ -48,6 +48,20 @@ def _soft_labels(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_ngram(args: argparse.Namespace) -> int:
+    from speechkd.decoding.ngram import TokenNgramLm
+    from speechkd.text.tokenizer import Tokenizer
+
+    tok = Tokenizer(args.bpe_model)
+    texts = [t for t in _texts(args.cuts) if t.strip()]
+    lm = TokenNgramLm.train(tok.encode(texts), args.order, tok.vocab_size, bpe_model_sha256=tok.sha256,
+                            train_cuts=[str(Path(p).resolve()) for p in args.cuts])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    lm.save(args.out)
+    print(f"{args.out}\t{args.order}-gram over {tok.vocab_size} BPE tokens, {lm.meta['num_sentences']} sentences")
+    return 0
+
+
 def register(reg) -> None:  # noqa: ANN001 - CommandRegistry (avoid import cycle)
     p = reg.command(GROUP, "train-lm", func=_train_lm,
                     help="train the stand-in masked LM (WordPiece + BertForMaskedLM from scratch) on training transcripts")
@@ -56,6 +70,13 @@ def register(reg) -> None:  # noqa: ANN001 - CommandRegistry (avoid import cycle
     p.add_argument("--out-dir", required=True, help="output: save_pretrained model + tokenizer, metadata.yaml")
     p.add_argument("--config", default=None, help="YAML of speechkd.training.mlm.MlmConfig")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+
+    p = reg.command(GROUP, "train-ngram", func=_train_ngram,
+                    help="token n-gram LM over the CTC's BPE (shallow-fusion baseline of asr decode --methods ctc-beam)")
+    p.add_argument("--cuts", nargs="+", required=True, help="cut manifests whose transcripts are the LM text (train only)")
+    p.add_argument("--bpe-model", required=True)
+    p.add_argument("--order", type=int, default=4)
+    p.add_argument("--out", required=True, help="output file (torch.save)")
 
     p = reg.command(GROUP, "soft-labels", func=_soft_labels,
                     help="top-k masked-LM soft labels of every transcript, stored on the cuts (sharded, resumable)")
