@@ -62,6 +62,32 @@ def _train_ngram(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rtf(args: argparse.Namespace) -> int:
+    import torch
+
+    from speechkd.decoding.rtf import format_rtf_table, measure_rtf
+    from speechkd.errors import SpeechkdError
+    from speechkd.training.asr_experiment import load_cuts
+
+    if len(args.names) != len(args.exp_dirs):
+        raise SpeechkdError(f"--names has {len(args.names)} entries for {len(args.exp_dirs)} --exp-dirs")
+    torch.set_num_threads(args.num_threads)
+    fusion = None
+    if args.ngram_lm:
+        from speechkd.decoding.asr_decode import FusionLm
+        from speechkd.decoding.ngram import TokenNgramLm
+
+        fusion = FusionLm(TokenNgramLm.load(args.ngram_lm), args.lm_weight)
+    rows = measure_rtf(list(zip(args.names, args.exp_dirs)), load_cuts(args.cuts_dir, [args.part]), args.methods,
+                       repeats=args.repeats, beam_size=args.beam_size, fusion=fusion)
+    table = format_rtf_table(rows, args.num_threads)
+    print(table)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(f"part {args.part}\n\n{table}", encoding="utf-8")
+    return 0
+
+
 def register(reg) -> None:  # noqa: ANN001 - CommandRegistry (avoid import cycle)
     p = reg.command(GROUP, "train-lm", func=_train_lm,
                     help="train the stand-in masked LM (WordPiece + BertForMaskedLM from scratch) on training transcripts")
@@ -77,6 +103,20 @@ def register(reg) -> None:  # noqa: ANN001 - CommandRegistry (avoid import cycle
     p.add_argument("--bpe-model", required=True)
     p.add_argument("--order", type=int, default=4)
     p.add_argument("--out", required=True, help="output file (torch.save)")
+
+    p = reg.command(GROUP, "rtf", func=_rtf,
+                    help="decoding real-time factor of several experiments measured in one run (decoding models)")
+    p.add_argument("--exp-dirs", nargs="+", required=True)
+    p.add_argument("--names", nargs="+", required=True, help="one name per --exp-dirs entry")
+    p.add_argument("--cuts-dir", required=True)
+    p.add_argument("--part", default="dev")
+    p.add_argument("--methods", nargs="+", default=["ctc-greedy"], choices=("ctc-greedy", "ctc-beam"))
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--beam-size", type=int, default=8)
+    p.add_argument("--ngram-lm", default=None, help="token n-gram fused into ctc-beam")
+    p.add_argument("--lm-weight", type=float, default=0.5)
+    p.add_argument("--num-threads", type=int, default=1)
+    p.add_argument("--output", default=None, help="write the table here too (markdown)")
 
     p = reg.command(GROUP, "soft-labels", func=_soft_labels,
                     help="top-k masked-LM soft labels of every transcript, stored on the cuts (sharded, resumable)")
