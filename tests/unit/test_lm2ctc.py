@@ -213,6 +213,13 @@ def test_lm_kd_training_then_decoding_model_has_no_decoders(corpus, tmp_path):
                  "--beam-size", "3", "--ngram-lm", str(ngram), "--lm-weight", "0.3", "--cuts-dir", str(root / "fbank")]) == 0
     summary = (exp / "decode" / "wer-summary.tsv").read_text()
     assert "ctc-greedy" in summary and "ctc-beam3-lm0.3" in summary
+    # the speed bench times decoding models: their parameter count excludes the decoders
+    table = tmp_path / "rtf.md"
+    assert main(["lm2ctc", "rtf", "--exp-dirs", str(exp), str(exp), "--names", "kd", "again", "--cuts-dir",
+                 str(root / "fbank"), "--part", "train", "--repeats", "1", "--output", str(table)]) == 0
+    trained = sum(v.numel() for v in ckpt["model"].values() if v.is_floating_point())
+    decoding = sum(v.numel() for v in avg.values() if v.is_floating_point())
+    assert decoding < trained and f"| kd | ctc-greedy | {model.num_params()} |" in table.read_text()
 
 
 @pytest.mark.parametrize("extra, message", [
