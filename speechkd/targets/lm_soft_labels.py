@@ -49,6 +49,7 @@ from speechkd.targets.pseudo_label import (
     shard_range,
     shards_to_run,
     write_jsonl_gz_atomic,
+    write_skipped_tsv,
     write_text_atomic,
 )
 
@@ -147,11 +148,7 @@ def _merge_part(out_dir: Path, part: str, num_shards: int) -> dict[str, Any]:
     lines = (line for k in range(num_shards) for line in _read_lines_gz(shard_path(part_dir, k, num_shards)))
     num_cuts = write_jsonl_gz_atomic(part_cuts_path(out_dir, part), lines)
     skipped = [dict(s, shard=str(m["stats"]["shard_id"])) for m in markers for s in m["stats"]["skipped"]]
-    rows = ["cut_id\tshard\treason\tdetail"] + [
-        "\t".join(str(s[c]).replace("\t", " ").replace("\n", " ") for c in ("cut_id", "shard", "reason", "detail"))
-        for s in skipped
-    ]
-    write_text_atomic(out_dir / f"skipped-{part}.tsv", "\n".join(rows) + "\n")
+    write_skipped_tsv(out_dir / f"skipped-{part}.tsv", skipped)
     return {"num_input_cuts": sum(m["stats"]["num_input"] for m in markers), "num_labelled_cuts": num_cuts,
             "num_lm_tokens": sum(m["stats"]["num_tokens"] for m in markers), "num_skipped_cuts": len(skipped),
             "skipped_by_reason": dict(Counter(s["reason"] for s in skipped)), "num_shards": num_shards,

@@ -80,6 +80,8 @@ def test_sharded_soft_labels_on_cuts_skip_and_count_bad_transcripts(lm_dir, tmp_
     assert len(cuts) == 4
     meta = read_soft_label_metadata(tmp_path / "sl")
     assert meta["parts"]["train"]["skipped_by_reason"] == {"empty_lm_tokens": 1, "too_many_lm_tokens": 1}
+    listed = (tmp_path / "sl" / "skipped-train.tsv").read_text().splitlines()[1:]
+    assert sorted(r.split("\t")[0] for r in listed) == ["toy-004", "toy-005"]
     assert (meta["k"], meta["temperature"], meta["max_tokens"]) == (4, 2.0, 20)
     assert meta["lm_fingerprint"] == teacher.fingerprint() and meta["vocab_size"] == teacher.vocab_size
     direct = teacher.soft_labels(teacher.tokenize(TEXTS), 4, 2.0)
