@@ -9,9 +9,10 @@
 #     --lm-config egs/minilibri/conf/mlm.yaml --baseline-exp-dirs "egs/minilibri/exp/asr_ctc_seed0"
 #
 # Stages:
-#   10 train the stand-in masked LM on the training transcripts (skipped when --lm names one, e.g. bert-base-uncased)
+#   10 LM text (train transcripts; with --lm-text-source also the corpus's text source minus every valid/test
+#      transcript) and the stand-in masked LM trained on it (skipped when --lm names one, e.g. bert-base-uncased)
 #   11 top-k soft labels of the train + valid transcripts (sharded, resumable) -> <exp-dir>/soft_labels
-#   12 token n-gram LM over the CTC's BPE on the same text (shallow-fusion baseline) -> <exp-dir>/ngram.pt
+#   12 token n-gram LM over the CTC's BPE on the same LM text (shallow-fusion baseline) -> <exp-dir>/ngram.pt
 #   20/21 train/average each --systems entry and seed (recipes/asr.sh): kd = CE + KL, hard = CE only (ablation)
 #   30 greedy CTC decoding of each student (recipes/asr.sh)
 #   32 shallow fusion: CTC prefix beam search + the n-gram on each --baseline-exp-dirs model (no-KD CTC)
@@ -32,6 +33,7 @@ valid_parts=dev           # space-separated validation parts (soft-labelled too;
 test_parts="dev test-clean test-other"  # space-separated parts to decode
 lm=                       # masked LM (directory or hub id); empty: train the stand-in in stage 10
 lm_config=                # YAML of the stand-in masked LM (speechkd.training.mlm.MlmConfig)
+lm_text_source=           # MiniLibri text source (austen | bible) added to the LM text, minus valid/test transcripts
 lm_overrides=             # space-separated overrides of --lm-config
 k=8                       # top-k soft labels per position
 temperature=3.0           # soft-label temperature
@@ -70,6 +72,10 @@ train_cuts=()
 for p in "${train_arr[@]}"; do train_cuts+=("$cuts_dir/librispeech_cuts_$p.jsonl.gz"); done
 valid_cuts=()
 for p in "${valid_arr[@]}"; do valid_cuts+=("$cuts_dir/librispeech_cuts_$p.jsonl.gz"); done
+held_cuts=()  # never LM text
+for p in "${valid_arr[@]}" "${test_arr[@]}"; do held_cuts+=("$cuts_dir/librispeech_cuts_$p.jsonl.gz"); done
+text_args=()
+[ -z "$lm_text_source" ] || text_args=(--text-files "$exp_dir/lm_text.txt")
 trained_lm=false
 if [ -z "$lm" ]; then
   lm=$exp_dir/mlm
@@ -78,9 +84,16 @@ fi
 sl_dir=$exp_dir/soft_labels
 ngram=$exp_dir/ngram.pt
 
-if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ] && [ "$trained_lm" = true ]; then
-  log "Stage 10: train the stand-in masked LM on ${train_parts} transcripts -> $lm"
+if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ]; then
+  log "Stage 10: LM text (${train_parts} transcripts ${lm_text_source:++ $lm_text_source}) and the stand-in masked LM ($trained_lm) -> $lm"
   require_file "${train_cuts[0]}" -- "run the data stages first"
+  if [ -n "$lm_text_source" ] && ! stage_done 10 "$exp_dir" "lm-text=$lm_text_source"; then
+    "$python" -m speechkd lm2ctc lm-text --text-source "$lm_text_source" --out "$exp_dir/lm_text.txt"
+    mark_done 10 "$exp_dir" "lm-text=$lm_text_source"
+  fi
+fi
+
+if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ] && [ "$trained_lm" = true ]; then
   read -r -a lm_override_arr <<<"$lm_overrides"
   lm_set=()
   for o in "${lm_override_arr[@]}"; do lm_set+=(--set "$o"); done
@@ -88,10 +101,10 @@ if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ] && [ "$trained_lm" = true ]; 
   [ -z "$lm_config" ] || lm_cfg=(--config "$lm_config")
   lm_sum=
   [ -z "$lm_config" ] || lm_sum=$(cksum <"$lm_config")
-  key="config=$lm_sum overrides=$lm_overrides train=$train_parts"
+  key="config=$lm_sum overrides=$lm_overrides train=$train_parts text=$lm_text_source"
   if ! stage_done 10 "$exp_dir" "$key"; then
-    "$python" -m speechkd lm2ctc train-lm --cuts "${train_cuts[@]}" --eval-cuts "${valid_cuts[@]}" --out-dir "$lm" \
-      "${lm_cfg[@]}" "${lm_set[@]}"
+    "$python" -m speechkd lm2ctc train-lm --cuts "${train_cuts[@]}" "${text_args[@]}" --exclude-cuts "${held_cuts[@]}" \
+      --eval-cuts "${valid_cuts[@]}" --out-dir "$lm" "${lm_cfg[@]}" "${lm_set[@]}"
     mark_done 10 "$exp_dir" "$key"
   fi
 fi
@@ -106,11 +119,11 @@ if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
 fi
 
 if [ "$stage" -le 12 ] && [ "$stop_stage" -ge 12 ]; then
-  log "Stage 12: ${ngram_order}-gram over the BPE tokens of ${train_parts} -> $ngram"
-  key="order=$ngram_order train=$train_parts bpe=$bpe_model"
+  log "Stage 12: ${ngram_order}-gram over the BPE tokens of the LM text -> $ngram"
+  key="order=$ngram_order train=$train_parts bpe=$bpe_model text=$lm_text_source"
   if ! stage_done 12 "$exp_dir" "$key"; then
-    "$python" -m speechkd lm2ctc train-ngram --cuts "${train_cuts[@]}" --bpe-model "$bpe_model" --order "$ngram_order" \
-      --out "$ngram"
+    "$python" -m speechkd lm2ctc train-ngram --cuts "${train_cuts[@]}" "${text_args[@]}" --exclude-cuts "${held_cuts[@]}" \
+      --bpe-model "$bpe_model" --order "$ngram_order" --out "$ngram"
     mark_done 12 "$exp_dir" "$key"
   fi
 fi

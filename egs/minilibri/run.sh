@@ -47,6 +47,7 @@ distill_overrides=       # distilhubert: space-separated student/trainer overrid
 probe_overrides=         # distilhubert: space-separated evaluate-upstream overrides
 lm2ctc_overrides=        # lm2ctc: space-separated student overrides (on top of --asr-overrides)
 mlm_overrides=           # lm2ctc: space-separated overrides of the stand-in masked LM (conf/mlm.yaml)
+lm_text=source           # lm2ctc: LM text of the masked LM and n-gram: source (the --text-source novels minus every dev/test sentence, + train) | transcripts (train only)
 lm2ctc_systems="kd hard" # lm2ctc: kd (CE + KL) and hard (decoders with CE only: the auxiliary-decoder ablation)
 rtf_repeats=5            # lm2ctc: timed decoding rounds of the speed comparison (stage 33)
 help_message="Usage: $0 [options]   (MiniLibri data stages 0-4, then the method stages 10-49)"
@@ -163,6 +164,11 @@ if [ "$stop_stage" -ge 10 ]; then
       lm2ctc)
         # LM-to-CTC distillation: stand-in masked LM, soft labels, kd/hard students per seed, shallow fusion
         # of the no-KD CTC baselines (exp/asr_ctc_seed<N>, when they exist) and one-run decoding speed.
+        case $lm_text in
+          source) lm_text_source=$text_source ;;
+          transcripts) lm_text_source= ;;
+          *) die "--lm-text '$lm_text': use source or transcripts" ;;
+        esac
         baselines=
         for s in "${seed_arr[@]}"; do
           [ ! -f "$exp_dir/asr_ctc_seed$s/config.yaml" ] || baselines="$baselines $exp_dir/asr_ctc_seed$s"
@@ -170,6 +176,7 @@ if [ "$stop_stage" -ge 10 ]; then
         "$SPEECHKD_ROOT/recipes/lm2ctc.sh" --stage "$stage" --stop-stage "$stop_stage" --exp-dir "$exp_dir/lm2ctc" \
           --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" --train-parts "$train_part" --valid-parts dev \
           --test-parts "dev test-clean test-other" --lm-config conf/mlm.yaml --lm-overrides "$mlm_overrides" \
+          --lm-text-source "$lm_text_source" \
           --config conf/lm2ctc.yaml --overrides "$asr_overrides $lm2ctc_overrides" --systems "$lm2ctc_systems" \
           --seeds "$seeds" --avg "$avg" --baseline-exp-dirs "$baselines" --rtf-repeats "$rtf_repeats"
         read -r -a lm2ctc_system_arr <<<"$lm2ctc_systems"

@@ -3,8 +3,10 @@
 No masked LM with its prediction head can be installed here, so LM-to-CTC distillation on MiniLibri uses
 this one. ``train_mlm`` does, in order:
 
-1. reads the training texts (cut supervisions of the *training* parts only; dev/test never enter),
-   normalised as the teacher will see them (:func:`speechkd.teachers.masked_lm.normalize_lm_text`);
+1. reads the LM text: the training transcripts, optionally plus a text corpus (MiniLibri: the rest of the
+   text source its sentences were drawn from, LibriSpeech's LM-corpus analogue), with every dev/test
+   transcript removed (:func:`drop_excluded`), normalised as the teacher will see them
+   (:func:`speechkd.teachers.masked_lm.normalize_lm_text`);
 2. holds out ``heldout_fraction`` of the sentences (seeded) for evaluation;
 3. trains an uncased WordPiece tokenizer (``tokenizers``, ``vocab_size`` pieces, BERT's special tokens)
    on the remaining sentences;
@@ -151,6 +153,16 @@ def evaluate_mlm(model: Any, tokenizer: Any, seqs: Sequence[Sequence[int]], mask
     if total == 0:
         raise SpeechkdError("evaluate_mlm: no scored tokens")
     return {"masked_accuracy": correct / total, "perplexity": math.exp(nll / total), "scored_tokens": total}
+
+
+def drop_excluded(texts: Sequence[str], excluded: Sequence[str], lowercase: bool = True) -> tuple[list[str], int]:
+    """``texts`` without any sentence equal (after LM normalisation) to one of ``excluded`` (e.g. the dev/test
+    transcripts); returns the kept texts and how many were removed."""
+    from speechkd.teachers.masked_lm import normalize_lm_text
+
+    bad = {normalize_lm_text(t, lowercase) for t in excluded}
+    kept = [t for t in texts if normalize_lm_text(t, lowercase) not in bad]
+    return kept, len(texts) - len(kept)
 
 
 def split_heldout(texts: Sequence[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:

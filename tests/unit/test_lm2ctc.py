@@ -282,3 +282,20 @@ def test_ctc_prefix_beam_search_finds_the_most_likely_labelling_and_fuses_the_lm
     for ctx in ([], [2], [1], [0, 1]):
         total = sum(math.exp(lm.log_prob(ctx, w)) for w in range(4))
         assert abs(total - 1) < 1e-9
+
+
+def test_stand_in_lm_text_never_holds_dev_or_test_transcripts(tmp_path):
+    from speechkd.cli import main
+
+    src = _cuts(tmp_path, TEXTS[:2])  # "dev/test" transcripts
+    text = tmp_path / "lm_text.txt"
+    text.write_text("\n".join([TEXTS[0].lower() + "  ", *TEXTS[2:], TEXTS[1], "ANOTHER SENTENCE HERE"]) + "\n")
+    out = tmp_path / "mlm"
+    sets = ["steps=2", "batch_size=2", "vocab_size=120", "hidden_size=16", "num_layers=1", "num_heads=2",
+            "intermediate_size=32", "heldout_fraction=0.3"]
+    assert main(["lm2ctc", "train-lm", "--text-files", str(text), "--exclude-cuts", str(src), "--out-dir", str(out),
+                 *[a for kv in sets for a in ("--set", kv)]]) == 0
+    meta = yaml.safe_load((out / "metadata.yaml").read_text())
+    assert meta["source"]["excluded_sentences"] == 2  # both, whatever their case and spacing
+    assert meta["num_train_sentences"] + meta["num_heldout_sentences"] == 3
+    assert MaskedLmTeacher.load(out).vocab_size == meta["vocab_size"]
