@@ -13,6 +13,9 @@ Pruned transducer (k2's recipe, as in icefall):
    goes from 1.0 down to ``simple_loss_scale`` and the pruned scale from ``pruned_warmup_start``
    up to 1.0 (the pruned loss is meaningless until the simple loss has found an alignment).
 
+Auxiliary terms on the encoder output (``AsrTask.aux_terms``; now: LM-to-CTC distillation through attention
+decoders, :mod:`speechkd.tasks.lm_kd`, when ``loss.lm_kd.weight > 0``) are added to the total.
+
 Utterances that CTC cannot align (fewer output frames than tokens plus repeats) are removed from
 the CTC term; a batch with nothing left to train on
 is skipped with a reason (the trainer logs and counts it). Left-out utterances are logged with

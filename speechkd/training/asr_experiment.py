@@ -223,7 +223,8 @@ def read_experiment(exp_dir: PathLike) -> tuple[AsrExperimentConfig, dict[str, A
 def average_asr(
     exp_dir: PathLike, avg: int, by: str = "epoch", last: Optional[int] = None, cap: bool = False
 ) -> Path:
-    """Average the last ``avg`` checkpoints of ``exp_dir`` into ``exp_dir/averaged.pt``.
+    """Average the last ``avg`` checkpoints of ``exp_dir`` into ``exp_dir/averaged.pt`` (the deployable model:
+    training-only heads such as LM-KD attention decoders are left out).
 
     ``cap``: average all available checkpoints when there are fewer than ``avg`` (logged) instead
     of failing — for short smoke runs.
