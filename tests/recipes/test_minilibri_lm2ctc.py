@@ -24,7 +24,11 @@ def test_tiny_lm2ctc_stages(tmp_path: Path) -> None:
     exp = tmp_path / "exp" / "lm2ctc"
     lm_meta = yaml.safe_load((exp / "mlm" / "metadata.yaml").read_text())
     assert {"heldout", "eval_texts"} <= set(lm_meta["scores"])  # held-out quality reported
-    assert lm_meta["source"]["train_cuts"][0].endswith("librispeech_cuts_train.jsonl.gz")  # train text only
+    assert lm_meta["source"]["train_cuts"][0].endswith("librispeech_cuts_train.jsonl.gz")
+    assert lm_meta["source"]["text_files"][0].endswith("lm_text.txt")  # the novels minus every dev/test sentence
+    assert {Path(p).name for p in lm_meta["source"]["excluded_cuts"]} == {
+        f"librispeech_cuts_{s}.jsonl.gz" for s in SETS}
+    assert lm_meta["source"]["excluded_sentences"] > 0
     sl = yaml.safe_load((exp / "soft_labels" / "metadata.yaml").read_text())
     assert (sl["k"], sl["temperature"], set(sl["parts"])) == (8, 3.0, {"train", "dev"})
     for system in ("kd", "hard"):
