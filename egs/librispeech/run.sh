@@ -29,7 +29,7 @@ data_dir=data            # manifests, features, BPE model, stage markers
 exp_dir=exp              # models and results of the method stages
 speed_perturb=true       # add 0.9/1.1 speed-perturbed copies of the train parts
 vocab_size=500           # BPE vocabulary size
-methods=asr              # method recipes to run after the data stages, in order (asr distilhubert mvq_kd)
+methods=asr              # method recipes to run after the data stages, in order (asr distilhubert mvq_kd lm2ctc)
 distill_teacher=facebook/hubert-base-ls960  # distilhubert teacher: hub id or local checkpoint dir
 mvq_teacher=facebook/hubert-xlarge-ls960-ft  # mvq_kd teacher (HuBERT family): hub id or local checkpoint dir
 mvq_shards=8             # mvq_kd: parallel codebook-extraction shards (one GPU each when present)
@@ -39,6 +39,9 @@ ctc_decode_methods=ctc-greedy  # decoding methods of ctc models
 transducer_decode_methods="greedy beam"  # decoding methods of transducer models
 chunk_sizes="8 16 32"    # streaming decoding chunk sizes (encoder frames of 40 ms) of transducer models
 avg=5                    # epoch checkpoints averaged for decoding
+lm2ctc_lm=bert-base-uncased  # lm2ctc: masked LM teacher (hub id or local dir)
+lm2ctc_device=cuda       # lm2ctc: device of the soft-label stage
+lm2ctc_systems="kd hard" # lm2ctc: kd (CE + KL) and hard (decoders with CE only: the auxiliary-decoder ablation)
 nproc=1                  # training processes (GPUs) per experiment, via torchrun
 help_message="Usage: $0 [options]   (LibriSpeech data stages 0-4, then the method stages 10-49)"
 
@@ -116,7 +119,17 @@ if [ "$stop_stage" -ge 10 ]; then
           --test-parts "$eval_parts" --methods "$transducer_decode_methods" --chunk-sizes "$chunk_sizes" \
           --avg "$avg" --nproc "$nproc" --num-shards "$mvq_shards"
         ;;
-      *) die "unknown method '$method' in --methods (known: asr distilhubert mvq_kd)" ;;
+      lm2ctc)
+        # LM-to-CTC distillation from --lm2ctc-lm; shallow fusion of exp/asr_ctc_small when it exists.
+        baselines=
+        [ ! -f "$exp_dir/asr_ctc_small/config.yaml" ] || baselines=$exp_dir/asr_ctc_small
+        "$SPEECHKD_ROOT/recipes/lm2ctc.sh" --stage "$stage" --stop-stage "$stop_stage" --exp-dir "$exp_dir/lm2ctc" \
+          --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" --train-parts "$train_parts" \
+          --valid-parts "dev-clean dev-other" --test-parts "$eval_parts" --lm "$lm2ctc_lm" --lm-device "$lm2ctc_device" \
+          --num-shards "$nj" --config conf/lm2ctc_small.yaml --overrides "$asr_overrides" --systems "$lm2ctc_systems" \
+          --avg "$avg" --baseline-exp-dirs "$baselines" --rtf-part dev-clean --nproc "$nproc"
+        ;;
+      *) die "unknown method '$method' in --methods (known: asr distilhubert mvq_kd lm2ctc)" ;;
     esac
   done
 fi

@@ -34,7 +34,7 @@ exp_dir=exp              # models and results of the method stages
 speed_perturb=false      # add 0.9/1.1 speed-perturbed copies of the train cuts
 vocab_size=64            # BPE vocabulary size: ~1 h of text, so near-character units (letters, apostrophe, word-boundary mark, 33 longer pieces)
 tiny_vocab_size=48       # BPE vocabulary size with --tiny true
-methods="asr whisper_pl distilhubert"  # method recipes run after the data stages, in order
+methods="asr whisper_pl distilhubert"  # method recipes run after the data stages, in order (also: lm2ctc)
 asr_models="ctc transducer"  # ASR baselines: conf/asr_<name>.yaml each (exp/asr_<name>)
 asr_overrides=           # space-separated config overrides for every ASR model, e.g. "trainer.num_epochs=2"
 ctc_decode_methods=ctc-greedy  # decoding methods of the ctc model
@@ -48,6 +48,11 @@ distill_overrides=       # distilhubert: space-separated student/trainer overrid
 probe_overrides=         # distilhubert: space-separated evaluate-upstream overrides
 mvq_overrides=           # mvq_kd: space-separated config overrides (quantizer, training), e.g. "trainer.num_epochs=2"
 mvq_shards=2             # mvq_kd: parallel codebook-extraction shards
+lm2ctc_overrides=        # lm2ctc: space-separated student overrides (on top of --asr-overrides)
+mlm_overrides=           # lm2ctc: space-separated overrides of the stand-in masked LM (conf/mlm.yaml)
+lm_text=source           # lm2ctc: LM text of the masked LM and n-gram: source (the --text-source novels minus every dev/test sentence, + train) | transcripts (train only)
+lm2ctc_systems="kd hard" # lm2ctc: kd (CE + KL) and hard (decoders with CE only: the auxiliary-decoder ablation)
+rtf_repeats=5            # lm2ctc: timed decoding rounds of the speed comparison (stage 33)
 help_message="Usage: $0 [options]   (MiniLibri data stages 0-4, then the method stages 10-49)"
 
 # shellcheck source=../../recipes/lib/parse_options.sh
@@ -64,6 +69,10 @@ if [ "$quick" = true ]; then
   probe_overrides="probe.max_steps=4 rtf_utterances=2 rtf_warmup=1 $probe_overrides"
   pl_beam_size=1
   pl_shards=2
+  lm2ctc_overrides="model.attention_decoders.layers=[1,2] model.attention_decoders.d_model=32 \
+model.attention_decoders.ff_dim=64 $lm2ctc_overrides"
+  mlm_overrides="steps=20 vocab_size=200 hidden_size=32 num_layers=1 num_heads=2 intermediate_size=64 $mlm_overrides"
+  rtf_repeats=1
 fi
 
 corpus_dir=$download_dir/MiniLibri
@@ -170,7 +179,33 @@ if [ "$stop_stage" -ge 10 ]; then
           seed_titles+=("mvq-kd-transducer")
         done
         ;;
-      *) die "unknown method '$method' in --methods (known: asr whisper_pl distilhubert mvq_kd)" ;;
+      lm2ctc)
+        # LM-to-CTC distillation: stand-in masked LM, soft labels, kd/hard students per seed, shallow fusion
+        # of the no-KD CTC baselines (exp/asr_ctc_seed<N>, when they exist) and one-run decoding speed.
+        case $lm_text in
+          source) lm_text_source=$text_source ;;
+          transcripts) lm_text_source= ;;
+          *) die "--lm-text '$lm_text': use source or transcripts" ;;
+        esac
+        baselines=
+        for s in "${seed_arr[@]}"; do
+          [ ! -f "$exp_dir/asr_ctc_seed$s/config.yaml" ] || baselines="$baselines $exp_dir/asr_ctc_seed$s"
+        done
+        "$SPEECHKD_ROOT/recipes/lm2ctc.sh" --stage "$stage" --stop-stage "$stop_stage" --exp-dir "$exp_dir/lm2ctc" \
+          --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" --train-parts "$train_part" --valid-parts dev \
+          --test-parts "dev test-clean test-other" --lm-config conf/mlm.yaml --lm-overrides "$mlm_overrides" \
+          --lm-text-source "$lm_text_source" \
+          --config conf/lm2ctc.yaml --overrides "$asr_overrides $lm2ctc_overrides" --systems "$lm2ctc_systems" \
+          --seeds "$seeds" --avg "$avg" --baseline-exp-dirs "$baselines" --rtf-repeats "$rtf_repeats"
+        read -r -a lm2ctc_system_arr <<<"$lm2ctc_systems"
+        for system in "${lm2ctc_system_arr[@]}"; do
+          for s in "${seed_arr[@]}"; do
+            seed_summaries+=("$exp_dir/lm2ctc/${system}_seed$s/decode/wer-summary.tsv")
+            seed_titles+=("lm2ctc-$system")
+          done
+        done
+        ;;
+      *) die "unknown method '$method' in --methods (known: asr whisper_pl distilhubert mvq_kd lm2ctc)" ;;
     esac
   done
 fi

@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "speechkd.cli.pseudo",
     "speechkd.cli.pseudo_label",
     "speechkd.cli.export",
+    "speechkd.cli.lm2ctc",
 )
 
 GROUP_HELP = {
@@ -38,6 +39,7 @@ GROUP_HELP = {
     "distill": "layer-wise distillation of SSL encoders (DistilHuBERT); MVQ-KD quantizer and codebook indexes",
     "pseudo": "Whisper pseudo-labelling and label filtering",
     "export": "deployable students: ONNX export in sherpa-onnx's contracts, sherpa-onnx decoding",
+    "lm2ctc": "LM-to-CTC distillation: stand-in masked LM, top-k soft labels",
 }
 
 

@@ -53,6 +53,9 @@ def _decode(args: argparse.Namespace) -> int:
         bpe_model=args.bpe_model,
         max_duration=args.max_duration,
         length_norm=not args.no_length_norm,
+        ngram_lm=args.ngram_lm,
+        lm_weight=args.lm_weight,
+        insertion_bonus=args.insertion_bonus,
     )
     for (part, tag), stats in results.items():
         print(f"{part}\t{tag}\tWER {stats.wer:.2f}%")
@@ -84,7 +87,7 @@ def register(reg) -> None:  # noqa: ANN001 - CommandRegistry (avoid import cycle
     p.add_argument("--exp-dir", required=True)
     p.add_argument("--parts", nargs="+", required=True, help="test parts, e.g. test-clean test-other")
     p.add_argument(
-        "--methods", nargs="+", choices=("ctc-greedy", "greedy", "beam"), default=["greedy"], help="decoding methods"
+        "--methods", nargs="+", choices=("ctc-greedy", "greedy", "beam", "ctc-beam"), default=["greedy"], help="decoding methods"
     )
     p.add_argument("--beam-size", type=int, default=4, help="beam for --methods beam (modified beam search)")
     p.add_argument(
@@ -104,3 +107,6 @@ def register(reg) -> None:  # noqa: ANN001 - CommandRegistry (avoid import cycle
     p.add_argument("--cuts-dir", default=None, help="default: the one used for training")
     p.add_argument("--bpe-model", default=None, help="default: the one used for training")
     p.add_argument("--max-duration", type=float, default=200.0, help="seconds of audio per decoding batch")
+    p.add_argument("--ngram-lm", default=None, help="token n-gram LM (speechkd lm2ctc train-ngram) fused into ctc-beam")
+    p.add_argument("--lm-weight", type=float, default=0.5, help="shallow-fusion weight of --ngram-lm")
+    p.add_argument("--insertion-bonus", type=float, default=0.0, help="ctc-beam: score added per emitted token")

@@ -8,7 +8,8 @@ Batch keys:
 - ``texts``: ``list[str]`` (supervision texts of each cut joined by a space).
 - ``cut_ids``: ``list[str]``.
 - ``targets``: ``dict[name, Tensor (N, T_f, ...)]`` for each requested custom field, padded along
-  time with :data:`INT_PAD` (integer arrays, promoted to int64) or :data:`FLOAT_PAD` (float
+  time (a ``TemporalArray``'s temporal axis; axis 0 of a plain ``lhotse.Array``, e.g. per-token LM
+  soft labels) with :data:`INT_PAD` (integer arrays, promoted to int64) or :data:`FLOAT_PAD` (float
   arrays, as float32), plus ``targets[name + "_lens"]`` ``(N,)`` int64.
 """
 
@@ -42,8 +43,15 @@ def _has_field(cut: Any, name: str) -> bool:
     return getattr(cut, name, None) is not None
 
 
+def _is_plain_array(manifest: Any) -> bool:
+    from lhotse.array import Array
+
+    return isinstance(manifest, Array)
+
+
 def load_custom_array(cut: Any, name: str) -> np.ndarray:
-    """Load custom field ``name`` of ``cut`` with its temporal axis moved to axis 0.
+    """Load custom field ``name`` of ``cut`` with its temporal axis moved to axis 0 (a plain
+    ``lhotse.Array`` keeps its axis 0 first, e.g. the token axis of LM soft labels).
 
     Raises SpeechkdError naming the cut and field when the cut lacks it.
     """
@@ -57,10 +65,12 @@ def load_custom_array(cut: Any, name: str) -> np.ndarray:
     manifest = getattr(cut, name)
     arr = np.asarray(cut.load_custom(name))
     temporal_dim = getattr(manifest, "temporal_dim", None)
+    if temporal_dim is None and _is_plain_array(manifest) and arr.ndim >= 1:
+        return arr
     if temporal_dim is None:
         raise SpeechkdError(
             f"cut '{cut.id}': custom field '{name}' is not a TemporalArray (no temporal_dim); "
-            "targets must be stored with a frame_shift"
+            "targets must be stored with a frame_shift (or as a lhotse Array with the padded axis first)"
         )
     return np.moveaxis(arr, temporal_dim, 0)
 

@@ -5,6 +5,9 @@
 - ``ctc-greedy``: argmax of the CTC head, repeats collapsed, blanks dropped.
 - ``greedy``: transducer greedy search (one symbol per frame by default).
 - ``beam``: transducer modified beam search (``beam_size`` hypotheses, one symbol per frame).
+- ``ctc-beam``: CTC prefix beam search (``beam_size`` prefixes); with ``ngram_lm`` (a
+  :class:`speechkd.decoding.ngram.TokenNgramLm` over the same BPE) shallow fusion with weight ``lm_weight``
+  and a per-token ``insertion_bonus`` (tag ``ctc-beam<B>-lm<w>``).
 
 ``chunk_size > 0`` decodes a causal model chunk-wise: ``greedy`` then runs real streaming (the
 encoder fed chunk by chunk with its caches, decoder state carried across chunks); the other
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -26,15 +30,29 @@ from speechkd.errors import SpeechkdError
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
-METHODS = ("ctc-greedy", "greedy", "beam")
+METHODS = ("ctc-greedy", "greedy", "beam", "ctc-beam")
 
 
-def decode_tag(method: str, beam_size: int, chunk_size: int, left_context: int, length_norm: bool = True) -> str:
+@dataclass
+class FusionLm:
+    """Shallow fusion of ``ctc-beam``: the token LM and its weights."""
+
+    lm: Any
+    weight: float = 0.5
+    insertion_bonus: float = 0.0
+
+
+def decode_tag(method: str, beam_size: int, chunk_size: int, left_context: int, length_norm: bool = True,
+               fusion: Optional[FusionLm] = None) -> str:
     """Name of a decoding configuration, used in result file names (``-nolennorm``: beam search
     without length normalisation)."""
     tag = method
     if method == "beam":
         tag = f"beam{beam_size}" + ("" if length_norm else "-nolennorm")
+    if method == "ctc-beam":
+        tag = f"ctc-beam{beam_size}" + (f"-lm{fusion.weight:g}" if fusion is not None else "")
+        if fusion is not None and fusion.insertion_bonus:
+            tag += f"-bonus{fusion.insertion_bonus:g}"
     if chunk_size > 0:
         tag += f"-chunk{chunk_size}" + (f"-left{left_context}" if left_context >= 0 else "")
     return tag
@@ -45,11 +63,12 @@ def load_model_for_decoding(
 ) -> tuple[Any, Any, dict[str, Any]]:
     """(model in eval mode, experiment config, paths) from ``exp_dir`` and a checkpoint file.
 
-    ``checkpoint`` defaults to ``averaged.pt`` when present, else the newest epoch checkpoint.
+    The model has no training-only heads (:func:`speechkd.models.asr.decoding_config`): LM-KD attention
+    decoders are neither built nor loaded. ``checkpoint`` defaults to ``averaged.pt`` when present, else the newest epoch checkpoint.
     With a ``tokenizer``, a checkpoint trained with another BPE model is refused (a checkpoint without
     the checksum, from an older speechkd, only gets a warning).
     """
-    from speechkd.models.asr import AsrModel, decoding_state_dict
+    from speechkd.models.asr import AsrModel, decoding_config, decoding_state_dict
     from speechkd.training.asr_experiment import AVERAGED_NAME, read_experiment
     from speechkd.training.checkpoint import check_fingerprints, epoch_checkpoints, load_checkpoint
 
@@ -69,7 +88,7 @@ def load_model_for_decoding(
     state = load_checkpoint(checkpoint)
     if tokenizer is not None:
         check_fingerprints(state, {"bpe_model": tokenizer.fingerprint()}, checkpoint, "decode")
-    model = AsrModel(cfg.model)
+    model = AsrModel(decoding_config(cfg.model))  # training-only heads (attention decoders) dropped
     try:
         model.load_state_dict(decoding_state_dict(state["model"] if "model" in state else state))
     except RuntimeError as e:
@@ -85,7 +104,7 @@ def load_model_for_decoding(
 def _check_method(model: Any, method: str, chunk_size: int) -> None:
     if method not in METHODS:
         raise SpeechkdError(f"unknown decoding method {method!r}; choose from {', '.join(METHODS)}")
-    if method == "ctc-greedy" and model.ctc_output is None:
+    if method in ("ctc-greedy", "ctc-beam") and model.ctc_output is None:
         raise SpeechkdError("ctc-greedy decoding needs a model with a CTC head (model.use_ctc=true)")
     if method in ("greedy", "beam") and model.joiner is None:
         raise SpeechkdError(f"{method} decoding needs a transducer (model.use_transducer=true)")
@@ -103,10 +122,12 @@ def decode_batch(
     chunk_size: int,
     left_context: int,
     length_norm: bool = True,
+    fusion: Optional[FusionLm] = None,
 ) -> list[list[int]]:
     """Token ids for every utterance of ``batch`` (inputs (N, T, C), input_lens (N,)).
-    ``length_norm``: beam search picks its result by length-normalised log-probability."""
-    from speechkd.decoding.ctc import ctc_greedy_search
+    ``length_norm``: beam search picks its result by length-normalised log-probability.
+    ``fusion``: the token LM of ``ctc-beam`` (None: no LM)."""
+    from speechkd.decoding.ctc import ctc_greedy_search, ctc_prefix_beam_search
     from speechkd.decoding.streaming import streaming_greedy_search
     from speechkd.decoding.transducer import greedy_search, modified_beam_search
 
@@ -116,6 +137,10 @@ def decode_batch(
     enc = model.encode(x, x_lens, chunk_size=chunk_size, left_context=left_context)
     if method == "ctc-greedy":
         return ctc_greedy_search(model.ctc_log_probs(enc.out), enc.out_lens, blank_id=model.blank_id)
+    if method == "ctc-beam":
+        lm, w, bonus = (fusion.lm, fusion.weight, fusion.insertion_bonus) if fusion else (None, 0.0, 0.0)
+        return ctc_prefix_beam_search(model.ctc_log_probs(enc.out), enc.out_lens, beam=beam_size,
+                                      blank_id=model.blank_id, lm=lm, lm_weight=w, insertion_bonus=bonus)
     if method == "greedy":
         return greedy_search(model, enc.out, enc.out_lens)
     return modified_beam_search(model, enc.out, enc.out_lens, beam=beam_size, length_norm=length_norm)
@@ -133,8 +158,14 @@ def decode_asr(
     bpe_model: Optional[PathLike] = None,
     max_duration: float = 200.0,
     length_norm: bool = True,
+    ngram_lm: Optional[PathLike] = None,
+    lm_weight: float = 0.5,
+    insertion_bonus: float = 0.0,
 ) -> dict[tuple[str, str], Any]:
     """Decode ``parts`` with every (method, chunk size) and score them.
+
+    ``ngram_lm``: a token n-gram (:mod:`speechkd.decoding.ngram`) over the same BPE model, fused into
+    ``ctc-beam`` with ``lm_weight`` and ``insertion_bonus`` (a BPE checksum mismatch is refused).
 
     Returns ``{(part, tag): WerStats}``. ``cuts_dir`` and ``bpe_model`` default to the ones
     recorded at training time. Every combination is checked before any decoding starts.
@@ -152,6 +183,16 @@ def decode_asr(
         raise SpeechkdError("pass --cuts-dir and --bpe-model (not recorded in the experiment's config.yaml)")
     tokenizer = Tokenizer(bpe_model)
     model, cfg, paths = load_model_for_decoding(exp_dir, checkpoint, tokenizer)
+    fusion = None
+    if ngram_lm is not None:
+        from speechkd.decoding.ngram import TokenNgramLm
+
+        lm = TokenNgramLm.load(ngram_lm)
+        made_with = lm.meta.get("bpe_model_sha256")
+        if made_with != tokenizer.sha256 or lm.vocab_size != tokenizer.vocab_size:
+            raise SpeechkdError(f"{ngram_lm} was trained on BPE {made_with} (vocab {lm.vocab_size}); this model uses "
+                                f"{tokenizer.sha256} (vocab {tokenizer.vocab_size})")
+        fusion = FusionLm(lm, lm_weight, insertion_bonus)
     for method in methods:
         for chunk in chunk_sizes:
             _check_method(model, method, chunk)
@@ -164,9 +205,10 @@ def decode_asr(
         cuts = load_cuts(cuts_dir, [part])
         for method in methods:
             for chunk in chunk_sizes:
-                tag = decode_tag(method, beam_size, chunk, left_context, length_norm)
+                tag = decode_tag(method, beam_size, chunk, left_context, length_norm, fusion)
                 results[(part, tag)] = _decode_part(
-                    model, dm, cuts, tokenizer, part, tag, out_dir, method, beam_size, chunk, left_context, length_norm
+                    model, dm, cuts, tokenizer, part, tag, out_dir, method, beam_size, chunk, left_context, length_norm,
+                    fusion,
                 )
     return results
 
@@ -184,6 +226,7 @@ def _decode_part(
     chunk_size: int,
     left_context: int,
     length_norm: bool,
+    fusion: Optional[FusionLm] = None,
 ) -> Any:
     import torch
 
@@ -193,7 +236,7 @@ def _decode_part(
     audio_s, t0 = 0.0, time.perf_counter()
     with torch.inference_mode():
         for batch in dm.eval_dataloader(cuts):
-            ids = decode_batch(model, batch, method, beam_size, chunk_size, left_context, length_norm)
+            ids = decode_batch(model, batch, method, beam_size, chunk_size, left_context, length_norm, fusion)
             hyps = tokenizer.decode(ids)
             rows.extend(zip(batch["cut_ids"], batch["texts"], hyps))
             audio_s += dm.batch_duration(batch)

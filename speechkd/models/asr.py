@@ -9,6 +9,11 @@ For the pruned RNN-T loss the training task uses::
     am_p, lm_p = model.joiner.encoder_proj(enc.out), model.joiner.decoder_proj(dec)
     logits = model.joiner(am_pruned, lm_pruned, project_input=False)  # (N, T, s_range, V)
 
+Training-only heads (``attention_decoders``: LM-to-CTC distillation's attention decoders on encoder layers,
+:mod:`speechkd.models.attention_decoder`) live under the state-dict prefixes of
+:data:`TRAINING_ONLY_PREFIXES`; :func:`decoding_config` and :func:`decoding_state_dict` drop them, so averaged,
+decoded and exported models are plain CTC/transducer models.
+
 Size presets are YAML files in ``speechkd/models/presets/`` (see :func:`load_preset`).
 """
 
@@ -22,18 +27,21 @@ import torch
 from torch import nn
 
 from speechkd.errors import SpeechkdError
+from speechkd.models.attention_decoder import AttentionDecoder, AttentionDecodersConfig
 from speechkd.models.conformer import FULL_CONTEXT, ConformerEncoder, EncoderConfig, EncoderOutput
 from speechkd.models.transducer import Joiner, StatelessDecoder
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 T = TypeVar("T")
-#: state-dict prefix of training-only heads (e.g. MVQ-KD's codebook head), absent from decoding models
+#: state-dict prefix of MVQ-KD-style training-only heads (``AsrModel.training_heads``)
 TRAINING_HEADS_PREFIX = "training_heads."
+#: state-dict prefixes of every head used only in training (dropped for averaging, decoding and export)
+TRAINING_ONLY_PREFIXES = (TRAINING_HEADS_PREFIX, "attention_decoders.")
 
 
 def decoding_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``state`` without the training-only heads: what averaging and decoding keep."""
-    return {k: v for k, v in state.items() if not k.startswith(TRAINING_HEADS_PREFIX)}
+    """``state`` without the training-only heads (:data:`TRAINING_ONLY_PREFIXES`): what averaging and decoding keep."""
+    return {k: v for k, v in state.items() if not k.startswith(TRAINING_ONLY_PREFIXES)}
 
 
 @dataclass
@@ -50,9 +58,12 @@ class AsrModelConfig:
     # Channels per group of the decoder's context convolution (icefall: 4).
     decoder_conv_group_size: int = 4
     joiner_dim: int = 256
+    # Training-only attention decoders on encoder layers (LM-to-CTC KD); empty layers: none.
+    attention_decoders: AttentionDecodersConfig = field(default_factory=AttentionDecodersConfig)
 
     def validate(self) -> None:
         self.encoder.validate()
+        self.attention_decoders.validate(self.encoder.num_layers)
         if not (self.use_ctc or self.use_transducer):
             raise SpeechkdError("model config: enable at least one of use_ctc / use_transducer")
         if not 0 <= self.blank_id < self.vocab_size:
@@ -93,6 +104,12 @@ class AsrModel(nn.Module):
             self.simple_am_proj = nn.Linear(d, cfg.vocab_size)
             self.simple_lm_proj = nn.Linear(cfg.decoder_dim, cfg.vocab_size)
         self.training_heads = nn.ModuleDict()
+        # keys: 1-based encoder layer numbers as strings
+        self.attention_decoders: Optional[nn.ModuleDict] = None
+        if cfg.attention_decoders.layers:
+            self.attention_decoders = nn.ModuleDict(
+                {str(i): AttentionDecoder(d, cfg.attention_decoders) for i in cfg.attention_decoders.layers}
+            )
 
     @property
     def blank_id(self) -> int:
@@ -152,6 +169,16 @@ class AsrModel(nn.Module):
     @classmethod
     def from_preset(cls, name: str, overrides: Iterable[str] = ()) -> "AsrModel":
         return cls(load_preset(name, overrides))
+
+
+def decoding_config(cfg: AsrModelConfig) -> AsrModelConfig:
+    """A copy of ``cfg`` without training-only heads (the model that is decoded and exported)."""
+    import copy
+
+    out = copy.deepcopy(cfg)
+    out.attention_decoders.layers = []
+    return out
+
 
 
 def list_presets() -> list[str]:

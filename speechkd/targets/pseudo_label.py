@@ -155,6 +155,15 @@ def write_text_atomic(path: Union[str, Path], content: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def write_skipped_tsv(path: Union[str, Path], skipped: Sequence[Mapping[str, str]]) -> None:
+    """``cut_id, shard, reason, detail`` per skipped cut (tabs/newlines in values become spaces); atomic."""
+    rows = ["cut_id\tshard\treason\tdetail"] + [
+        "\t".join(str(s[c]).replace("\t", " ").replace("\n", " ") for c in ("cut_id", "shard", "reason", "detail"))
+        for s in skipped
+    ]
+    write_text_atomic(path, "\n".join(rows) + "\n")
+
+
 def _read_lines_gz(path: Path) -> Iterator[str]:
     with gzip.open(path, "rt", encoding="utf-8") as f:
         for line in f:
@@ -404,11 +413,7 @@ def merge_shards(output_dir: Union[str, Path], num_shards: int) -> Path:
     num_cuts = write_jsonl_gz_atomic(output_dir / MERGED_FILE, lines)
     stats = [m["stats"] for m in markers]
     skipped = [dict(s, shard=str(st["shard_id"])) for st in stats for s in st["skipped"]]
-    rows = ["cut_id\tshard\treason\tdetail"] + [
-        "\t".join(str(s[c]).replace("\t", " ").replace("\n", " ") for c in ("cut_id", "shard", "reason", "detail"))
-        for s in skipped
-    ]
-    write_text_atomic(output_dir / SKIPPED_FILE, "\n".join(rows) + "\n")
+    write_skipped_tsv(output_dir / SKIPPED_FILE, skipped)
     meta = {
         "teacher": settings["teacher"],
         "input_cuts": settings["input"],

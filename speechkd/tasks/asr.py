@@ -15,6 +15,8 @@ Pruned transducer (k2's recipe, as in icefall):
 
 MVQ-KD adds ``codebook_loss_scale * codebook`` (per-codebook cross entropy of the teacher's codebook indexes
 predicted from a middle encoder layer by ``model.training_heads["codebook"]``; :class:`CodebookTerm`).
+Auxiliary terms on the encoder output (``AsrTask.aux_terms``; now: LM-to-CTC distillation through attention
+decoders, :mod:`speechkd.tasks.lm_kd`, when ``loss.lm_kd.weight > 0``) are added to the total.
 
 Utterances that CTC cannot align (fewer output frames than tokens plus repeats) are removed from
 the CTC term; a batch with nothing left to train on
@@ -25,7 +27,7 @@ their cut ids and counted in ``AsrTask.num_ctc_infeasible``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import torch
@@ -33,6 +35,7 @@ import torch
 from speechkd.decoding.ctc import ctc_emitted_tokens
 from speechkd.errors import SpeechkdError
 from speechkd.tasks.base import LossOutput
+from speechkd.tasks.lm_kd import LmKdLossConfig, LmKdTerm
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +60,11 @@ class AsrLossConfig:
     # Training steps at the start during which the transducer term is left out, so that only CTC (and the
     # codebook loss) trains the encoder: a CTC-first phase against the blank plateau (training/plateau.py).
     ctc_only_steps: int = 0
+    # Auxiliary term: LM-to-CTC distillation through attention decoders (speechkd.tasks.lm_kd); off by default.
+    lm_kd: LmKdLossConfig = field(default_factory=LmKdLossConfig)
 
     def validate(self) -> None:
+        self.lm_kd.validate()
         if self.ctc_weight < 0 or self.transducer_weight < 0 or self.ctc_weight + self.transducer_weight <= 0:
             raise SpeechkdError(
                 f"loss: ctc_weight={self.ctc_weight} and transducer_weight={self.transducer_weight} "
@@ -232,6 +238,10 @@ class AsrTask:
         self.codebook = codebook
         self.step_fn = step_fn or (lambda: 0)
         self.num_ctc_infeasible = 0  # utterances left out of the CTC loss so far (logged as they occur)
+        # Auxiliary heads on encoder outputs: callables (model, enc, batch) -> (weighted loss, info).
+        self.aux_terms: list[Callable[..., tuple[torch.Tensor, dict[str, float]]]] = []
+        if cfg.lm_kd.enabled:
+            self.aux_terms.append(LmKdTerm(cfg.lm_kd))
 
     def compute_loss(self, model: torch.nn.Module, batch: dict[str, Any], training: bool) -> LossOutput:
         # Everything runs inside model.forward (AsrModel.forward(fn) calls fn(self)) so DDP sees
@@ -276,5 +286,9 @@ class AsrTask:
             cb = codebook_term(model, enc, batch, self.codebook)
             info["codebook"] = float(cb.detach()) * cfg.codebook_loss_scale
             total = total + cfg.codebook_loss_scale * cb if total is not None else cfg.codebook_loss_scale * cb
+        for term in self.aux_terms:
+            aux, aux_info = term(model, enc, batch)
+            info.update(aux_info)
+            total = aux if total is None else total + aux
         assert total is not None
         return LossOutput(loss=total, num_frames=num_frames, info=info, counts=counts)

@@ -21,6 +21,7 @@ from speechkd.errors import SpeechkdError
 from speechkd.models.asr import AsrModelConfig
 from speechkd.tasks.asr import AsrLossConfig
 from speechkd.training.mvq_experiment import MvqConfig, check_mvq_experiment
+from speechkd.tasks.lm_kd import TARGET_FIELDS as LM_KD_FIELDS
 from speechkd.training.trainer import TrainerConfig
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class AsrExperimentConfig:
     def validate(self) -> None:
         self.loss.check_model(self.model.use_ctc, self.model.use_transducer)
         check_mvq_experiment(self)
+        self.loss.lm_kd.check_model(self.model.attention_decoders.layers)
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -127,6 +129,7 @@ def train_asr(
     cfg = load_experiment_config(config_path, overrides, vocab_size=tokenizer.vocab_size)
     if cfg.model.blank_id != tokenizer.blank_id:
         raise SpeechkdError(f"model.blank_id={cfg.model.blank_id} but the BPE model's blank is {tokenizer.blank_id}")
+    lm_meta = check_lm_kd_inputs(cfg, cuts_dir) if cfg.loss.lm_kd.enabled else None
     train_cuts = load_cuts(cuts_dir, train_parts)
     valid_cuts = load_cuts(cuts_dir, valid_parts) if valid_parts else None
     model = build_asr_model(cfg)
@@ -147,7 +150,8 @@ def train_asr(
     elif codebook_dir is not None:
         raise SpeechkdError(f"--codebook-dir {codebook_dir} given but loss.codebook_loss_scale is 0")
     task = AsrTask(cfg.loss, codebook=codebook)
-    dm = AsrDataModule(cfg.data, tokenizer=tokenizer, target_fields=[codebook.field] if codebook else [])
+    target_fields = ([codebook.field] if codebook else []) + (list(LM_KD_FIELDS) if lm_meta is not None else [])
+    dm = AsrDataModule(cfg.data, tokenizer=tokenizer, target_fields=target_fields)
     run_config = to_dict(cfg)
     run_config["paths"] = {
         "cuts_dir": str(cuts_dir),
@@ -158,6 +162,8 @@ def train_asr(
     }
     if codebook_meta is not None:
         run_config["paths"]["codebook_dir"] = str(codebook_dir)
+    if lm_meta is not None:
+        run_config["paths"]["lm_soft_labels"] = {k: lm_meta.get(k) for k in ("lm", "lm_fingerprint", "k", "temperature")}
     if model.encoder.input_norm is not None:
         d = cfg.data
         source = {"cuts_dir": str(cuts_dir), "train_parts": list(train_parts), "features": d.features,
@@ -167,6 +173,28 @@ def train_asr(
                       fingerprints={"bpe_model": tokenizer.fingerprint()})
     task.step_fn = lambda: trainer.state.step
     trainer.fit(resume=resume)
+
+
+def check_lm_kd_inputs(cfg: AsrExperimentConfig, cuts_dir: PathLike) -> dict[str, Any]:
+    """Before training with ``loss.lm_kd``: the soft labels in ``cuts_dir`` must come from the LM named by
+    ``loss.lm_kd.lm`` (weights and tokenizer fingerprints) with the configured k and temperature, and the
+    decoders' vocabulary must be the LM's. Sets ``model.attention_decoders.vocab_size`` when it is 0.
+    Returns the soft labels' metadata; SpeechkdError naming both values on any mismatch."""
+    from speechkd.targets.lm_soft_labels import METADATA_FILE, check_soft_label_metadata, read_soft_label_metadata
+    from speechkd.teachers.masked_lm import MaskedLmTeacher
+
+    meta = read_soft_label_metadata(cuts_dir)
+    where = Path(cuts_dir) / METADATA_FILE
+    lm = MaskedLmTeacher.load(cfg.loss.lm_kd.lm).describe()
+    expected = {**cfg.loss.lm_kd.expected_metadata(), **{k: lm[k] for k in ("lm_fingerprint", "tokenizer_fingerprint")}}
+    dec = cfg.model.attention_decoders
+    expected["vocab_size"] = dec.vocab_size or lm["vocab_size"]
+    check_soft_label_metadata(meta, expected, where)
+    dec.vocab_size = int(meta["vocab_size"])
+    if dec.max_tokens < int(meta.get("max_tokens", 0)):
+        log.warning("%s: soft labels go up to %s LM tokens, the decoders to %d: longer utterances are left out "
+                    "of the LM-KD loss (counted in the log)", where, meta.get("max_tokens"), dec.max_tokens)
+    return meta
 
 
 def set_global_cmvn(model: Any, dm: Any, train_cuts: Any, exp_dir: PathLike, source: dict[str, Any]) -> None:
@@ -211,7 +239,8 @@ def read_experiment(exp_dir: PathLike) -> tuple[AsrExperimentConfig, dict[str, A
 def average_asr(
     exp_dir: PathLike, avg: int, by: str = "epoch", last: Optional[int] = None, cap: bool = False
 ) -> Path:
-    """Average the last ``avg`` checkpoints of ``exp_dir`` into ``exp_dir/averaged.pt``.
+    """Average the last ``avg`` checkpoints of ``exp_dir`` into ``exp_dir/averaged.pt`` (the deployable model:
+    training-only heads such as LM-KD attention decoders are left out).
 
     ``cap``: average all available checkpoints when there are fewer than ``avg`` (logged) instead
     of failing — for short smoke runs.
