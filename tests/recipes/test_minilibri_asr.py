@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -33,7 +34,8 @@ def test_tiny_asr_stages(tmp_path: Path) -> None:
     seed_table = (tmp_path / "exp" / "wer-seeds.md").read_text()
     for model, tags in TAGS.items():
         exp = tmp_path / "exp" / f"{model}_seed0"
-        assert f"| {model.removeprefix('asr_')} | {tags[0]} | 1 of 1 |" in seed_table
+        # one seed; a 2-epoch tiny model usually decodes to (almost) nothing, which the table flags, not hides
+        assert re.search(rf"\| {model.removeprefix('asr_')} \| {tags[0]} \| [01] of 1 \|", seed_table)
         cfg = yaml.safe_load((exp / "config.yaml").read_text())
         assert cfg["model"]["vocab_size"] == TINY_VOCAB  # taken from the BPE model
         assert "trainer.num_epochs=2" in (exp / "command.sh").read_text()
