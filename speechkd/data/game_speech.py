@@ -34,9 +34,11 @@ Output::
 
 Transcripts: the Queen ``.DOG`` dialogue files hold each line as ASCII; :func:`parse_dog` rebuilds the clip
 name the engine plays for each segment of a line, which gives the text of almost every dialogue clip
-(J and P clips). With ``transcripts`` on, the clips of ``dev_speakers``/``test_speakers`` (characters,
-never Joe) leave the pool and those with a transcript form labelled parts (text LibriSpeech-normalised,
-the displayed line in ``custom["text_raw"]``); the pool keeps empty texts.
+(J and P clips); :func:`queen_joe_lines` does the same for Joe's descriptions (``QUEEN2.JAS``). Cut-scene
+clips stay without text. With ``transcripts`` on, the clips of ``dev_speakers``/``test_speakers``
+(characters, never Joe) leave the pool and those with a transcript form labelled parts (text
+LibriSpeech-normalised); the pool keeps empty texts. The displayed line is in ``custom["text_raw"]``
+wherever it is known, the pool included (for label-quality reports; no stage trains on it).
 
 Finished FLAC files are not redone (resumable); clips are processed in sorted order (deterministic).
 """
@@ -393,6 +395,35 @@ def queen_dialogue_lines(data: bytes, table: Sequence[QueenEntry]) -> tuple[dict
     return lines, conflicts
 
 
+JOE_RESPONSE_MAX = 40  # Joe's generic responses come first in the JOE clip numbering
+
+
+def queen_joe_lines(data: bytes, table: Sequence[QueenEntry]) -> dict[str, DialogueLine]:
+    """Clip name -> line for Joe's description clips ``JOE<nnnn><segment>``.
+
+    ``QUEEN2.JAS`` is plain text, one string a line (CR LF): object descriptions, object names, room names,
+    12 verbs, then Joe's 40 responses, ... ``QUEEN.JAS`` (after its 20-byte bank header) starts with the
+    big-endian u16 counts of rooms, names, objects and descriptions. Clip number n <= 40 is response n,
+    a larger n is description n - 40. Empty dict when either file is missing.
+    """
+    entries = {e.name.upper(): e for e in table}
+    jas, text = entries.get("QUEEN.JAS"), entries.get("QUEEN2.JAS")
+    if jas is None or text is None or jas.offset + DOG_HEADER_SIZE + 8 > len(data):
+        return {}
+    rooms, names, _, descriptions = struct.unpack_from(">4H", data, jas.offset + DOG_HEADER_SIZE)
+    strings = data[text.offset : text.offset + text.size].decode("latin-1").split("\r\n")
+    responses_at = descriptions + names + rooms + 12
+    out = {}
+    for n in range(1, JOE_RESPONSE_MAX + descriptions + 1):
+        at = responses_at + n - 1 if n <= JOE_RESPONSE_MAX else n - JOE_RESPONSE_MAX - 1
+        if at >= len(strings):
+            continue
+        for index, segment in speech_segments(strings[at]):
+            if segment.strip():
+                out[f"JOE{n:04d}{index + 1:X}"] = DialogueLine(segment.strip(), "QUEEN2.JAS", "queen-JOE")
+    return out
+
+
 def queen_clips(path: Path, rate: int) -> tuple[list[RawClip], list[SkippedClip]]:
     """Every ``.SB`` entry of ``queen.1c``: speech clips (with their dialogue line where the ``.DOG`` files give
     one), and the sound effects / broken entries skipped."""
@@ -402,6 +433,7 @@ def queen_clips(path: Path, rate: int) -> tuple[list[RawClip], list[SkippedClip]
     lines, conflicts = queen_dialogue_lines(data, table)
     if conflicts:
         log.warning("queen: %d clip names get different texts from two dialogue files; left unlabelled", len(conflicts))
+    lines.update(queen_joe_lines(data, table))
     clips, skipped = [], []
     for e in sorted(table, key=lambda e: e.name):
         if not e.name.upper().endswith(".SB"):
@@ -684,7 +716,8 @@ def build_manifests(
     members: Sequence[tuple[RawClip, Path, int]], rate: int, labelled: bool = False
 ) -> tuple["RecordingSet", "SupervisionSet"]:
     """Recordings (the FLAC files) and one supervision per clip with its speaker label; text empty unless
-    ``labelled`` (then the normalised transcript, the displayed line in ``custom["text_raw"]``)."""
+    ``labelled`` (then the normalised transcript). The displayed line, where the game files give one, is in
+    ``custom["text_raw"]`` in every part (for label-quality reports; nothing trains on it)."""
     from lhotse import AudioSource, Recording, RecordingSet, SupervisionSegment, SupervisionSet
 
     recs, sups = [], []
@@ -697,7 +730,7 @@ def build_manifests(
             duration=num_samples / rate,
         )
         recs.append(rec)
-        custom = {"game": clip.game, **({"text_raw": clip.text} if labelled else {})}
+        custom = {"game": clip.game, **({"text_raw": clip.text} if clip.text else {})}
         sups.append(
             SupervisionSegment(
                 id=clip.clip_id,

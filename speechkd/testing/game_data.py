@@ -92,6 +92,15 @@ def dog_file(talk_key: int, joe: list[tuple[int, str]], person: list[tuple[int, 
     return b"AmBk" + bytes(DOG_HEADER_SIZE - 4) + bytes(body)
 
 
+def jas_files(descriptions: list[str], names: list[str], rooms: list[str], responses: dict[int, str]) -> list:
+    """``QUEEN.JAS`` (bank header + counts of rooms, names, objects, descriptions) and ``QUEEN2.JAS`` (CR LF
+    lines: descriptions, names, rooms, 12 verbs, 40 Joe responses)."""
+    counts = struct.pack(">4H", len(rooms), len(names), 0, len(descriptions))
+    verbs = [f"Verb{i}" for i in range(12)]
+    lines = descriptions + names + rooms + verbs + [responses.get(i, "") for i in range(1, 41)]
+    return [("QUEEN.JAS", b"AmBk" + bytes(DOG_HEADER_SIZE - 4) + counts), ("QUEEN2.JAS", "\r\n".join(lines).encode())]
+
+
 def queen_bundle(entries: list[tuple[str, bytes]], broken: tuple[str, ...] = ()) -> bytes:
     """A ``queen.1c``: 15-byte header (u16 count at byte 13), 21-byte table entries, then the data;
     ``broken`` names get an offset past the end of the file."""
@@ -125,13 +134,16 @@ def write_fake_queen(root: Path) -> FakeQueen:
         "07001EP1": "Hex id line.",
         "07XXXXP1": "Back again.",
         "07XXXXJ1": "Me too.",
+        "JOE00011": "It doesn't seem to open",  # Joe's response 1
+        "JOE00421": "A fine desk.",  # clip 42 = object description 2
     }
-    durations = {name: 0.4 + 0.1 * i for i, name in enumerate(sorted(texts) + ["JOE00011", "C1A__051"])}
-    speakers = {n: ("queen-JOE" if n[6] == "J" else "queen-TESTER") for n in texts}
-    speakers.update({"JOE00011": "queen-JOE", "C1A__051": "queen-CUTSCENE"})
+    durations = {name: 0.4 + 0.1 * i for i, name in enumerate(sorted(texts) + ["C1A__051"])}
+    speakers = {n: ("queen-JOE" if n[6] == "J" or n.startswith("JOE") else "queen-TESTER") for n in texts}
+    speakers["C1A__051"] = "queen-CUTSCENE"
     entries = [(f"{n}.SB", mp3_bytes(tone(d, QUEEN_RATE), QUEEN_RATE)) for n, d in durations.items()]
     entries += [("12SSSSSS.SB", mp3_bytes(tone(0.3, QUEEN_RATE, 880.0), QUEEN_RATE))]
     entries += [("TESTER2.DOG", dog_file(talk_key, joe, person, again)), ("ROOM1.PCX", b"\x0a" * 40)]
+    entries += jas_files(["A desk.", "A fine desk.*24"], ["Desk"], ["ROOM1"], {1: "It doesn't seem to open*03"})
     broken = ("07001FP1.SB",)
     path = root / QUEEN.deb / QUEEN.files[0]
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -86,6 +86,15 @@ def test_dialogue_conflicts_are_dropped():
     assert "050001P1" not in lines and lines["050001J1"].text == "Same."
 
 
+def test_joe_description_lines():
+    from speechkd.data.game_speech import queen_joe_lines
+    from speechkd.testing.game_data import jas_files
+
+    data = queen_bundle(jas_files(["Desc one.", "Desc two.*14Part two."], ["N"], ["R1", "R2"], {3: "Nope.*03"}))
+    lines = {n: ln.text for n, ln in queen_joe_lines(data, parse_queen_table(data)).items()}
+    assert lines == {"JOE00031": "Nope.", "JOE00411": "Desc one.", "JOE00421": "Desc two.", "JOE00422": "Part two."}
+
+
 def test_queen_speaker_rules():
     keys = {7: "TESTER"}
     assert queen_speaker("070005P1", keys) == "queen-TESTER"
@@ -161,6 +170,8 @@ def test_extract_writes_pool_and_labelled_part(tmp_path):
     assert set(pool) == expected_pool
     assert all(s.text == "" for s in sups)  # the pool is unlabelled, even where a transcript exists
     assert pool["queen-070005J1"].speaker == "queen-JOE" and pool["sky-50001"].speaker == "sky"
+    assert pool["queen-JOE00011"].custom["text_raw"] == "It doesn't seem to open"  # known, not trained on
+    assert "text_raw" not in pool["queen-C1A__051"].custom
     for rec in recs:
         assert rec.sampling_rate == 16000
         audio, rate = sf.read(rec.sources[0].source)
@@ -200,7 +211,7 @@ def test_extract_is_resumable_and_deterministic(tmp_path):
     one = next((tmp_path / "audio" / "sky").glob("*.flac"))
     stamp = one.stat().st_mtime_ns
     second = _extract(tmp_path)
-    assert second.reused == {"queen": 10, "sky": 3}  # every clip's FLAC found: nothing redone
+    assert second.reused == {"queen": 11, "sky": 3}  # every clip's FLAC found: nothing redone
     assert one.stat().st_mtime_ns == stamp
     assert manifest.read_bytes() == before
 
