@@ -10,7 +10,9 @@
 #   ./run.sh --seeds "0 1 2" --stage 20                            # 3 seeds of every student, mean ± std table
 #   ./run.sh --help
 #
-# Stages: 0 build the corpus, 1 lhotse manifests, 2 fbank features, 3 BPE model, 4 summary table.
+# Stages: 0 build the corpus, 1 lhotse manifests, 2 fbank features, 3 BPE model, 4 summary table,
+# 5 real recorded speech from two Debian game packages (unlabelled pool train-real, labelled dev-real/test-real),
+# 6 fbank features of those parts.
 # Finished stages are skipped (markers under <data-dir>/.done/); a stage that runs recomputes its outputs
 # (--overwrite). Relative paths are relative to this directory (the script cds here).
 set -euo pipefail
@@ -32,6 +34,7 @@ download_dir=download    # the corpus is built in <download-dir>/MiniLibri
 data_dir=data            # manifests, features, BPE model, stage markers
 exp_dir=exp              # models and results of the method stages
 speed_perturb=false      # add 0.9/1.1 speed-perturbed copies of the train cuts
+real_pool=auto           # stages 5-6, real game speech: true | false | auto (true unless --tiny/--quick)
 vocab_size=64            # BPE vocabulary size: ~1 h of text, so near-character units (letters, apostrophe, word-boundary mark, 33 longer pieces)
 tiny_vocab_size=48       # BPE vocabulary size with --tiny true
 methods="asr whisper_pl distilhubert"  # method recipes run after the data stages, in order (also: lm2ctc)
@@ -114,6 +117,33 @@ if [ "$stop_stage" -ge 1 ]; then
   "$SPEECHKD_ROOT/recipes/data.sh" --stage "$stage" --stop-stage "$stop_stage" --corpus-dir "$corpus_dir" \
     --corpus-key "${corpus_args[*]} seed=$seed" --data-dir "$data_dir" --parts "${parts[*]}" \
     --sp-parts "$sp_parts" --bpe-part "$train_part" --vocab-size "$vocab_size" --nj "$nj" --overwrite true
+fi
+
+if [ "$real_pool" = auto ]; then
+  real_pool=true
+  [ "$tiny" = false ] || real_pool=false
+fi
+real_parts=(train-real dev-real test-real)
+if [ "$real_pool" = true ] && [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+  log "Stage 5: real speech from the game packages -> $data_dir/manifests (${real_parts[*]})"
+  if ! stage_done 5 "$data_dir" "real-pool"; then
+    # Skipped with a SKIPPED line (no marker) where the packages cannot be had; the later stages then go without.
+    "$python" -m speechkd data extract-game-speech --cache-dir "$download_dir/game-debs" \
+      --audio-dir "$download_dir/GameSpeech" --manifest-dir "$data_dir/manifests" --num-jobs "$nj" --skip-unavailable
+    [ ! -f "$data_dir/manifests/librispeech_recordings_train-real.jsonl.gz" ] || mark_done 5 "$data_dir" "real-pool"
+  fi
+fi
+if [ "$real_pool" = true ] && [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
+  if [ -f "$data_dir/manifests/librispeech_recordings_train-real.jsonl.gz" ]; then
+    log "Stage 6: fbank features of ${real_parts[*]}"
+    if ! stage_done 6 "$data_dir" "real-pool"; then
+      "$python" -m speechkd data fbank --manifest-dir "$data_dir/manifests" --output-dir "$fbank_dir" \
+        --parts "${real_parts[@]}" --num-jobs "$nj"
+      mark_done 6 "$data_dir" "real-pool"
+    fi
+  else
+    log "Stage 6: skipped (no real-speech manifests: stage 5 was skipped)"
+  fi
 fi
 
 # ==================================================================================================

@@ -20,6 +20,7 @@ from speechkd.errors import SpeechkdError
 COMMAND_MODULES = (
     "speechkd.cli.data",
     "speechkd.cli.minilibri",
+    "speechkd.cli.game_speech",
     "speechkd.cli.asr",
     "speechkd.cli.score",
     "speechkd.cli.teachers",

@@ -198,10 +198,11 @@ def labelled_cut(cut: Any, transcript: Transcript, teacher_name: str) -> tuple[A
 
     sups = sorted(cut.supervisions, key=lambda s: s.start)
     custom: dict[str, Any] = dict(sups[0].custom or {}) if len(sups) == 1 else {}
+    # An empty text is no reference: unlabelled audio (e.g. the real-speech pool) gets reference None.
     if len(sups) == 1:
-        reference = custom["reference"] if "reference" in custom else sups[0].text
+        reference = custom["reference"] if "reference" in custom else (sups[0].text or None)
     elif sups:
-        reference = " ".join(s.text for s in sups if s.text)
+        reference = " ".join(s.text for s in sups if s.text) or None
     else:
         reference = None
     custom.update(

@@ -360,6 +360,19 @@ def test_empty_input_is_an_error_and_empty_shard_is_fine(tmp_path: Path) -> None
     assert [c["id"] for c in _read_cuts(res.merged)] == ["t0", "t1"]
 
 
+def test_labelled_cut_of_unlabelled_audio_has_no_reference(tmp_path: Path) -> None:
+    # the real-speech pool (speechkd.data.game_speech) has supervisions with empty text: no reference to keep
+    wav = _tone(tmp_path / "a.wav", 1.0)
+    tr = Transcript("So how do I get to ground level?", -0.2, 1.1, 0.01)
+    new, _ = pl.labelled_cut(_make_cut("a", wav, ""), tr, "t")
+    (sup,) = new.supervisions
+    assert sup.text == "SO HOW DO I GET TO GROUND LEVEL" and sup.custom["reference"] is None
+    two = _make_cut("b", wav, None)
+    two.supervisions = [SupervisionSegment(f"s{i}", "b", 0.5 * i, 0.5, text="") for i in range(2)]
+    (sup,) = pl.labelled_cut(two, tr, "t")[0].supervisions
+    assert sup.custom["reference"] is None
+
+
 def test_labelled_cut_keeps_existing_reference_and_merges_supervisions(tmp_path: Path) -> None:
     wav = _tone(tmp_path / "a.wav", 1.0)
     tr = Transcript("Hello, world.", -0.2, 1.1, 0.01)
