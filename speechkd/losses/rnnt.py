@@ -30,17 +30,24 @@ its gradient). The simple/smoothed losses need ``O(B*(T+S+1)*C)`` besides; the p
 ``(B, T, s_range, V)`` logits and allocates one gradient of that size, never ``(B, T, S+1, V)``; the full
 :func:`rnnt_loss` takes and allocates ``(B, T, S+1, V)``. See :mod:`speechkd.losses.rnnt_portable`.
 
+Precision: every loss here runs in float32 with autocast disabled, whatever the caller's autocast
+context (icefall disables autocast around its k2 calls the same way). Half/bfloat16 inputs are cast to
+float32 first; the smoothed loss' ``tiny`` guard and the normaliser matmuls would otherwise underflow or
+lose precision in fp16/bf16. Gradients flow back to the low-precision inputs through the cast.
+
 k2 options not exposed here: ``rnnt_type`` other than "regular", ``delay_penalty``, ``use_hat_loss``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import inspect
 from types import ModuleType
-from typing import Optional, Tuple, Union
+from typing import Iterator, Optional, Tuple, Union
 
+import torch
 from torch import Tensor
 
 from speechkd.errors import SpeechkdError
@@ -87,8 +94,26 @@ def _module(backend: str) -> ModuleType:
     return module
 
 
+@contextlib.contextmanager
+def _autocast_off(tensors: Tuple[Tensor, ...]) -> Iterator[None]:
+    """Disable autocast for every device type the tensors live on (CPU and CUDA autocast are separate)."""
+    with contextlib.ExitStack() as stack:
+        for device_type in sorted({t.device.type for t in tensors}):
+            if device_type in ("cpu", "cuda"):
+                stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
+        yield
+
+
+def _full_precision(value):
+    """Float16/bfloat16 tensors -> float32 (differentiable); everything else unchanged."""
+    if isinstance(value, Tensor) and value.dtype in (torch.float16, torch.bfloat16):
+        return value.float()
+    return value
+
+
 def _call(backend: str, fn_name: str, **kwargs):
-    """Call ``fn_name`` of the backend; for k2/fast_rnnt ask for the regular topology explicitly."""
+    """Call ``fn_name`` of the backend in float32 with autocast off; for k2/fast_rnnt ask for the regular
+    topology explicitly."""
     module = _module(backend)
     fn = getattr(module, fn_name)
     if module.__name__ != "speechkd.losses.rnnt_portable":
@@ -97,7 +122,9 @@ def _call(backend: str, fn_name: str, **kwargs):
             kwargs["rnnt_type"] = "regular"
         elif "modified" in params:  # older k2
             kwargs["modified"] = False
-    return fn(**kwargs)
+    kwargs = {k: _full_precision(v) for k, v in kwargs.items()}
+    with _autocast_off(tuple(v for v in kwargs.values() if isinstance(v, Tensor))):
+        return fn(**kwargs)
 
 
 def rnnt_loss_simple(
