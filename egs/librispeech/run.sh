@@ -7,7 +7,8 @@
 #   ./run.sh --help
 #
 # Stages: 0 download (only with --download true), 1 lhotse manifests, 2 fbank features (+ speed
-# perturbation of the train parts), 3 BPE model, 4 summary table.
+# perturbation of the train parts), 3 BPE model, 4 summary table, 5 the training parts (and their
+# perturbed copies) shuffled into one manifest, train-all-shuf, which every training stage reads.
 # Finished stages are skipped (markers under <data-dir>/.done/). Stages 1 and 2 also skip parts whose
 # output manifests exist (resume after a crash): to recompute a part, delete its manifests as well as
 # the stage marker. Relative paths are relative to this directory (the script cds here).
@@ -51,6 +52,7 @@ read -r -a eval_list <<<"$eval_parts"
 parts=("${train_list[@]}" "${eval_list[@]}")
 fbank_dir=$data_dir/fbank
 lang_dir=$data_dir/lang_bpe_$vocab_size
+shuffled_part=train-all-shuf  # stage 5 output: the training parts in random order (what training reads)
 sp_parts=()
 [ "$speed_perturb" = false ] || sp_parts=("${train_list[@]}")
 read -r -a method_arr <<<"$methods"
@@ -73,7 +75,8 @@ if [ "$stop_stage" -ge 1 ]; then
   # Stages 1-4: manifests, fbank (+ speed perturbation), BPE, summary; parts already done are kept (resume).
   "$SPEECHKD_ROOT/recipes/data.sh" --stage "$stage" --stop-stage "$stop_stage" --corpus-dir "$corpus_dir" \
     --data-dir "$data_dir" --parts "${parts[*]}" --sp-parts "${sp_parts[*]}" --bpe-part "$bpe_part" \
-    --vocab-size "$vocab_size" --nj "$nj" --overwrite false
+    --vocab-size "$vocab_size" --nj "$nj" --overwrite false --shuffle-parts "$train_parts" \
+    --shuffled-name "$shuffled_part"
 fi
 
 # ==================================================================================================
@@ -92,7 +95,7 @@ if [ "$stop_stage" -ge 10 ]; then
           fi
           "$SPEECHKD_ROOT/recipes/asr.sh" --stage "$stage" --stop-stage "$stop_stage" \
             --config "conf/asr_$model.yaml" --overrides "$asr_overrides" --exp-dir "$exp_dir/asr_$model" \
-            --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" --train-parts "$train_parts" \
+            --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" --train-parts "$shuffled_part" \
             --valid-parts "dev-clean dev-other" --test-parts "$eval_parts" --methods "$model_methods" \
             --chunk-sizes "$chunks" --avg "$avg" --nproc "$nproc"
         done
@@ -102,7 +105,7 @@ if [ "$stop_stage" -ge 10 ]; then
         "$SPEECHKD_ROOT/recipes/distilhubert.sh" --stage "$stage" --stop-stage "$stop_stage" \
           --config conf/distilhubert_hubert_base.yaml --probe-config conf/distilhubert_probe.yaml \
           --teacher "$distill_teacher" --exp-dir "$exp_dir/distilhubert_hubert_base" --cuts-dir "$fbank_dir" \
-          --bpe-model "$lang_dir/bpe.model" --train-parts "$train_parts" --valid-parts dev-clean \
+          --bpe-model "$lang_dir/bpe.model" --train-parts "$shuffled_part" --valid-parts dev-clean \
           --probe-train-parts train-clean-100 --test-parts "$eval_parts" --nproc "$nproc"
         ;;
       *) die "unknown method '$method' in --methods (known: asr distilhubert)" ;;

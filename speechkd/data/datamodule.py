@@ -107,7 +107,10 @@ class DataConfig:
     # (cuts + 1) * longest <= max_duration, so the last cut (if longer) may overshoot it.
     max_duration: float = 200.0
     num_buckets: int = 30
-    buffer_size: int = 20000  # cuts held by the bucketing sampler
+    # Cuts held by the bucketing sampler, which shuffles only inside this buffer (lhotse 1.33 folds its
+    # old shuffle_buffer_size into it). A local shuffle: train on a pre-shuffled manifest (``speechkd data
+    # shuffle-cuts``, recipe data stage 5) so that batches mix all parts from the first step.
+    buffer_size: int = 20000
     shuffle: bool = True
     drop_last: bool = True
     seed: int = 42
@@ -115,7 +118,7 @@ class DataConfig:
     min_cut_duration: float = 1.0  # training cuts shorter than this are removed (logged)
     max_cut_duration: float = 20.0  # training cuts longer than this are removed (logged)
     drop_empty_text: bool = True  # remove training cuts with an empty transcript (logged)
-    # Training cuts (the first ones of the training set) that estimate the global CMVN statistics
+    # Training cuts, drawn at random from all training parts, that estimate the global CMVN statistics
     # of models with encoder.global_cmvn=true.
     cmvn_max_cuts: int = 2000
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
@@ -141,6 +144,8 @@ class DataConfig:
             raise SpeechkdError(f"data.spec_augment needs fbank input, but data.input={self.input!r}")
         if self.cmvn_max_cuts < 1:
             raise SpeechkdError(f"data.cmvn_max_cuts must be >= 1, got {self.cmvn_max_cuts}")
+        if self.buffer_size < 1:
+            raise SpeechkdError(f"data.buffer_size must be >= 1, got {self.buffer_size}")
         if self.num_workers < 0 or self.num_buckets < 2:
             # lhotse's DynamicBucketingSampler asserts num_buckets > 1: say so before training starts
             raise SpeechkdError(
@@ -325,13 +330,18 @@ class AsrDataModule:
         return cuts.map(partial(_resample_cut, sampling_rate=cfg.sampling_rate))
 
     def global_feature_stats(self, cuts: Any) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Per-bin mean (C,) and standard deviation (C,) of the fbank input over the first
-        ``data.cmvn_max_cuts`` cuts, and the number of cuts used (lhotse's global stats, computed
-        from stored features or with the on-the-fly extractor, as training will see them)."""
+        """Per-bin mean (C,) and standard deviation (C,) of the fbank input over ``data.cmvn_max_cuts``
+        cuts drawn uniformly (seed ``data.seed``) from all of ``cuts``, and the number of cuts used
+        (lhotse's global stats, computed from stored features or with the on-the-fly extractor, as
+        training will see them). One lazy pass over the manifest; only the sample is held in memory."""
+        from lhotse import CutSet
+
+        from speechkd.data.cutsets import reservoir_sample
+
         cfg = self.cfg
         if cfg.input != "fbank":
             raise SpeechkdError(f"global CMVN needs fbank input, but data.input={cfg.input!r}")
-        sample = self._prepare_cuts(cuts).subset(first=cfg.cmvn_max_cuts).to_eager()
+        sample = CutSet.from_cuts(reservoir_sample(self._prepare_cuts(cuts), cfg.cmvn_max_cuts, cfg.seed))
         if len(sample) == 0:
             raise SpeechkdError("global CMVN: the training set has no cuts to estimate statistics from")
         extractor = None

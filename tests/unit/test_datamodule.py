@@ -113,15 +113,18 @@ def test_precomputed_equals_on_the_fly(cuts, tmp_path):
 
 
 @pytest.mark.parametrize("features", ["on_the_fly", "precomputed"])
-def test_global_feature_stats_match_numpy_over_the_first_cuts(cuts, tmp_path, features):
+def test_global_feature_stats_match_numpy_over_a_seeded_random_sample(cuts, tmp_path, features):
     from lhotse import Fbank, FbankConfig
     from lhotse.features.io import NumpyFilesWriter
+
+    from speechkd.data.cutsets import reservoir_sample
 
     sub = cuts.subset(first=4)
     stored = sub.compute_and_store_features(Fbank(FbankConfig(num_mel_bins=80)), tmp_path / "feats",
                                             storage_type=NumpyFilesWriter)
-    frames = np.concatenate([c.load_features() for c in stored.subset(first=3)])  # (sum T, 80)
-    dm = _dm(features=features, cmvn_max_cuts=3)
+    sample = reservoir_sample(stored, 3, seed=42)  # data.seed's sample of 3 of the 4 cuts
+    frames = np.concatenate([c.load_features() for c in sample])  # (sum T, 80)
+    dm = _dm(features=features, cmvn_max_cuts=3, seed=42)
     mean, std, n = dm.global_feature_stats(stored if features == "precomputed" else sub)
     assert n == 3 and mean.shape == std.shape == (80,)
     np.testing.assert_allclose(mean.numpy(), frames.mean(0), atol=1e-3)
