@@ -63,6 +63,9 @@ class DistillExperimentConfig:
     loss: DistillLossConfig = field(default_factory=DistillLossConfig)
     data: DataConfig = field(default_factory=lambda: DataConfig(input="audio", drop_empty_text=False))
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # Train (and extract targets) on the _sp<factor> speed-perturbed copies too. Off: DistilHuBERT and
+    # SUPERB use the original audio only, and the copies would triple the audio and resample on the fly.
+    use_speed_perturbed: bool = False
 
     def validate(self) -> None:
         if self.data.input != "audio":
@@ -154,8 +157,11 @@ def train_distill(
 
     if teacher_path:
         overrides = [*overrides, f"teacher.path={teacher_path}"]
+    from speechkd.training.checkpoint import seed_everything
+
     cfg = load_distill_config(config_path, overrides)
     teacher = load_configured_teacher(cfg.teacher)
+    seed_everything(cfg.trainer.seed)  # the student's initial weights are fixed by trainer.seed
     student = DistilHubertStudent.from_teacher(teacher, cfg.student)
     layers = list(student.cfg.pred_head_layers)
     stored = cfg.loss.mode == "stored"
@@ -171,8 +177,9 @@ def train_distill(
     )
     if dist_info_from_env().rank == 0:
         save_student_description(student, exp_dir)
-    train_cuts = load_cuts(cuts_dir, train_parts)
-    valid_cuts = load_cuts(cuts_dir, valid_parts) if valid_parts else None
+    sp = cfg.use_speed_perturbed
+    train_cuts = load_cuts(cuts_dir, train_parts, speed_perturbed=sp)
+    valid_cuts = load_cuts(cuts_dir, valid_parts, speed_perturbed=sp) if valid_parts else None
     model = DistillModel(student, None if stored else teacher)
     task = DistillTask(cfg.loss, layers, teacher.frame_shift, cfg.data.sampling_rate)
     dm = AsrDataModule(cfg.data, tokenizer=None, target_fields=(cfg.loss.field,) if stored else ())
@@ -236,7 +243,7 @@ def extract_targets(
             continue
         reports.append(
             extract_hidden_states(
-                load_cuts(cuts_dir, [part]), teacher, layers, output_dir, part, cfg.loss.field, max_duration, dtype
+                load_cuts(cuts_dir, [part], speed_perturbed=cfg.use_speed_perturbed), teacher, layers, output_dir, part, cfg.loss.field, max_duration, dtype
             )
         )
     return reports

@@ -200,3 +200,29 @@ def test_a_checkpoint_that_is_not_a_speech_encoder_is_refused(setup, tmp_path):
     config = _write_config(tmp_path / "conf.yaml", bert, max_steps=1)
     with pytest.raises(SpeechkdError, match="not a speech encoder"):
         train_distill(config, [], tmp_path / "exp", setup["cuts_dir"], ["train"])
+
+
+def test_initial_student_is_fixed_by_the_trainer_seed_and_perturbed_cuts_are_left_out(setup, tmp_path, monkeypatch):
+    import speechkd.training.trainer as trainer_mod
+    from speechkd.training.distill_experiment import train_distill
+
+    cuts = setup["cuts"]
+    (cuts + cuts.perturb_speed(0.9)).to_file(tmp_path / "librispeech_cuts_trainsp.jsonl.gz")
+    seen = []
+
+    class Capture:
+        def __init__(self, cfg, model, task, dm, train_cuts, valid_cuts, exp_dir, **kw):
+            seen.append(({k: v.clone() for k, v in model.student.state_dict().items()}, [c.id for c in train_cuts]))
+
+        def fit(self, resume=True):
+            pass
+
+    monkeypatch.setattr(trainer_mod, "Trainer", Capture)
+    config = _write_config(tmp_path / "conf.yaml", setup["teacher_dir"], max_steps=1)
+    for i, extra in enumerate(([], [], ["use_speed_perturbed=true"])):
+        torch.manual_seed(100 + i)  # the global RNG state before the call must not matter
+        train_distill(config, extra, tmp_path / f"exp{i}", tmp_path, ["trainsp"], [])
+    (w0, ids0), (w1, _), (_, ids_sp) = seen
+    assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
+    assert sorted(ids0) == sorted(c.id for c in cuts)  # originals only (DistilHuBERT / SUPERB)
+    assert len(ids_sp) == 2 * len(cuts)  # unless the config asks for the copies
