@@ -98,7 +98,7 @@ def register(reg: Any) -> None:
     p.add_argument("--teacher-name", default=None, help="name stored in custom['teacher'] (default: --teacher)")
     p.add_argument("--beam-size", type=int, default=1, help="1 = greedy search (default), >1 = beam search")
     p.add_argument("--batch-size", type=int, default=8, help="clips per teacher call (default 8)")
-    p.add_argument("--num-shards", type=int, default=None, help="number of shards (default: WORLD_SIZE under torchrun, else 1)")
+    p.add_argument("--num-shards", type=int, default=None, help="number of shards (default: shards of at most 2000 cuts, a multiple of WORLD_SIZE)")
     p.add_argument("--shard-id", type=int, default=None, help="label only this shard (default: all, or this rank's)")
     p.add_argument("--max-duration", type=float, default=30.0, help="skip (and count) longer cuts; at most 30 s")
     p.add_argument("--device", default="cpu", help="cpu, cuda (= cuda:$LOCAL_RANK under torchrun) or cuda:N")
