@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -226,3 +227,38 @@ def test_initial_student_is_fixed_by_the_trainer_seed_and_perturbed_cuts_are_lef
     assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
     assert sorted(ids0) == sorted(c.id for c in cuts)  # originals only (DistilHuBERT / SUPERB)
     assert len(ids_sp) == 2 * len(cuts)  # unless the config asks for the copies
+
+
+def test_target_extraction_resumes_chunk_by_chunk_after_a_crash(setup, tmp_path, monkeypatch):
+    from lhotse import CutSet
+
+    import speechkd.targets.hidden_states as hs
+
+    teacher, cuts = setup["teacher"], setup["cuts"]
+    clean = hs.extract_hidden_states(cuts, teacher, LAYERS, tmp_path / "clean", "train", chunk_cuts=1)
+    calls = []
+    real = hs.teacher_targets
+
+    def crashing(teacher, wavs, lens, layers):
+        calls.append(len(wavs))
+        if len(calls) == 3:
+            raise RuntimeError("simulated crash")
+        return real(teacher, wavs, lens, layers)
+
+    out = tmp_path / "crashed"
+    monkeypatch.setattr(hs, "teacher_targets", crashing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        hs.extract_hidden_states(cuts, teacher, LAYERS, out, "train", chunk_cuts=1)
+    assert [hs.chunk_paths(out, "train", k)[1].is_file() for k in range(4)] == [True, True, False, False]
+    assert not hs.cuts_path(out, "train").exists()  # the part's manifest only when every chunk is done
+    calls.clear()
+    rep = hs.extract_hidden_states(cuts, teacher, LAYERS, out, "train", chunk_cuts=1)
+    assert len(calls) == 2  # chunks 0 and 1 are not recomputed
+    assert rep.num_cuts == clean.num_cuts == 4 and rep.num_frames == clean.num_frames
+    a, b = CutSet.from_file(clean.cuts_path), CutSet.from_file(rep.cuts_path)
+    assert [c.id for c in a] == [c.id for c in b] == [c.id for c in cuts]
+    for x, y in zip(a, b):
+        assert np.array_equal(x.load_custom("teacher_hidden"), y.load_custom("teacher_hidden"))
+    # the same chunk files for other input cuts are refused, not mixed
+    with pytest.raises(SpeechkdError, match="other input cuts"):
+        hs.extract_hidden_states(cuts.subset(last=3), teacher, LAYERS, out, "train", chunk_cuts=1)
