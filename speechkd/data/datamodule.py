@@ -22,12 +22,15 @@ re-run the lhotse sampler for that epoch and throw away the first ``skip_batches
 ``CutSet`` s *before* they reach the dataset (no audio/feature loading), then continue. That gives the
 same batch sequence as an uninterrupted run regardless of worker prefetching (lhotse's own sampler
 ``state_dict`` records what the sampler *produced*, which runs ahead of what training *consumed*
-when ``num_workers > 0``). The DataLoader's base seed (and so every worker's seeds) is derived from
-``seed``, the epoch and the rank, so resumed workers draw the same random numbers too.
+when ``num_workers > 0``). Every training batch is made under python/numpy/torch random generators
+seeded from ``(seed, epoch, rank, batch index)`` (:func:`batch_seed`), so its random augmentation
+(SpecAugment, on-the-fly transforms) does not depend on which worker builds it or on what that worker
+built before: a resumed run with workers and augmentation gets the same batches as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from functools import partial
 from dataclasses import dataclass, field
@@ -218,17 +221,19 @@ class ResumableSampler(Sampler):
         self.skip_batches = skip_batches
 
     def __iter__(self) -> Iterator[Any]:
+        """Yields ``(seed, CutSet)``: each batch with its :func:`batch_seed`."""
         self.sampler.set_epoch(self.epoch)
         self.sampler.allow_iter_to_reset_state()
         if self.cut_filter is not None:
             self.cut_filter.reset()
         skip, self.skip_batches = self.skip_batches, 0
         skipped = 0
-        for batch in self.sampler:
+        base = (int(getattr(self.sampler, "seed", 0)), self.epoch, int(getattr(self.sampler, "rank", 0)))
+        for index, batch in enumerate(self.sampler):
             if skipped < skip:
                 skipped += 1
                 continue
-            yield batch
+            yield batch_seed(*base, index), batch
         if skipped < skip:
             raise SpeechkdError(
                 f"cannot resume epoch {self.epoch} at batch {skip}: the sampler only has {skipped} batches "
@@ -239,6 +244,45 @@ class ResumableSampler(Sampler):
 
     def __len__(self) -> int:  # pragma: no cover - dynamic batches have no cheap length
         raise TypeError("ResumableSampler has no length (dynamic batches)")
+
+
+def batch_seed(seed: int, epoch: int, rank: int, index: int) -> int:
+    """A 32-bit seed for training batch ``index`` of ``epoch`` on ``rank`` (numpy's SeedSequence mixing)."""
+    return int(np.random.SeedSequence([seed, epoch, rank, index]).generate_state(1)[0])
+
+
+@contextlib.contextmanager
+def seeded_rngs(seed: int) -> Iterator[None]:
+    """python ``random``, numpy's global generator and torch's CPU generator seeded with ``seed`` inside,
+    restored afterwards (so the training process's own random stream is untouched)."""
+    import random
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+class SeededBatchDataset(torch.utils.data.Dataset):
+    """``dataset[(seed, cuts)] -> dataset[cuts]`` built under :func:`seeded_rngs` (training batches)."""
+
+    def __init__(self, dataset: AsrBatchDataset) -> None:
+        super().__init__()
+        self.dataset = dataset
+
+    def __getitem__(self, item: tuple[int, Any]) -> dict[str, Any]:
+        seed, cuts = item
+        with seeded_rngs(seed):
+            return self.dataset[cuts]
+
+    def __len__(self) -> int:  # pragma: no cover - sampler-driven dataset
+        raise TypeError("SeededBatchDataset is indexed by (seed, CutSet) pairs; it has no length")
 
 
 def _resample_cut(cut: Any, sampling_rate: int) -> Any:
@@ -364,7 +408,7 @@ class AsrDataModule:
         transform = SpecAugmentInputs(self.cfg.spec_augment) if augment else None
         return AsrBatchDataset(self._input_strategy(cuts), self.tokenizer, self.target_fields, transform)
 
-    def _loader(self, dataset: AsrBatchDataset, sampler: Sampler) -> DataLoader:
+    def _loader(self, dataset: torch.utils.data.Dataset, sampler: Sampler) -> DataLoader:
         nw = self.cfg.num_workers
         return DataLoader(
             dataset,
@@ -399,7 +443,7 @@ class AsrDataModule:
             rank=self.rank,
         )
         sampler.filter(cut_filter)
-        return self._loader(self._dataset(cuts, train=True), ResumableSampler(sampler, cut_filter))
+        return self._loader(SeededBatchDataset(self._dataset(cuts, train=True)), ResumableSampler(sampler, cut_filter))
 
     def eval_dataloader(self, cuts: Any) -> DataLoader:
         """Batches of up to ``max_duration`` seconds in manifest order; nothing is filtered."""
