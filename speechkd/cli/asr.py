@@ -52,10 +52,16 @@ def _decode(args: argparse.Namespace) -> int:
         bpe_model=args.bpe_model,
         max_duration=args.max_duration,
         length_norm=not args.no_length_norm,
+        device=args.device,
     )
     for (part, tag), stats in results.items():
         print(f"{part}\t{tag}\tWER {stats.wer:.2f}%")
     return 0
+
+
+def _add_device(p) -> None:  # noqa: ANN001 - argparse parser
+    p.add_argument("--device", default="auto",
+                   help="cpu, cuda, cuda:N or auto (default: CUDA when available; cuda = cuda:$LOCAL_RANK under torchrun)")
 
 
 def register(reg) -> None:  # noqa: ANN001 - CommandRegistry (avoid import cycle)
@@ -101,3 +107,4 @@ def register(reg) -> None:  # noqa: ANN001 - CommandRegistry (avoid import cycle
     p.add_argument("--cuts-dir", default=None, help="default: the one used for training")
     p.add_argument("--bpe-model", default=None, help="default: the one used for training")
     p.add_argument("--max-duration", type=float, default=200.0, help="seconds of audio per decoding batch")
+    _add_device(p)

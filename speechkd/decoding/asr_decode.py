@@ -133,8 +133,11 @@ def decode_asr(
     bpe_model: Optional[PathLike] = None,
     max_duration: float = 200.0,
     length_norm: bool = True,
+    device: Optional[str] = None,
 ) -> dict[tuple[str, str], Any]:
-    """Decode ``parts`` with every (method, chunk size) and score them.
+    """Decode ``parts`` with every (method, chunk size) and score them, on ``device``
+    (:func:`speechkd.training.dist.resolve_device`: default CUDA when available, ``cuda:$LOCAL_RANK``
+    under torchrun).
 
     Returns ``{(part, tag): WerStats}``. ``cuts_dir`` and ``bpe_model`` default to the ones
     recorded at training time. Every combination is checked before any decoding starts.
@@ -151,7 +154,14 @@ def decode_asr(
     if not cuts_dir or not bpe_model:
         raise SpeechkdError("pass --cuts-dir and --bpe-model (not recorded in the experiment's config.yaml)")
     tokenizer = Tokenizer(bpe_model)
+    import torch
+
+    from speechkd.training.dist import resolve_device
+
     model, cfg, paths = load_model_for_decoding(exp_dir, checkpoint, tokenizer)
+    dev = torch.device(resolve_device(device))
+    model.to(dev)
+    log.info("decoding on %s", dev)
     for method in methods:
         for chunk in chunk_sizes:
             _check_method(model, method, chunk)
@@ -187,12 +197,14 @@ def _decode_part(
 ) -> Any:
     import torch
 
+    from speechkd.data.collate import move_batch
     from speechkd.decoding.scoring import write_results
 
     rows: list[tuple[str, str, str]] = []
     audio_s, t0 = 0.0, time.perf_counter()
     with torch.inference_mode():
         for batch in dm.eval_dataloader(cuts):
+            batch = move_batch(batch, next(model.parameters()).device)
             ids = decode_batch(model, batch, method, beam_size, chunk_size, left_context, length_norm)
             hyps = tokenizer.decode(ids)
             rows.extend(zip(batch["cut_ids"], batch["texts"], hyps))

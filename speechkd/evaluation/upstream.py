@@ -555,7 +555,9 @@ def evaluate_upstream(
         exp_cfg.teacher.path = teacher_path
     out_dir = Path(out_dir) if out_dir else Path(exp_dir) / "upstream"
     write_run_info(out_dir, {"eval": _as_dict(cfg), "teacher": exp_cfg.teacher.path}, name="evaluate-upstream")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    from speechkd.training.dist import resolve_device
+
+    dev = torch.device(resolve_device(device))
     tokenizer = Tokenizer(bpe_model)
     teacher = load_configured_teacher(exp_cfg.teacher)
     student, ckpt = load_trained_student(exp_dir, checkpoint)

@@ -230,7 +230,9 @@ def extract_targets(
     if teacher_path:
         overrides = [*overrides, f"teacher.path={teacher_path}"]
     cfg = load_distill_config(config_path, overrides)
-    teacher = load_configured_teacher(cfg.teacher, device=device)
+    from speechkd.training.dist import resolve_device
+
+    teacher = load_configured_teacher(cfg.teacher, device=resolve_device(device))
     layers = list(cfg.student.pred_head_layers)
     validate_pred_head_layers(layers, teacher.num_layers)
     done: dict[str, Any] = {}
