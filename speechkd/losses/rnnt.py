@@ -40,17 +40,17 @@ k2 options not exposed here: ``rnnt_type`` other than "regular", ``delay_penalty
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
 import inspect
 from types import ModuleType
-from typing import Iterator, Optional, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from speechkd.errors import SpeechkdError
+from speechkd.utils.precision import autocast_off
 
 BACKENDS = ("auto", "k2", "fast_rnnt", "portable")
 LossOut = Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]
@@ -94,16 +94,6 @@ def _module(backend: str) -> ModuleType:
     return module
 
 
-@contextlib.contextmanager
-def _autocast_off(tensors: Tuple[Tensor, ...]) -> Iterator[None]:
-    """Disable autocast for every device type the tensors live on (CPU and CUDA autocast are separate)."""
-    with contextlib.ExitStack() as stack:
-        for device_type in sorted({t.device.type for t in tensors}):
-            if device_type in ("cpu", "cuda"):
-                stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
-        yield
-
-
 def _full_precision(value):
     """Float16/bfloat16 tensors -> float32 (differentiable); everything else unchanged."""
     if isinstance(value, Tensor) and value.dtype in (torch.float16, torch.bfloat16):
@@ -123,7 +113,7 @@ def _call(backend: str, fn_name: str, **kwargs):
         elif "modified" in params:  # older k2
             kwargs["modified"] = False
     kwargs = {k: _full_precision(v) for k, v in kwargs.items()}
-    with _autocast_off(tuple(v for v in kwargs.values() if isinstance(v, Tensor))):
+    with autocast_off(v for v in kwargs.values() if isinstance(v, Tensor)):
         return fn(**kwargs)
 
 

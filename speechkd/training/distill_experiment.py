@@ -113,7 +113,9 @@ def build_student_from_exp(exp_dir: PathLike) -> Any:
     if not path.is_file():
         raise SpeechkdError(f"{path} not found: is {exp_dir} a `speechkd distill train` experiment dir?")
     desc = yaml.safe_load(path.read_text())
-    cfg = from_dict(DistilHubertConfig, desc["student_config"])
+    student_config = dict(desc["student_config"])
+    student_config.setdefault("pred_head_type", "linear")  # exp dirs from before the s3prl MLP heads
+    cfg = from_dict(DistilHubertConfig, student_config)
     teacher = TeacherInfo(**desc["teacher"]) if desc.get("teacher") else None
     backbone_config = AutoConfig.from_pretrained(Path(exp_dir) / BACKBONE_DIR)
     return DistilHubertStudent(cfg, teacher=teacher, backbone_config=backbone_config)
@@ -131,7 +133,10 @@ def load_trained_student(exp_dir: PathLike, checkpoint: Optional[PathLike] = Non
     prefix = "student."
     if not all(k.startswith(prefix) for k in state):
         raise SpeechkdError(f"{path} is not a distillation checkpoint (expected '{prefix}*' parameter names)")
-    student.load_state_dict({k[len(prefix):]: v for k, v in state.items()})
+    old_names = {}  # linear heads of checkpoints from before PredictionHeads
+    if student.cfg.pred_head_type == "linear" and f"{prefix}pred_head.weight" in state:
+        old_names = {"pred_head.weight": "pred_head.proj.weight", "pred_head.bias": "pred_head.proj.bias"}
+    student.load_state_dict({old_names.get(k[len(prefix):], k[len(prefix):]): v for k, v in state.items()})
     return student.eval(), path
 
 

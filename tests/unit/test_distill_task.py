@@ -262,3 +262,16 @@ def test_target_extraction_resumes_chunk_by_chunk_after_a_crash(setup, tmp_path,
     # the same chunk files for other input cuts are refused, not mixed
     with pytest.raises(SpeechkdError, match="other input cuts"):
         hs.extract_hidden_states(cuts.subset(last=3), teacher, LAYERS, out, "train", chunk_cuts=1)
+
+
+def test_on_the_fly_teacher_runs_in_full_precision_under_autocast(setup):
+    from speechkd.tasks.distill import DistillLossConfig, DistillModel, DistillTask
+
+    task = DistillTask(DistillLossConfig(mode="on_the_fly"), LAYERS, setup["teacher"].frame_shift)
+    model = DistillModel(setup["student"], setup["teacher"])
+    wavs, lens = torch.randn(2, 8000), torch.tensor([8000, 6000])
+    ref, ref_lens = task.teacher_targets(model, wavs, lens)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, got_lens = task.teacher_targets(model, wavs, lens)
+    assert got.dtype == torch.float32 and torch.equal(got_lens, ref_lens)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)  # bf16 matmuls would be ~1e-2 off
