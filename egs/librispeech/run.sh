@@ -34,12 +34,13 @@ methods=asr              # method recipes to run after the data stages, in order
 distill_teacher=facebook/hubert-base-ls960  # distilhubert teacher: hub id or local checkpoint dir
 asr_models=transducer_small  # ASR baselines: conf/asr_<name>.yaml each (exp/asr_<name>); also ctc_small
 asr_overrides=           # space-separated config overrides for every ASR model, e.g. "trainer.amp=bf16"
+set=                     # space-separated config overrides for every experiment (ASR and distilhubert), e.g. "trainer.amp=bf16"
 ctc_decode_methods=ctc-greedy  # decoding methods of ctc models
 transducer_decode_methods="greedy beam"  # decoding methods of transducer models
-chunk_sizes="8 16 32"    # streaming decoding chunk sizes (encoder frames of 40 ms) of transducer models
+chunk_sizes="16 32 64"   # streaming decode chunk sizes (40 ms encoder frames), as trained (train_chunk_sizes)
 avg=5                    # epoch checkpoints averaged for decoding
 nproc=1                  # training processes (GPUs) per experiment, via torchrun
-help_message="Usage: $0 [options]   (LibriSpeech data stages 0-4, then the method stages 10-49)"
+help_message="Usage: $0 [options]   (LibriSpeech data stages 0-5, then the method stages 10-49)"
 
 # shellcheck source=../../recipes/lib/parse_options.sh
 . "$SPEECHKD_ROOT/recipes/lib/parse_options.sh"
@@ -94,7 +95,7 @@ if [ "$stop_stage" -ge 10 ]; then
             chunks=
           fi
           "$SPEECHKD_ROOT/recipes/asr.sh" --stage "$stage" --stop-stage "$stop_stage" \
-            --config "conf/asr_$model.yaml" --overrides "$asr_overrides" --exp-dir "$exp_dir/asr_$model" \
+            --config "conf/asr_$model.yaml" --overrides "$set $asr_overrides" --exp-dir "$exp_dir/asr_$model" \
             --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" --train-parts "$shuffled_part" \
             --valid-parts "dev-clean dev-other" --test-parts "$eval_parts" --methods "$model_methods" \
             --chunk-sizes "$chunks" --avg "$avg" --nproc "$nproc"
@@ -103,7 +104,7 @@ if [ "$stop_stage" -ge 10 ]; then
       distilhubert)
         # DistilHuBERT from HuBERT-base (hub id or local path: --distill-teacher).
         "$SPEECHKD_ROOT/recipes/distilhubert.sh" --stage "$stage" --stop-stage "$stop_stage" \
-          --config conf/distilhubert_hubert_base.yaml --probe-config conf/distilhubert_probe.yaml \
+          --config conf/distilhubert_hubert_base.yaml --overrides "$set" --probe-config conf/distilhubert_probe.yaml \
           --teacher "$distill_teacher" --exp-dir "$exp_dir/distilhubert_hubert_base" --cuts-dir "$fbank_dir" \
           --bpe-model "$lang_dir/bpe.model" --train-parts "$shuffled_part" --valid-parts dev-clean \
           --probe-train-parts train-clean-100 --test-parts "$eval_parts" --nproc "$nproc"

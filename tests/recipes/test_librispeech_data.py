@@ -51,3 +51,22 @@ def test_librispeech_data_stages_on_generated_corpus(tmp_path: Path) -> None:
 
     shuffled, ordered = ids("train-all-shuf"), ids("train-clean-100")
     assert sorted(shuffled) == sorted(ordered) and shuffled != ordered
+
+
+def test_librispeech_run_accepts_the_readme_set_form(tmp_path: Path) -> None:
+    cmd = ["bash", str(RUN), "--set", "trainer.amp=bf16", "--stop-stage", "0", "--data-dir", str(tmp_path / "d")]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHON=sys.executable))
+    assert res.returncode == 0, res.stderr[-2000:]
+    readme = (ROOT / "README.md").read_text()
+    assert '--set "trainer.amp=bf16' in readme  # the documented form is the one tested here
+
+
+def test_librispeech_streaming_decode_uses_trained_chunk_sizes() -> None:
+    import re
+
+    import yaml
+
+    text = RUN.read_text()
+    decoded = [int(c) for c in re.search(r'^chunk_sizes="([0-9 ]+)"', text, re.M).group(1).split()]
+    conf = yaml.safe_load((ROOT / "egs" / "librispeech" / "conf" / "asr_transducer_small.yaml").read_text())
+    assert set(decoded) <= set(conf["model"]["encoder"]["train_chunk_sizes"])
