@@ -118,6 +118,7 @@ class DataConfig:
     drop_last: bool = True
     seed: int = 42
     num_workers: int = 2
+    pin_memory: bool = True  # page-locked batches for asynchronous host-to-GPU copies (only when CUDA is available)
     min_cut_duration: float = 1.0  # training cuts shorter than this are removed (logged)
     max_cut_duration: float = 20.0  # training cuts longer than this are removed (logged)
     drop_empty_text: bool = True  # remove training cuts with an empty transcript (logged)
@@ -418,6 +419,7 @@ class AsrDataModule:
             persistent_workers=False,
             worker_init_fn=_seed_worker if nw > 0 else None,
             generator=torch.Generator().manual_seed(self.cfg.seed + self.rank),
+            pin_memory=self.cfg.pin_memory and torch.cuda.is_available(),
         )
 
     # ---------------------------------------------------------------- loaders
