@@ -546,12 +546,10 @@ def score_labels(cuts_path: Union[str, Path], out_dir: Union[str, Path], test_se
     Writes the usual result files (see :func:`speechkd.decoding.scoring.write_results`); a cut without
     a reference is an error naming it (scoring a subset silently would flatter the teacher).
     """
-    from lhotse import CutSet
-
     from speechkd.decoding.scoring import write_results
 
     rows: list[tuple[str, str, str]] = []
-    for cut in CutSet.from_file(cuts_path):
+    for cut in open_cuts(cuts_path):  # lazy: only the (id, reference, label) rows are kept
         for sup in cut.supervisions:
             ref = (sup.custom or {}).get("reference")
             if ref is None:

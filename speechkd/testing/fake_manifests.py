@@ -17,7 +17,7 @@ import gzip
 import json
 import random
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 PathLike = Union[str, Path]
 # Training cuts per LibriSpeech part (281,241 in all, 960.9 h).
@@ -26,12 +26,21 @@ MEAN_DURATION_S = 12.3  # LibriSpeech training utterances: ~12.3 s on average, 1
 WORDS = ("THE", "AND", "OF", "TO", "A", "IN", "HE", "THAT", "WAS", "IT", "HIS", "HER", "YOU", "WITH", "SAID")
 
 
-def _cut_dict(cut_id: str, duration: float, text: str, speaker: str, storage: str, index: int) -> dict:
+def _cut_dict(
+    cut_id: str, duration: float, text: str, speaker: str, storage: str, index: int, label: Optional[str] = None
+) -> dict:
     num_frames = int(round(duration / 0.01))
+    custom = None
+    if label is not None:  # a pseudo-labelled cut (speechkd.targets.pseudo_label's fields)
+        custom = {"reference": text, "teacher": "fake", "teacher_text": label, "avg_logprob": -0.2,
+                  "compression_ratio": 1.5, "no_speech_prob": 0.01}
+    sup = {"id": cut_id, "recording_id": cut_id, "start": 0.0, "duration": duration, "channel": 0,
+           "text": label if label is not None else text, "language": "English", "speaker": speaker}
+    if custom:
+        sup["custom"] = custom
     return {
         "id": cut_id, "start": 0.0, "duration": duration, "channel": 0,
-        "supervisions": [{"id": cut_id, "recording_id": cut_id, "start": 0.0, "duration": duration, "channel": 0,
-                          "text": text, "language": "English", "speaker": speaker}],
+        "supervisions": [sup],
         "features": {"type": "kaldi-fbank", "num_frames": num_frames, "num_features": 80, "frame_shift": 0.01,
                      "sampling_rate": 16000, "start": 0.0, "duration": duration, "storage_type": "lilcom_chunky",
                      "storage_path": storage, "storage_key": f"{index * 4096},4096", "recording_id": cut_id,
@@ -46,10 +55,13 @@ def _cut_dict(cut_id: str, duration: float, text: str, speaker: str, storage: st
 def write_fake_cuts_manifest(
     path: PathLike, part: str, num_cuts: int, seed: int = 0, speed_factors: Sequence[float] = (),
     speaker_offset: int = 0,
+    pseudo_labels: bool = False,
 ) -> int:
     """Write ``num_cuts`` fake cuts of ``part`` (+ their speed-perturbed copies) to ``path``; returns the
     number of lines. Cut ids are ``<spk>-<chapter>-<utt>`` with speakers unique to the part (from
-    ``speaker_offset``), ~100 cuts per speaker in manifest order, as in LibriSpeech."""
+    ``speaker_offset``), ~100 cuts per speaker in manifest order, as in LibriSpeech. ``pseudo_labels``:
+    each supervision's text is a teacher label (the reference with one word in ten changed) with the
+    reference and teacher scores in ``custom``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     storage = path.parent / f"fake_feats_{part}"
@@ -67,6 +79,11 @@ def write_fake_cuts_manifest(
             for i, (uid, duration, text, spk) in enumerate(utts):
                 cut_id = uid if factor is None else f"{uid}_sp{factor}"
                 dur = duration if factor is None else round(duration / factor, 3)
-                f.write(json.dumps(_cut_dict(cut_id, dur, text, spk, str(storage), i)) + "\n")
+                label = None
+                if pseudo_labels:
+                    words = text.split()
+                    words[i % len(words)] = "HYP" if i % 10 == 0 else words[i % len(words)]
+                    label = " ".join(words)
+                f.write(json.dumps(_cut_dict(cut_id, dur, text, spk, str(storage), i, label)) + "\n")
                 n += 1
     return n
