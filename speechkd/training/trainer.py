@@ -112,7 +112,7 @@ class TrainerConfig:
     # are divided by it, so warm-up and decay follow the audio seen (icefall's adjusted batch count).
     reference_world_size: int = 1
     scale_lr_with_world_size: str = "none"  # none | linear | sqrt
-    scale_steps_with_world_size: bool = True
+    scale_steps_with_world_size: bool = False  # off by default: configs opt in (egs/librispeech/conf)
 
     def validate(self) -> None:
         if self.scale_lr_with_world_size not in LR_SCALING_RULES:

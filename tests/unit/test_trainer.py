@@ -216,9 +216,12 @@ def test_lr_and_schedule_follow_the_world_size_rule():
 
     cfg = TrainerConfig()
     cfg.optimizer.lr, cfg.scheduler.warmup_steps, cfg.scheduler.lr_steps = 1e-3, 4000, 8000.0
+    opt, sched = scale_for_world_size(cfg, 4)  # default: nothing changes unless the config asks
+    assert (opt.lr, sched.warmup_steps, sched.lr_steps) == (1e-3, 4000, 8000.0)
+    cfg.scale_steps_with_world_size = True
     opt, sched = scale_for_world_size(cfg, 1)
     assert (opt.lr, sched.warmup_steps, sched.lr_steps) == (1e-3, 4000, 8000.0)
-    opt, sched = scale_for_world_size(cfg, 4)  # default: lr kept, schedule by audio seen
+    opt, sched = scale_for_world_size(cfg, 4)  # lr kept, schedule by audio seen
     assert opt.lr == 1e-3 and (sched.warmup_steps, sched.lr_steps) == (1000, 2000.0)
     cfg.scale_lr_with_world_size = "linear"
     assert scale_for_world_size(cfg, 4)[0].lr == pytest.approx(4e-3)
