@@ -40,6 +40,7 @@ export_left_context=64    # streaming ONNX export: attention left context in enc
 export_int8=true          # also export int8 (dynamically quantised) models and decode them
 sherpa_threads=1          # onnxruntime threads of the sherpa-onnx decodes
 codebook_dir=             # MVQ-KD codebook indexes for training (recipes/mvq_kd.sh; needs loss.codebook_loss_scale > 0)
+device=auto               # decoding device: auto (CUDA when available) | cpu | cuda | cuda:N
 help_message="Usage: $0 [options]   (ASR stages 20-49: train, average, decode, score, export, sherpa-onnx decode)"
 
 # shellcheck source=lib/parse_options.sh
@@ -96,7 +97,7 @@ if [ "$stage" -le 30 ] && [ "$stop_stage" -ge 30 ]; then
   [ "$length_norm" = true ] || norm_args=(--no-length-norm)
   if ! stage_done 30 "$exp_dir" "$dkey"; then
     "$python" -m speechkd asr decode --exp-dir "$exp_dir" --parts "${test_arr[@]}" --methods "${method_arr[@]}" \
-      --beam-size "$beam_size" "${norm_args[@]}" --cuts-dir "$test_cuts_dir"
+      --beam-size "$beam_size" "${norm_args[@]}" --cuts-dir "$test_cuts_dir" --device "$device"
     mark_done 30 "$exp_dir" "$dkey"
   fi
 fi
@@ -106,7 +107,7 @@ if [ "$stage" -le 31 ] && [ "$stop_stage" -ge 31 ] && [ ${#chunk_arr[@]} -gt 0 ]
   dkey="$key avg=$avg chunks=$chunk_sizes left=$left_context parts=$test_parts"
   if ! stage_done 31 "$exp_dir" "$dkey"; then
     "$python" -m speechkd asr decode --exp-dir "$exp_dir" --parts "${test_arr[@]}" --methods greedy \
-      --chunk-sizes "${chunk_arr[@]}" --left-context "$left_context" --cuts-dir "$test_cuts_dir"
+      --chunk-sizes "${chunk_arr[@]}" --left-context "$left_context" --cuts-dir "$test_cuts_dir" --device "$device"
     mark_done 31 "$exp_dir" "$dkey"
   fi
 fi
@@ -165,7 +166,7 @@ if [ "$stage" -le 41 ] && [ "$stop_stage" -ge 41 ]; then
       dkey="$key avg=$avg chunk=$chunk left=$export_left_context parts=$test_parts"
       if ! stage_done 41 "$exp_dir" "$dkey"; then
         "$python" -m speechkd asr decode --exp-dir "$exp_dir" --parts "${test_arr[@]}" --methods greedy \
-          --chunk-sizes "$chunk" --left-context "$export_left_context" --cuts-dir "$test_cuts_dir"
+          --chunk-sizes "$chunk" --left-context "$export_left_context" --cuts-dir "$test_cuts_dir" --device "$device"
         mark_done 41 "$exp_dir" "$dkey"
       fi
     fi

@@ -3,7 +3,9 @@
 # LibriSpeech-layout data stages 1-4, shared by every corpus (egs/<corpus>/run.sh does stage 0 itself:
 # download or build the corpus, then calls this):
 #   1 lhotse manifests, 2 fbank features (+ 0.9/1.1 speed perturbation of --sp-parts), 3 BPE model,
-#   4 summary table (hours / utterances / speakers per part).
+#   4 summary table (hours / utterances / speakers per part), 5 (with --shuffle-parts) one training cuts
+#   manifest, <data-dir>/fbank/librispeech_cuts_<shuffled-name>.jsonl.gz, holding those parts (and their
+#   speed-perturbed copies) in random order, so that training batches mix the parts from the start.
 # Markers live in <data-dir>/.done/; --corpus-key names what the corpus was built from, so a rebuilt corpus
 # reruns the stages.
 set -euo pipefail
@@ -13,7 +15,7 @@ SPEECHKD_ROOT=${SPEECHKD_ROOT:-$(cd "$here/.." && pwd)}
 . "$here/lib/env.sh"  # PYTHONPATH, $python ($PYTHON, else the repo's .venv, else python), lib.sh
 
 stage=1                   # first stage to run
-stop_stage=4              # last stage to run
+stop_stage=5              # last stage to run
 corpus_dir=               # LibriSpeech-layout corpus directory (holding the part directories)
 corpus_key=               # what the corpus was built from (part of the stage markers' keys)
 data_dir=data             # manifests, features, BPE model, stage markers
@@ -22,8 +24,10 @@ sp_parts=                 # space-separated parts that get speed-perturbed copie
 bpe_part=                 # part whose transcripts train the BPE model
 vocab_size=500            # BPE vocabulary size
 nj=4                      # parallel jobs (processes)
+shuffle_parts=            # stage 5: parts shuffled into one training manifest (empty: skip stage 5)
+shuffled_name=train-all-shuf  # stage 5: name of that manifest's part
 overwrite=false           # recompute whole stages (true) or resume part by part (false: finished parts kept)
-help_message="Usage: $0 [options]   (LibriSpeech-layout data stages 1-4)"
+help_message="Usage: $0 [options]   (LibriSpeech-layout data stages 1-5)"
 
 # shellcheck source=lib/parse_options.sh
 . "$here/lib/parse_options.sh"
@@ -78,5 +82,15 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   if ! stage_done 4 "$data_dir" "$key"; then
     "$python" -m speechkd data summary --manifest-dir "$manifest_dir" --output "$data_dir/summary.tsv"
     mark_done 4 "$data_dir" "$key"
+  fi
+fi
+
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ] && [ -n "$shuffle_parts" ]; then
+  log "Stage 5: shuffled training manifest $shuffled_name of $shuffle_parts"
+  read -r -a shuffle_arr <<<"$shuffle_parts"
+  key="corpus=$corpus_dir $corpus_key parts=$shuffle_parts sp=$sp_parts name=$shuffled_name"
+  if ! stage_done 5 "$data_dir" "$key"; then
+    "$python" -m speechkd data shuffle-cuts --cuts-dir "$fbank_dir" --parts "${shuffle_arr[@]}" --name "$shuffled_name"
+    mark_done 5 "$data_dir" "$key"
   fi
 fi

@@ -46,6 +46,7 @@ test_parts="dev test-clean test-other"  # space-separated parts the probes are s
 probe_config=             # evaluate-upstream YAML (probe steps/size, upstreams, RTF utterances)
 probe_overrides=          # space-separated evaluate-upstream overrides, e.g. "probe.max_steps=200"
 nproc=1                   # training processes (torchrun; GPUs or CPU processes)
+device=auto               # teacher extraction / probe device: auto (CUDA when available) | cpu | cuda | cuda:N
 help_message="Usage: $0 [options]   (DistilHuBERT stages 10-49: teacher, targets, train, evaluate, export)"
 
 # shellcheck source=lib/parse_options.sh
@@ -102,7 +103,7 @@ if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ] && [ "$effective_mode" = stor
   log "Stage 11: pre-extract teacher hidden states of ${train_parts} ${valid_parts} into $targets_dir"
   if ! stage_done 11 "$exp_dir" "$key targets=$targets_dir valid=$valid_parts"; then
     "$python" -m speechkd distill extract-targets --config "$config" "${set_args[@]}" "${teacher_args[@]}" \
-      --cuts-dir "$cuts_dir" --parts "${train_arr[@]}" "${valid_arr[@]}" --output-dir "$targets_dir"
+      --cuts-dir "$cuts_dir" --parts "${train_arr[@]}" "${valid_arr[@]}" --output-dir "$targets_dir" --device "$device"
     mark_done 11 "$exp_dir" "$key targets=$targets_dir valid=$valid_parts"
   fi
 fi
@@ -126,7 +127,8 @@ if [ "$stage" -le 30 ] && [ "$stop_stage" -ge 30 ]; then
   if ! stage_done 30 "$exp_dir" "$ekey"; then
     "$python" -m speechkd distill evaluate-upstream --exp-dir "$exp_dir" --cuts-dir "$cuts_dir" \
       --bpe-model "$bpe_model" --train-parts "${probe_train_arr[@]}" --dev-parts "${valid_arr[@]}" \
-      --test-parts "${test_arr[@]}" "${probe_config_args[@]}" "${probe_set_args[@]}" "${teacher_args[@]}"
+      --test-parts "${test_arr[@]}" "${probe_config_args[@]}" "${probe_set_args[@]}" "${teacher_args[@]}" \
+      --device "$device"
     mark_done 30 "$exp_dir" "$ekey"
   fi
 fi

@@ -7,7 +7,8 @@
 #   ./run.sh --help
 #
 # Stages: 0 download (only with --download true), 1 lhotse manifests, 2 fbank features (+ speed
-# perturbation of the train parts), 3 BPE model, 4 summary table.
+# perturbation of the train parts), 3 BPE model, 4 summary table, 5 the training parts (and their
+# perturbed copies) shuffled into one manifest, train-all-shuf, which every training stage reads.
 # Finished stages are skipped (markers under <data-dir>/.done/). Stages 1 and 2 also skip parts whose
 # output manifests exist (resume after a crash): to recompute a part, delete its manifests as well as
 # the stage marker. Relative paths are relative to this directory (the script cds here).
@@ -35,15 +36,16 @@ mvq_teacher=facebook/hubert-xlarge-ls960-ft  # mvq_kd teacher (HuBERT family): h
 mvq_shards=8             # mvq_kd: parallel codebook-extraction shards (one GPU each when present)
 asr_models=transducer_small  # ASR baselines: conf/asr_<name>.yaml each (exp/asr_<name>); also ctc_small
 asr_overrides=           # space-separated config overrides for every ASR model, e.g. "trainer.amp=bf16"
+set=                     # space-separated config overrides for every experiment (ASR and distilhubert), e.g. "trainer.amp=bf16"
 ctc_decode_methods=ctc-greedy  # decoding methods of ctc models
 transducer_decode_methods="greedy beam"  # decoding methods of transducer models
-chunk_sizes="8 16 32"    # streaming decoding chunk sizes (encoder frames of 40 ms) of transducer models
+chunk_sizes="16 32 64"   # streaming decode chunk sizes (40 ms encoder frames), as trained (train_chunk_sizes)
 avg=5                    # epoch checkpoints averaged for decoding
 lm2ctc_lm=bert-base-uncased  # lm2ctc: masked LM teacher (hub id or local dir)
 lm2ctc_device=cuda       # lm2ctc: device of the soft-label stage
 lm2ctc_systems="kd hard" # lm2ctc: kd (CE + KL) and hard (decoders with CE only: the auxiliary-decoder ablation)
 nproc=1                  # training processes (GPUs) per experiment, via torchrun
-help_message="Usage: $0 [options]   (LibriSpeech data stages 0-4, then the method stages 10-49)"
+help_message="Usage: $0 [options]   (LibriSpeech data stages 0-5, then the method stages 10-49)"
 
 # shellcheck source=../../recipes/lib/parse_options.sh
 . "$SPEECHKD_ROOT/recipes/lib/parse_options.sh"
@@ -56,6 +58,7 @@ read -r -a eval_list <<<"$eval_parts"
 parts=("${train_list[@]}" "${eval_list[@]}")
 fbank_dir=$data_dir/fbank
 lang_dir=$data_dir/lang_bpe_$vocab_size
+shuffled_part=train-all-shuf  # stage 5 output: the training parts in random order (what training reads)
 sp_parts=()
 [ "$speed_perturb" = false ] || sp_parts=("${train_list[@]}")
 read -r -a method_arr <<<"$methods"
@@ -78,7 +81,8 @@ if [ "$stop_stage" -ge 1 ]; then
   # Stages 1-4: manifests, fbank (+ speed perturbation), BPE, summary; parts already done are kept (resume).
   "$SPEECHKD_ROOT/recipes/data.sh" --stage "$stage" --stop-stage "$stop_stage" --corpus-dir "$corpus_dir" \
     --data-dir "$data_dir" --parts "${parts[*]}" --sp-parts "${sp_parts[*]}" --bpe-part "$bpe_part" \
-    --vocab-size "$vocab_size" --nj "$nj" --overwrite false
+    --vocab-size "$vocab_size" --nj "$nj" --overwrite false --shuffle-parts "$train_parts" \
+    --shuffled-name "$shuffled_part"
 fi
 
 # ==================================================================================================
@@ -96,8 +100,8 @@ if [ "$stop_stage" -ge 10 ]; then
             chunks=
           fi
           "$SPEECHKD_ROOT/recipes/asr.sh" --stage "$stage" --stop-stage "$stop_stage" \
-            --config "conf/asr_$model.yaml" --overrides "$asr_overrides" --exp-dir "$exp_dir/asr_$model" \
-            --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" --train-parts "$train_parts" \
+            --config "conf/asr_$model.yaml" --overrides "$set $asr_overrides" --exp-dir "$exp_dir/asr_$model" \
+            --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" --train-parts "$shuffled_part" \
             --valid-parts "dev-clean dev-other" --test-parts "$eval_parts" --methods "$model_methods" \
             --chunk-sizes "$chunks" --avg "$avg" --nproc "$nproc"
         done
@@ -105,9 +109,9 @@ if [ "$stop_stage" -ge 10 ]; then
       distilhubert)
         # DistilHuBERT from HuBERT-base (hub id or local path: --distill-teacher).
         "$SPEECHKD_ROOT/recipes/distilhubert.sh" --stage "$stage" --stop-stage "$stop_stage" \
-          --config conf/distilhubert_hubert_base.yaml --probe-config conf/distilhubert_probe.yaml \
+          --config conf/distilhubert_hubert_base.yaml --overrides "$set" --probe-config conf/distilhubert_probe.yaml \
           --teacher "$distill_teacher" --exp-dir "$exp_dir/distilhubert_hubert_base" --cuts-dir "$fbank_dir" \
-          --bpe-model "$lang_dir/bpe.model" --train-parts "$train_parts" --valid-parts dev-clean \
+          --bpe-model "$lang_dir/bpe.model" --train-parts "$shuffled_part" --valid-parts dev-clean \
           --probe-train-parts train-clean-100 --test-parts "$eval_parts" --nproc "$nproc"
         ;;
       mvq_kd)

@@ -56,10 +56,16 @@ def _decode(args: argparse.Namespace) -> int:
         ngram_lm=args.ngram_lm,
         lm_weight=args.lm_weight,
         insertion_bonus=args.insertion_bonus,
+        device=args.device,
     )
     for (part, tag), stats in results.items():
         print(f"{part}\t{tag}\tWER {stats.wer:.2f}%")
     return 0
+
+
+def _add_device(p) -> None:  # noqa: ANN001 - argparse parser
+    p.add_argument("--device", default="auto",
+                   help="cpu, cuda, cuda:N or auto (default: CUDA when available; cuda = cuda:$LOCAL_RANK under torchrun)")
 
 
 def register(reg) -> None:  # noqa: ANN001 - CommandRegistry (avoid import cycle)
@@ -110,3 +116,4 @@ def register(reg) -> None:  # noqa: ANN001 - CommandRegistry (avoid import cycle
     p.add_argument("--ngram-lm", default=None, help="token n-gram LM (speechkd lm2ctc train-ngram) fused into ctc-beam")
     p.add_argument("--lm-weight", type=float, default=0.5, help="shallow-fusion weight of --ngram-lm")
     p.add_argument("--insertion-bonus", type=float, default=0.0, help="ctc-beam: score added per emitted token")
+    _add_device(p)

@@ -140,6 +140,17 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_shuffle_cuts(args: argparse.Namespace) -> int:
+    from speechkd.data.cutsets import shuffle_manifests
+    from speechkd.data.features import cuts_path
+
+    output = cuts_path(args.cuts_dir, args.name)
+    n = shuffle_manifests([cuts_path(args.cuts_dir, p) for p in args.parts], output, seed=args.seed,
+                          lines_per_bucket=args.lines_per_bucket)
+    print(f"{output}: {n} cuts of {' '.join(args.parts)} in random order (seed {args.seed})")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------------
 # registration
 
@@ -278,6 +289,25 @@ def register(reg: Any) -> None:
     )
     p.add_argument("--character-coverage", type=float, default=1.0, help="(default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="retrain even if bpe.model exists")
+
+    p = reg.command(
+        "data",
+        "shuffle-cuts",
+        help="several cuts manifests -> one manifest in random order (the training set, icefall's train-all-shuf)",
+        description=(
+            "Write CUTS_DIR/librispeech_cuts_<NAME>.jsonl.gz holding every cut of the parts (speed-perturbed\n"
+            "copies included) in a uniformly random order, so that training batches mix the parts from the\n"
+            "first step. Memory is bounded (--lines-per-bucket cuts at a time), whatever the corpus size.\n"
+            "Example: speechkd data shuffle-cuts --cuts-dir data/fbank \\\n"
+            "           --parts train-clean-100 train-clean-360 train-other-500 --name train-all-shuf"
+        ),
+        func=cmd_shuffle_cuts,
+    )
+    p.add_argument("--cuts-dir", type=Path, default=Path(DEFAULT_FBANK_DIR), help="(default: %(default)s)")
+    p.add_argument("--parts", nargs="+", required=True, metavar="PART", help="parts to shuffle together")
+    p.add_argument("--name", default="train-all-shuf", help="name of the shuffled part (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--lines-per-bucket", type=int, default=50_000, help="cuts in memory at once (default: %(default)s)")
 
     p = reg.command(
         "data",

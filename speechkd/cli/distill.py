@@ -71,7 +71,9 @@ def register(reg) -> None:  # noqa: ANN001 - CommandRegistry (avoid an import cy
     p.add_argument("--output-dir", required=True, help="targets dir: cuts manifests, HDF5 arrays, metadata.yaml")
     p.add_argument("--max-duration", type=float, default=60.0, help="seconds of audio per teacher batch")
     p.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="storage dtype")
-    p.add_argument("--device", default=None, help="teacher device, e.g. cuda (default: cpu)")
+    p.add_argument("--device", default="auto",
+                   help="teacher device: cpu, cuda, cuda:N or auto (default: CUDA when available, cuda:$LOCAL_RANK "
+                        "under torchrun)")
 
     p = reg.command("distill", "train", help="distil a teacher into a DistilHuBERT student", func=_train)
     p.epilog = TRAIN_EPILOG
@@ -104,4 +106,5 @@ def register(reg) -> None:  # noqa: ANN001 - CommandRegistry (avoid an import cy
     p.add_argument("--student-dir", default=None, help="exported student (default: export EXP_DIR's newest)")
     p.add_argument("--checkpoint", default=None, help="training checkpoint (default: the newest in --exp-dir)")
     p.add_argument("--out-dir", default=None, help="report directory (default: EXP_DIR/upstream)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", default="auto",
+                   help="cpu, cuda, cuda:N or auto (default: CUDA when available, cuda:$LOCAL_RANK under torchrun)")

@@ -20,9 +20,13 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _device(device: str) -> str:
-    """``cuda`` under torchrun means this process's GPU (``cuda:$LOCAL_RANK``)."""
+    """``auto``: CUDA when available; ``cuda`` under torchrun means this process's GPU (``cuda:$LOCAL_RANK``)."""
     if device == "cuda" and ENV_LOCAL_RANK in os.environ:
         return f"cuda:{int(os.environ[ENV_LOCAL_RANK])}"
+    if device == "auto":
+        from speechkd.training.dist import resolve_device
+
+        return resolve_device(device)
     return device
 
 
@@ -98,10 +102,11 @@ def register(reg: Any) -> None:
     p.add_argument("--teacher-name", default=None, help="name stored in custom['teacher'] (default: --teacher)")
     p.add_argument("--beam-size", type=int, default=1, help="1 = greedy search (default), >1 = beam search")
     p.add_argument("--batch-size", type=int, default=8, help="clips per teacher call (default 8)")
-    p.add_argument("--num-shards", type=int, default=None, help="number of shards (default: WORLD_SIZE under torchrun, else 1)")
+    p.add_argument("--num-shards", type=int, default=None, help="number of shards (default: shards of at most 2000 cuts, a multiple of WORLD_SIZE)")
     p.add_argument("--shard-id", type=int, default=None, help="label only this shard (default: all, or this rank's)")
     p.add_argument("--max-duration", type=float, default=30.0, help="skip (and count) longer cuts; at most 30 s")
-    p.add_argument("--device", default="cpu", help="cpu, cuda (= cuda:$LOCAL_RANK under torchrun) or cuda:N")
+    p.add_argument("--device", default="auto",
+                   help="cpu, cuda (= cuda:$LOCAL_RANK under torchrun), cuda:N or auto (default: CUDA when available)")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
                    help="transformers backend: weights dtype (auto = float16 on CUDA, float32 on CPU)")
     p.add_argument("--compute-type", default="default",

@@ -22,12 +22,15 @@ re-run the lhotse sampler for that epoch and throw away the first ``skip_batches
 ``CutSet`` s *before* they reach the dataset (no audio/feature loading), then continue. That gives the
 same batch sequence as an uninterrupted run regardless of worker prefetching (lhotse's own sampler
 ``state_dict`` records what the sampler *produced*, which runs ahead of what training *consumed*
-when ``num_workers > 0``). The DataLoader's base seed (and so every worker's seeds) is derived from
-``seed``, the epoch and the rank, so resumed workers draw the same random numbers too.
+when ``num_workers > 0``). Every training batch is made under python/numpy/torch random generators
+seeded from ``(seed, epoch, rank, batch index)`` (:func:`batch_seed`), so its random augmentation
+(SpecAugment, on-the-fly transforms) does not depend on which worker builds it or on what that worker
+built before: a resumed run with workers and augmentation gets the same batches as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from functools import partial
 from dataclasses import dataclass, field
@@ -107,15 +110,19 @@ class DataConfig:
     # (cuts + 1) * longest <= max_duration, so the last cut (if longer) may overshoot it.
     max_duration: float = 200.0
     num_buckets: int = 30
-    buffer_size: int = 20000  # cuts held by the bucketing sampler
+    # Cuts held by the bucketing sampler, which shuffles only inside this buffer (lhotse 1.33 folds its
+    # old shuffle_buffer_size into it). A local shuffle: train on a pre-shuffled manifest (``speechkd data
+    # shuffle-cuts``, recipe data stage 5) so that batches mix all parts from the first step.
+    buffer_size: int = 20000
     shuffle: bool = True
     drop_last: bool = True
     seed: int = 42
     num_workers: int = 2
+    pin_memory: bool = True  # page-locked batches for asynchronous host-to-GPU copies (only when CUDA is available)
     min_cut_duration: float = 1.0  # training cuts shorter than this are removed (logged)
     max_cut_duration: float = 20.0  # training cuts longer than this are removed (logged)
     drop_empty_text: bool = True  # remove training cuts with an empty transcript (logged)
-    # Training cuts (the first ones of the training set) that estimate the global CMVN statistics
+    # Training cuts, drawn at random from all training parts, that estimate the global CMVN statistics
     # of models with encoder.global_cmvn=true.
     cmvn_max_cuts: int = 2000
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
@@ -141,6 +148,8 @@ class DataConfig:
             raise SpeechkdError(f"data.spec_augment needs fbank input, but data.input={self.input!r}")
         if self.cmvn_max_cuts < 1:
             raise SpeechkdError(f"data.cmvn_max_cuts must be >= 1, got {self.cmvn_max_cuts}")
+        if self.buffer_size < 1:
+            raise SpeechkdError(f"data.buffer_size must be >= 1, got {self.buffer_size}")
         if self.num_workers < 0 or self.num_buckets < 2:
             # lhotse's DynamicBucketingSampler asserts num_buckets > 1: say so before training starts
             raise SpeechkdError(
@@ -213,17 +222,19 @@ class ResumableSampler(Sampler):
         self.skip_batches = skip_batches
 
     def __iter__(self) -> Iterator[Any]:
+        """Yields ``(seed, CutSet)``: each batch with its :func:`batch_seed`."""
         self.sampler.set_epoch(self.epoch)
         self.sampler.allow_iter_to_reset_state()
         if self.cut_filter is not None:
             self.cut_filter.reset()
         skip, self.skip_batches = self.skip_batches, 0
         skipped = 0
-        for batch in self.sampler:
+        base = (int(getattr(self.sampler, "seed", 0)), self.epoch, int(getattr(self.sampler, "rank", 0)))
+        for index, batch in enumerate(self.sampler):
             if skipped < skip:
                 skipped += 1
                 continue
-            yield batch
+            yield batch_seed(*base, index), batch
         if skipped < skip:
             raise SpeechkdError(
                 f"cannot resume epoch {self.epoch} at batch {skip}: the sampler only has {skipped} batches "
@@ -234,6 +245,45 @@ class ResumableSampler(Sampler):
 
     def __len__(self) -> int:  # pragma: no cover - dynamic batches have no cheap length
         raise TypeError("ResumableSampler has no length (dynamic batches)")
+
+
+def batch_seed(seed: int, epoch: int, rank: int, index: int) -> int:
+    """A 32-bit seed for training batch ``index`` of ``epoch`` on ``rank`` (numpy's SeedSequence mixing)."""
+    return int(np.random.SeedSequence([seed, epoch, rank, index]).generate_state(1)[0])
+
+
+@contextlib.contextmanager
+def seeded_rngs(seed: int) -> Iterator[None]:
+    """python ``random``, numpy's global generator and torch's CPU generator seeded with ``seed`` inside,
+    restored afterwards (so the training process's own random stream is untouched)."""
+    import random
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+class SeededBatchDataset(torch.utils.data.Dataset):
+    """``dataset[(seed, cuts)] -> dataset[cuts]`` built under :func:`seeded_rngs` (training batches)."""
+
+    def __init__(self, dataset: AsrBatchDataset) -> None:
+        super().__init__()
+        self.dataset = dataset
+
+    def __getitem__(self, item: tuple[int, Any]) -> dict[str, Any]:
+        seed, cuts = item
+        with seeded_rngs(seed):
+            return self.dataset[cuts]
+
+    def __len__(self) -> int:  # pragma: no cover - sampler-driven dataset
+        raise TypeError("SeededBatchDataset is indexed by (seed, CutSet) pairs; it has no length")
 
 
 def _resample_cut(cut: Any, sampling_rate: int) -> Any:
@@ -325,13 +375,18 @@ class AsrDataModule:
         return cuts.map(partial(_resample_cut, sampling_rate=cfg.sampling_rate))
 
     def global_feature_stats(self, cuts: Any) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Per-bin mean (C,) and standard deviation (C,) of the fbank input over the first
-        ``data.cmvn_max_cuts`` cuts, and the number of cuts used (lhotse's global stats, computed
-        from stored features or with the on-the-fly extractor, as training will see them)."""
+        """Per-bin mean (C,) and standard deviation (C,) of the fbank input over ``data.cmvn_max_cuts``
+        cuts drawn uniformly (seed ``data.seed``) from all of ``cuts``, and the number of cuts used
+        (lhotse's global stats, computed from stored features or with the on-the-fly extractor, as
+        training will see them). One lazy pass over the manifest; only the sample is held in memory."""
+        from lhotse import CutSet
+
+        from speechkd.data.cutsets import reservoir_sample
+
         cfg = self.cfg
         if cfg.input != "fbank":
             raise SpeechkdError(f"global CMVN needs fbank input, but data.input={cfg.input!r}")
-        sample = self._prepare_cuts(cuts).subset(first=cfg.cmvn_max_cuts).to_eager()
+        sample = CutSet.from_cuts(reservoir_sample(self._prepare_cuts(cuts), cfg.cmvn_max_cuts, cfg.seed))
         if len(sample) == 0:
             raise SpeechkdError("global CMVN: the training set has no cuts to estimate statistics from")
         extractor = None
@@ -354,7 +409,7 @@ class AsrDataModule:
         transform = SpecAugmentInputs(self.cfg.spec_augment) if augment else None
         return AsrBatchDataset(self._input_strategy(cuts), self.tokenizer, self.target_fields, transform)
 
-    def _loader(self, dataset: AsrBatchDataset, sampler: Sampler) -> DataLoader:
+    def _loader(self, dataset: torch.utils.data.Dataset, sampler: Sampler) -> DataLoader:
         nw = self.cfg.num_workers
         return DataLoader(
             dataset,
@@ -364,6 +419,7 @@ class AsrDataModule:
             persistent_workers=False,
             worker_init_fn=_seed_worker if nw > 0 else None,
             generator=torch.Generator().manual_seed(self.cfg.seed + self.rank),
+            pin_memory=self.cfg.pin_memory and torch.cuda.is_available(),
         )
 
     # ---------------------------------------------------------------- loaders
@@ -389,7 +445,7 @@ class AsrDataModule:
             rank=self.rank,
         )
         sampler.filter(cut_filter)
-        return self._loader(self._dataset(cuts, train=True), ResumableSampler(sampler, cut_filter))
+        return self._loader(SeededBatchDataset(self._dataset(cuts, train=True)), ResumableSampler(sampler, cut_filter))
 
     def eval_dataloader(self, cuts: Any) -> DataLoader:
         """Batches of up to ``max_duration`` seconds in manifest order; nothing is filtered."""

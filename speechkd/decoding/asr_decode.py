@@ -161,8 +161,11 @@ def decode_asr(
     ngram_lm: Optional[PathLike] = None,
     lm_weight: float = 0.5,
     insertion_bonus: float = 0.0,
+    device: Optional[str] = None,
 ) -> dict[tuple[str, str], Any]:
-    """Decode ``parts`` with every (method, chunk size) and score them.
+    """Decode ``parts`` with every (method, chunk size) and score them, on ``device``
+    (:func:`speechkd.training.dist.resolve_device`: default CUDA when available, ``cuda:$LOCAL_RANK``
+    under torchrun).
 
     ``ngram_lm``: a token n-gram (:mod:`speechkd.decoding.ngram`) over the same BPE model, fused into
     ``ctc-beam`` with ``lm_weight`` and ``insertion_bonus`` (a BPE checksum mismatch is refused).
@@ -182,6 +185,10 @@ def decode_asr(
     if not cuts_dir or not bpe_model:
         raise SpeechkdError("pass --cuts-dir and --bpe-model (not recorded in the experiment's config.yaml)")
     tokenizer = Tokenizer(bpe_model)
+    import torch
+
+    from speechkd.training.dist import resolve_device
+
     model, cfg, paths = load_model_for_decoding(exp_dir, checkpoint, tokenizer)
     fusion = None
     if ngram_lm is not None:
@@ -193,6 +200,9 @@ def decode_asr(
             raise SpeechkdError(f"{ngram_lm} was trained on BPE {made_with} (vocab {lm.vocab_size}); this model uses "
                                 f"{tokenizer.sha256} (vocab {tokenizer.vocab_size})")
         fusion = FusionLm(lm, lm_weight, insertion_bonus)
+    dev = torch.device(resolve_device(device))
+    model.to(dev)
+    log.info("decoding on %s", dev)
     for method in methods:
         for chunk in chunk_sizes:
             _check_method(model, method, chunk)
@@ -230,12 +240,14 @@ def _decode_part(
 ) -> Any:
     import torch
 
+    from speechkd.data.collate import move_batch
     from speechkd.decoding.scoring import write_results
 
     rows: list[tuple[str, str, str]] = []
     audio_s, t0 = 0.0, time.perf_counter()
     with torch.inference_mode():
         for batch in dm.eval_dataloader(cuts):
+            batch = move_batch(batch, next(model.parameters()).device)
             ids = decode_batch(model, batch, method, beam_size, chunk_size, left_context, length_norm, fusion)
             hyps = tokenizer.decode(ids)
             rows.extend(zip(batch["cut_ids"], batch["texts"], hyps))

@@ -60,12 +60,19 @@ class ProbeConfig:
     log_every_n: int = 50
     # Keep each training cut's upstream layers (float16, CPU) after its first batch, so the frozen upstream
     # runs once per cut instead of once per step. Memory: layers x dim x frames x 2 bytes (Whisper tiny,
-    # 5 x 384 at 50 frames/s: ~0.7 GB per hour of audio).
+    # 5 x 384 at 50 frames/s: ~0.7 GB per hour of audio; HuBERT base, 13 x 768: ~3.6 GB per hour, so the
+    # 100 h LibriSpeech probe set would need ~360 GB). The cache stops growing at cache_max_gb (logged):
+    # later cuts run the upstream at every step.
     cache_features: bool = True
+    cache_max_gb: float = 4.0
+    # Probe training on the _sp<factor> speed-perturbed copies too (SUPERB: original audio only).
+    use_speed_perturbed: bool = False
 
     def validate(self) -> None:
         if self.max_steps < 1 or self.lr <= 0:
             raise SpeechkdError(f"probe.max_steps must be >= 1 and probe.lr > 0, got {self.max_steps}, {self.lr}")
+        if self.cache_max_gb < 0:
+            raise SpeechkdError(f"probe.cache_max_gb must be >= 0, got {self.cache_max_gb}")
 
 
 @dataclass
@@ -295,23 +302,42 @@ class LayerCache:
     A batch with any unseen cut runs the upstream once on the whole batch (as :func:`probe_inputs` does)
     and stores the unseen cuts' valid frames as ``(L, T_i, D)`` in ``dtype`` on the CPU; later batches
     are assembled from the cache (zero padding), so each cut costs one upstream forward per probe run.
+    The store never exceeds ``max_bytes``: once full, cuts not in it run the upstream at every batch
+    (logged once). Either way the layers are rounded to ``dtype``, so results do not depend on the cap.
     """
 
-    def __init__(self, upstream: Any, dtype: torch.dtype = torch.float16) -> None:
+    def __init__(self, upstream: Any, dtype: torch.dtype = torch.float16, max_bytes: Optional[int] = None) -> None:
         self.upstream = upstream
         self.dtype = dtype
+        self.max_bytes = max_bytes
         self.store: dict[str, Tensor] = {}
         self.num_bytes = 0
+        self.full = False
+
+    def _add(self, cid: str, item: Tensor) -> bool:
+        size = item.numel() * item.element_size()
+        if self.max_bytes is not None and self.num_bytes + size > self.max_bytes:
+            if not self.full:
+                log.warning("probe %s: layer cache full at %.1f MB (%d cuts, probe.cache_max_gb); other cuts run "
+                            "the upstream at every step", getattr(self.upstream, "name", "?"),
+                            self.num_bytes / BYTES_PER_MB, len(self.store))
+                self.full = True
+            return False
+        self.store[cid] = item
+        self.num_bytes += size
+        return True
 
     def inputs(self, batch: dict[str, Any], device: torch.device) -> tuple[Tensor, Tensor]:
         ids = list(batch["cut_ids"])
         if any(cid not in self.store for cid in ids):
             layers, lens = probe_inputs(self.upstream, batch, device)
+            stored = True
             for i, cid in enumerate(ids):
                 if cid not in self.store:
-                    item = layers[:, i, : int(lens[i])].to("cpu", self.dtype).contiguous()
-                    self.store[cid] = item
-                    self.num_bytes += item.numel() * item.element_size()
+                    stored &= self._add(cid, layers[:, i, : int(lens[i])].to("cpu", self.dtype).contiguous())
+            if not stored:
+                mask = (torch.arange(layers.shape[2], device=lens.device)[None, :] < lens[:, None])[None, :, :, None]
+                return layers.to(self.dtype).float().masked_fill(~mask, 0.0), lens
         items = [self.store[cid] for cid in ids]
         lens = torch.tensor([it.shape[1] for it in items], dtype=torch.int64)
         num_layers, dim = items[0].shape[0], items[0].shape[2]
@@ -333,7 +359,10 @@ def train_probe(
     opt = torch.optim.Adam(probe.parameters(), lr=cfg.lr)
     losses: list[float] = []
     infeasible = 0
-    cache = LayerCache(upstream) if cfg.cache_features else None
+    cache = LayerCache(upstream, max_bytes=int(cfg.cache_max_gb * 1e9)) if cfg.cache_features else None
+    if cache:
+        log.info("probe %s: caching upstream layers in RAM, up to %.1f GB (probe.cache_max_gb)", upstream.name,
+                 cfg.cache_max_gb)
     for step, batch in enumerate(probe_batches(train_loader, cfg.max_steps), start=1):
         layers, lens = cache.inputs(batch, device) if cache else probe_inputs(upstream, batch, device)
         log_probs, lens = probe(layers, lens)
@@ -526,7 +555,9 @@ def evaluate_upstream(
         exp_cfg.teacher.path = teacher_path
     out_dir = Path(out_dir) if out_dir else Path(exp_dir) / "upstream"
     write_run_info(out_dir, {"eval": _as_dict(cfg), "teacher": exp_cfg.teacher.path}, name="evaluate-upstream")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    from speechkd.training.dist import resolve_device
+
+    dev = torch.device(resolve_device(device))
     tokenizer = Tokenizer(bpe_model)
     teacher = load_configured_teacher(exp_cfg.teacher)
     student, ckpt = load_trained_student(exp_dir, checkpoint)
@@ -561,7 +592,8 @@ def evaluate_upstream(
     report["probe"], report["compression"] = {}, {}
     for name in cfg.upstreams:
         up = upstreams[name]().to(dev)
-        probe, losses = train_probe(up, tokenizer.vocab_size, train_dm.train_dataloader(load_cuts(cuts_dir, train_parts)),
+        probe, losses = train_probe(up, tokenizer.vocab_size, train_dm.train_dataloader(
+                                        load_cuts(cuts_dir, train_parts, speed_perturbed=cfg.probe.use_speed_perturbed)),
                                     cfg.probe, dev, tokenizer.blank_id)
         row = {"wer": {}, "final_loss": float(np.mean(losses[-cfg.probe.log_every_n:])) if losses else None,
                "layer_weights": [float(w) for w in probe.layer_weights().tolist()]}

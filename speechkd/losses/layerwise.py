@@ -10,8 +10,10 @@ For head ``h``, valid frame ``(n, t)`` (``t < lens[n]``), student vector ``s`` a
 
 where ``F = sum_n lens[n]`` is the number of valid frames in the batch (every valid frame weighs the
 same; longer utterances count more). The returned loss is the mean over heads ``(1/H) sum_h L_h``.
-(s3prl's reference code sums over heads; with ``H`` fixed this only rescales the loss by ``H``.)
-Padding frames contribute nothing, whatever their values. The teacher side is a constant target
+s3prl's reference (``DistillerForPretrain.compute_loss``) takes ``.mean()`` of the L1 map ``(B, H, T, D)``
+and of the ``-logsigmoid(cos)`` map ``(B, H, T)``: also a mean over heads, frames and (for L1) feature
+dimensions, but over the *padded* ``T``, so its padding frames count. Here padding frames contribute
+nothing, whatever their values; without padding the two losses are equal. The teacher side is a constant target
 (detached). The computation runs in float32 even for half-precision inputs.
 """
 

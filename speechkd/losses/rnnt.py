@@ -30,6 +30,11 @@ its gradient). The simple/smoothed losses need ``O(B*(T+S+1)*C)`` besides; the p
 ``(B, T, s_range, V)`` logits and allocates one gradient of that size, never ``(B, T, S+1, V)``; the full
 :func:`rnnt_loss` takes and allocates ``(B, T, S+1, V)``. See :mod:`speechkd.losses.rnnt_portable`.
 
+Precision: every loss here runs in float32 with autocast disabled, whatever the caller's autocast
+context (icefall disables autocast around its k2 calls the same way). Half/bfloat16 inputs are cast to
+float32 first; the smoothed loss' ``tiny`` guard and the normaliser matmuls would otherwise underflow or
+lose precision in fp16/bf16. Gradients flow back to the low-precision inputs through the cast.
+
 k2 options not exposed here: ``rnnt_type`` other than "regular", ``delay_penalty``, ``use_hat_loss``.
 """
 
@@ -41,9 +46,11 @@ import inspect
 from types import ModuleType
 from typing import Optional, Tuple, Union
 
+import torch
 from torch import Tensor
 
 from speechkd.errors import SpeechkdError
+from speechkd.utils.precision import autocast_off
 
 BACKENDS = ("auto", "k2", "fast_rnnt", "portable")
 LossOut = Union[Tensor, Tuple[Tensor, Tuple[Tensor, Tensor]]]
@@ -87,8 +94,16 @@ def _module(backend: str) -> ModuleType:
     return module
 
 
+def _full_precision(value):
+    """Float16/bfloat16 tensors -> float32 (differentiable); everything else unchanged."""
+    if isinstance(value, Tensor) and value.dtype in (torch.float16, torch.bfloat16):
+        return value.float()
+    return value
+
+
 def _call(backend: str, fn_name: str, **kwargs):
-    """Call ``fn_name`` of the backend; for k2/fast_rnnt ask for the regular topology explicitly."""
+    """Call ``fn_name`` of the backend in float32 with autocast off; for k2/fast_rnnt ask for the regular
+    topology explicitly."""
     module = _module(backend)
     fn = getattr(module, fn_name)
     if module.__name__ != "speechkd.losses.rnnt_portable":
@@ -97,7 +112,9 @@ def _call(backend: str, fn_name: str, **kwargs):
             kwargs["rnnt_type"] = "regular"
         elif "modified" in params:  # older k2
             kwargs["modified"] = False
-    return fn(**kwargs)
+    kwargs = {k: _full_precision(v) for k, v in kwargs.items()}
+    with autocast_off(v for v in kwargs.values() if isinstance(v, Tensor)):
+        return fn(**kwargs)
 
 
 def rnnt_loss_simple(

@@ -153,15 +153,24 @@ class SelfAttention(nn.Module):
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         """q (N, H, Tq, d), k/v (N, H, Tk, d), allowed (N, 1, Tq|1, Tk) bool -> (N, Tq, D).
 
-        Disallowed scores are set to the dtype's minimum (not -inf): rows with nothing allowed
-        (padding only) stay finite instead of NaN.
+        Disallowed scores get the dtype's minimum (not -inf): rows with nothing allowed (padding only)
+        stay finite instead of NaN. On CUDA: ``scaled_dot_product_attention`` with that additive mask (fused
+        kernels); elsewhere the explicit softmax formula, which was faster on CPU (bench/README.md).
         """
+        if q.is_cuda:
+            bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill(~allowed, torch.finfo(q.dtype).min)
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0)
+        else:
+            ctx = self.attend_explicit(q, k, v, allowed)
+        n, h, t, d = ctx.shape
+        return self.out(ctx.transpose(1, 2).reshape(n, t, h * d))
+
+    def attend_explicit(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """The softmax formula: ``(N, H, Tq, d)`` context."""
         scores = torch.matmul(q, k.transpose(-1, -2)) * self.head_dim**-0.5
         scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
         weights = F.dropout(scores.softmax(dim=-1), p=self.dropout, training=self.training)
-        ctx = torch.matmul(weights, v)  # (N, H, Tq, d)
-        n, h, t, d = ctx.shape
-        return self.out(ctx.transpose(1, 2).reshape(n, t, h * d))
+        return torch.matmul(weights, v)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         """x (N, T, D), allowed (N, 1, T, T) -> (N, T, D)."""

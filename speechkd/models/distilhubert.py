@@ -58,6 +58,39 @@ _TEACHER_FRONTEND_FIELDS = (
 )
 
 
+PRED_HEAD_TYPES = ("mlp", "linear")
+
+
+class PredictionHeads(nn.Module):
+    """``(N, T, hidden)`` -> ``(N, H, T, dim)``: one prediction per teacher layer.
+
+    ``"mlp"`` (s3prl's ``Linear -> GELU -> SplitLinear``): a shared ``Linear(hidden, H * inter)``, GELU, then
+    head ``h`` maps its own ``inter`` slice with its own ``Linear(inter, dim)``. ``"linear"``: one
+    ``Linear(hidden, H * dim)`` split into heads.
+    """
+
+    def __init__(self, hidden: int, num_heads: int, dim: int, kind: str = "mlp", inter: Optional[int] = None) -> None:
+        super().__init__()
+        self.num_heads, self.dim, self.kind = num_heads, dim, kind
+        if kind == "linear":
+            self.proj = nn.Linear(hidden, num_heads * dim)
+            return
+        self.inter = inter or hidden
+        self.proj = nn.Linear(hidden, num_heads * self.inter)
+        self.weight = nn.Parameter(torch.empty(num_heads, self.inter, dim))
+        self.bias = nn.Parameter(torch.zeros(num_heads, dim))
+        bound = 1.0 / math.sqrt(self.inter)  # nn.Linear's default initialisation, per head
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, t, _ = x.shape
+        if self.kind == "linear":
+            return self.proj(x).view(n, t, self.num_heads, self.dim).transpose(1, 2)
+        h = F.gelu(self.proj(x)).view(n, t, self.num_heads, self.inter)
+        return torch.einsum("nthi,hio->nhto", h, self.weight) + self.bias[None, :, None, :]
+
+
 @dataclass
 class DistilHubertConfig:
     """Student architecture. Defaults: DistilHuBERT (Chang et al., 2022) for a HuBERT-base teacher.
@@ -99,6 +132,10 @@ class DistilHubertConfig:
     # prediction heads
     pred_head_layers: list[int] = field(default_factory=lambda: [4, 8, 12])
     pred_head_dim: Optional[int] = None
+    # "mlp": s3prl's head, Linear(hidden, H * inter) -> GELU -> one Linear(inter, dim) per head (a 2-layer MLP
+    # per teacher layer); "linear": one Linear(hidden, H * dim) (speechkd < issue 14, and old exp dirs).
+    pred_head_type: str = "mlp"
+    pred_head_inter_dim: Optional[int] = None  # "mlp" hidden width per head (None: hidden_size, as s3prl)
     init_from_teacher: bool = True  # copy CNN + first num_layers teacher layers where shapes allow
 
     def __post_init__(self) -> None:
@@ -118,6 +155,8 @@ class DistilHubertConfig:
             )
         if not self.pred_head_layers:
             raise SpeechkdError("DistilHubertConfig.pred_head_layers is empty: give at least one teacher layer")
+        if self.pred_head_type not in PRED_HEAD_TYPES:
+            raise SpeechkdError(f"DistilHubertConfig.pred_head_type={self.pred_head_type!r}: use one of {PRED_HEAD_TYPES}")
 
     @property
     def frame_shift(self) -> float:
@@ -336,7 +375,8 @@ class DistilHubertStudent(nn.Module):
         if backbone_config is None:
             backbone_config = build_backbone_config(self.cfg, self.family)
         self.backbone = AutoModel.from_config(backbone_config)
-        self.pred_head = nn.Linear(cfg.hidden_size, len(cfg.pred_head_layers) * head_dim)
+        self.pred_head = PredictionHeads(cfg.hidden_size, len(cfg.pred_head_layers), head_dim, cfg.pred_head_type,
+                                         cfg.pred_head_inter_dim)
         self.copied_from_teacher: list[str] = []
         if cfg.cnn_grad_mult != 1.0:
             self.backbone.feature_extractor.register_forward_hook(self._scale_cnn_grad)
@@ -408,8 +448,7 @@ class DistilHubertStudent(nn.Module):
         wavs = wavs.masked_fill(~sample_mask, 0.0)
         out = self.backbone(wavs, attention_mask=sample_mask.long(), output_hidden_states=True)
         last = out.last_hidden_state  # (N, T, D)
-        n, t, _ = last.shape
-        heads = self.pred_head(last).view(n, t, self.num_heads, self.cfg.pred_head_dim).transpose(1, 2)
+        heads = self.pred_head(last)  # (N, H, T, dim)
         return StudentOutput(hidden_states=list(out.hidden_states), head_outputs=heads, lens=lens)
 
 

@@ -2,7 +2,7 @@
 
 ``extract_hidden_states(cuts, teacher, layers, output_dir, part)`` runs the frozen teacher once over a
 CutSet and stores, per cut, the chosen layers as one fp16 array ``(T, H, D)`` (time first, ``H`` =
-``len(layers)`` in the given order) in ``<output_dir>/<field>_<part>.h5`` (lhotse ``NumpyHdf5Writer``:
+``len(layers)`` in the given order) in ``<output_dir>/<field>_<part>.<chunk>.h5`` (lhotse ``NumpyHdf5Writer``:
 lossless, unlike lilcom). The cuts, each with a ``TemporalArray`` custom field ``<field>`` (frame shift =
 the teacher's), go to ``<output_dir>/librispeech_cuts_<part>.jsonl.gz``, so the training side reads
 them with the usual ``load_cuts(output_dir, parts)`` and the datamodule collates ``batch["targets"]
@@ -15,15 +15,25 @@ with and raises :class:`~speechkd.errors.SpeechkdError` on any mismatch.
 
 Cuts whose audio cannot be loaded, or that are too short for the teacher, are left out of the output
 cut set; they are counted by reason in the metadata and logged by id.
+
+Resumable at scale: a part is written in chunks of ``chunk_cuts`` input cuts (manifest order). Chunk ``k``
+gets its own HDF5 file ``<field>_<part>.<k>.h5`` and, once that file is closed, its cuts in
+``chunks/<part>.<k>.jsonl.gz`` and a ``chunks/<part>.<k>.done`` marker (input cut ids, counts), both
+written atomically. A rerun skips finished chunks without loading their audio, so a crash loses at most one
+chunk; only one chunk's cuts are in memory. When every chunk is done, the chunk manifests are concatenated
+(streamed) into the part's cut manifest.
 """
 
 from __future__ import annotations
 
+import gzip
+import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -43,6 +53,8 @@ STORAGE_DTYPES = ("float16", "float32")
 #: metadata keys that must agree between the stored targets and the training configuration
 CHECKED_KEYS = ("fingerprint", "layers", "frame_shift", "field", "hidden_size")
 LOGGED_EXAMPLES = 5
+DEFAULT_CHUNK_CUTS = 2000  # input cuts per resumable chunk (~7 h of LibriSpeech)
+CHUNKS_DIR = "chunks"
 
 
 @dataclass
@@ -60,8 +72,14 @@ def cuts_path(output_dir: PathLike, part: str) -> Path:
     return Path(output_dir) / f"{CUTS_PREFIX}_{part}.jsonl.gz"
 
 
-def storage_path(output_dir: PathLike, part: str, field_name: str = DEFAULT_FIELD) -> Path:
-    return Path(output_dir) / f"{field_name}_{part}.h5"
+def storage_path(output_dir: PathLike, part: str, field_name: str = DEFAULT_FIELD, chunk: int = 0) -> Path:
+    return Path(output_dir) / f"{field_name}_{part}.{chunk:05d}.h5"
+
+
+def chunk_paths(output_dir: PathLike, part: str, chunk: int) -> tuple[Path, Path]:
+    """``(cuts manifest, done marker)`` of one chunk of a part."""
+    base = Path(output_dir) / CHUNKS_DIR
+    return base / f"{part}.{chunk:05d}.jsonl.gz", base / f"{part}.{chunk:05d}.done"
 
 
 def targets_metadata(
@@ -198,6 +216,53 @@ def teacher_layer_frames(
             yield cut, targets[i, :, : int(frame_lens[i])].transpose(0, 1).cpu().numpy()  # (T, H, D)
 
 
+def _chunks(cuts: Any, size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for cut in cuts:
+        batch.append(cut)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _read_done_chunk(path: Path, ids: Sequence[str]) -> Optional[dict[str, Any]]:
+    """The chunk's marker when it is finished for exactly these input cuts, else None (redo it)."""
+    if not path.is_file() or not path.with_name(path.name[: -len(".done")] + ".jsonl.gz").is_file():
+        return None
+    marker = json.loads(path.read_text())
+    if marker.get("input") != [ids[0], ids[-1], len(ids)]:
+        raise SpeechkdError(
+            f"{path} was written for other input cuts ({marker.get('input')} vs {[ids[0], ids[-1], len(ids)]}): "
+            "did the cut manifest or chunk_cuts change? Remove the part's chunks to extract it again"
+        )
+    return marker
+
+
+def _extract_chunk(
+    chunk: list[Any], teacher: Any, layers: Sequence[int], h5_path: Path, field_name: str, max_duration: float,
+    dtype: str, report: ExtractionReport,
+) -> tuple[list[Any], int]:
+    """Teacher targets of one chunk into ``h5_path`` (overwritten); returns ``(kept cuts, frames)``."""
+    from lhotse.features.io import NumpyHdf5Writer
+
+    kept, frames = [], 0
+    with NumpyHdf5Writer(h5_path, mode="w") as writer:
+        for cut, arr in teacher_layer_frames(chunk, teacher, layers, max_duration, report):
+            arr = arr.astype(dtype)  # (T, H, D)
+            manifest = writer.store_array(cut.id, arr, frame_shift=teacher.frame_shift, temporal_dim=0, start=cut.start)
+            kept.append(cut.with_custom(field_name, manifest))
+            frames += arr.shape[0]
+    return kept, frames
+
+
 def extract_hidden_states(
     cuts: Any,
     teacher: Any,
@@ -207,6 +272,7 @@ def extract_hidden_states(
     field_name: str = DEFAULT_FIELD,
     max_duration: float = 60.0,
     dtype: str = "float16",
+    chunk_cuts: int = DEFAULT_CHUNK_CUTS,
 ) -> ExtractionReport:
     """Store ``teacher``'s hidden states ``layers`` for every cut of ``cuts`` (see module docstring).
 
@@ -218,37 +284,70 @@ def extract_hidden_states(
         part: part name used in the file names.
         max_duration: seconds of audio per teacher batch.
         dtype: storage dtype (:data:`STORAGE_DTYPES`).
+        chunk_cuts: input cuts per resumable chunk (its own HDF5 file and manifest).
     """
-    from lhotse import CutSet
-    from lhotse.features.io import NumpyHdf5Writer
-
     if dtype not in STORAGE_DTYPES:
         raise SpeechkdError(f"targets dtype {dtype!r}: use one of {STORAGE_DTYPES}")
+    if chunk_cuts < 1:
+        raise SpeechkdError(f"chunk_cuts must be >= 1, got {chunk_cuts}")
     teacher.config_fingerprint(layers)  # validates the layer indices against the teacher
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / CHUNKS_DIR).mkdir(parents=True, exist_ok=True)
     meta = _merge_metadata(output_dir, targets_metadata(teacher, layers, field_name, dtype))
     report = ExtractionReport(part=part, cuts_path=cuts_path(output_dir, part))
-    kept = []
-    with NumpyHdf5Writer(storage_path(os.path.abspath(output_dir), part, field_name)) as writer:  # absolute
-        for cut, arr in teacher_layer_frames(cuts, teacher, layers, max_duration, report):
-            arr = arr.astype(dtype)  # (T, H, D)
-            manifest = writer.store_array(cut.id, arr, frame_shift=teacher.frame_shift, temporal_dim=0, start=cut.start)
-            kept.append(cut.with_custom(field_name, manifest))
-            report.num_frames += arr.shape[0]
-    report.num_cuts = len(kept)
-    CutSet.from_cuts(kept).to_file(report.cuts_path)
+    num_chunks = resumed = 0
+    for k, chunk in enumerate(_chunks(cuts, chunk_cuts)):
+        num_chunks += 1
+        manifest_path, done = chunk_paths(output_dir, part, k)
+        ids = [c.id for c in chunk]
+        marker = _read_done_chunk(done, ids)
+        if marker is None:
+            chunk_report = ExtractionReport(part=part, cuts_path=manifest_path)
+            h5 = storage_path(os.path.abspath(output_dir), part, field_name, k)  # absolute paths in the manifest
+            kept, frames = _extract_chunk(chunk, teacher, layers, h5, field_name, max_duration, dtype, chunk_report)
+            _write_cuts_atomic(kept, manifest_path)
+            marker = {"input": [ids[0], ids[-1], len(ids)], "num_cuts": len(kept), "num_frames": frames,
+                      "skipped": chunk_report.skipped}
+            _atomic_write_text(done, json.dumps(marker) + "\n")
+        else:
+            resumed += 1
+        report.num_cuts += marker["num_cuts"]
+        report.num_frames += marker["num_frames"]
+        for reason, skipped_ids in marker["skipped"].items():
+            report.skipped.setdefault(reason, []).extend(skipped_ids)
+    if resumed:
+        log.info("%s: %d of %d chunks were already extracted (skipped)", part, resumed, num_chunks)
+    _concat_gz_lines([chunk_paths(output_dir, part, k)[0] for k in range(num_chunks)], report.cuts_path)
     for reason, ids in report.skipped.items():
         log.warning("%s: %d cut(s) skipped (%s), e.g. %s", part, len(ids), reason, ids[:LOGGED_EXAMPLES])
     meta["parts"][part] = {
         "num_cuts": report.num_cuts,
         "num_frames": report.num_frames,
+        "num_chunks": num_chunks,
         "skipped": {k: len(v) for k, v in report.skipped.items()},
     }
-    (output_dir / METADATA_FILE).write_text(yaml.safe_dump(meta, sort_keys=False))
-    log.info("%s: stored %d frames of layers %s for %d cuts in %s", part, report.num_frames, list(layers),
-             report.num_cuts, output_dir)
+    _atomic_write_text(output_dir / METADATA_FILE, yaml.safe_dump(meta, sort_keys=False))
+    log.info("%s: stored %d frames of layers %s for %d cuts in %s (%d chunks)", part, report.num_frames,
+             list(layers), report.num_cuts, output_dir, num_chunks)
     return report
+
+
+def _write_cuts_atomic(cuts: Sequence[Any], path: Path) -> None:
+    from lhotse import CutSet
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.jsonl.gz")
+    CutSet.from_cuts(cuts).to_file(tmp)
+    os.replace(tmp, path)
+
+
+def _concat_gz_lines(inputs: Sequence[Path], output: Path) -> None:
+    """Stream the lines of gzipped manifests into one (atomically)."""
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    with gzip.open(tmp, "wt", encoding="utf-8") as w:
+        for path in inputs:
+            with gzip.open(path, "rt", encoding="utf-8") as f:
+                shutil.copyfileobj(f, w)
+    os.replace(tmp, output)
 
 
 def _load_batch(batch: list[Any], sample_rate: int, min_samples: int, report: ExtractionReport) -> list[tuple[Any, np.ndarray]]:

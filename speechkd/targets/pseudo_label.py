@@ -58,6 +58,9 @@ from speechkd.text.normalize import normalize_librispeech
 logger = logging.getLogger(__name__)
 
 MERGED_FILE = "cuts.jsonl.gz"
+# Default shard size: ~7 h of LibriSpeech audio, tens of MB of labelled cuts in memory; a crash loses at most
+# one such shard per process.
+MAX_CUTS_PER_SHARD = 2000
 METADATA_FILE = "metadata.yaml"
 SKIPPED_FILE = "skipped.tsv"
 SHARD_GLOB = "shard-*-of-*.jsonl.gz"
@@ -102,10 +105,13 @@ def shards_to_run(
     return [k for k in range(num_shards) if k % world == rank]
 
 
-def default_num_shards(env: Optional[Mapping[str, str]] = None) -> int:
-    """One shard per torchrun process (``WORLD_SIZE``), else 1."""
+def default_num_shards(env: Optional[Mapping[str, str]] = None, num_cuts: int = 0) -> int:
+    """Shards of at most :data:`MAX_CUTS_PER_SHARD` cuts (the unit held in memory and lost by a crash),
+    at least one per torchrun process (``WORLD_SIZE``), rounded up to a multiple of ``WORLD_SIZE``."""
     env = os.environ if env is None else env
-    return max(1, int(env.get(ENV_WORLD_SIZE, "1")))
+    world = max(1, int(env.get(ENV_WORLD_SIZE, "1")))
+    by_size = max(1, -(-num_cuts // MAX_CUTS_PER_SHARD))
+    return -(-max(by_size, world) // world) * world
 
 
 def shard_path(output_dir: Union[str, Path], shard_id: int, num_shards: int) -> Path:
@@ -464,6 +470,21 @@ def run_settings(
     }
 
 
+def _shards_in_one_pass(
+    cuts: Iterable[Any], num_cuts: int, num_shards: int, wanted: Sequence[int]
+) -> Iterator[tuple[int, list[Any]]]:
+    """``(k, cuts of shard k)`` for the ``wanted`` shards in increasing order, from ONE pass over ``cuts``
+    (cuts of other shards are skipped unparsed by the consumer's pace); only one shard is in memory."""
+    it = iter(cuts)
+    pos = 0
+    for k in sorted(set(wanted)):
+        rng = shard_range(num_cuts, num_shards, k)
+        for _ in itertools.islice(it, rng.start - pos):
+            pass
+        yield k, list(itertools.islice(it, len(rng)))
+        pos = rng.stop
+
+
 def pseudo_label(
     cuts_path: Union[str, Path],
     output_dir: Union[str, Path],
@@ -474,11 +495,14 @@ def pseudo_label(
     max_duration: float = MAX_CLIP_SECONDS,
     merge: bool = True,
     progress: bool = True,
+    speed_perturbed: bool = False,
 ) -> PseudoLabelResult:
     """Label the cuts of ``cuts_path`` with ``teacher`` into ``output_dir`` (see the module docstring).
 
     Args:
-        num_shards: total number of shards (default: ``WORLD_SIZE`` under torchrun, else 1).
+        num_shards: total number of shards (default: :func:`default_num_shards`, shards of at most
+            ``MAX_CUTS_PER_SHARD`` cuts, a multiple of ``WORLD_SIZE``).
+        speed_perturbed: also label the ``_sp<factor>`` copies (default: left out, lazily).
         shard_id: label only this shard (default: this torchrun rank's shards, or all).
         max_duration: longer cuts are skipped and counted (at most Whisper's 30 s).
         merge: write ``cuts.jsonl.gz`` + ``metadata.yaml`` once every shard is done.
@@ -487,23 +511,29 @@ def pseudo_label(
         raise SpeechkdError(f"batch_size must be >= 1, got {batch_size}")
     if not 0 < max_duration <= MAX_CLIP_SECONDS:
         raise SpeechkdError(f"max_duration must be in (0, {MAX_CLIP_SECONDS:g}] s, got {max_duration}")
-    num_shards = default_num_shards() if num_shards is None else num_shards
-    todo = shards_to_run(num_shards, shard_id)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     cuts = open_cuts(cuts_path)
+    if not speed_perturbed:
+        from speechkd.data.cutsets import drop_speed_perturbed
+
+        cuts = drop_speed_perturbed(cuts)  # Whisper labels the original audio; copies share its transcript
     num_cuts = sum(1 for _ in cuts)
     if num_cuts == 0:
-        raise SpeechkdError(f"input CutSet {cuts_path} is empty")
+        raise SpeechkdError(f"input CutSet {cuts_path} is empty" + ("" if speed_perturbed else
+                                                                     " (after leaving out speed-perturbed copies)"))
+    num_shards = default_num_shards(num_cuts=num_cuts) if num_shards is None else num_shards
+    todo = shards_to_run(num_shards, shard_id)
     settings = run_settings(cuts_path, num_cuts, num_shards, teacher, max_duration)
     result = PseudoLabelResult([], [], None, [])
+    pending_here = []
     for k in todo:
         if shard_is_done(output_dir, k, num_shards, settings):
             logger.info("shard %d of %d already done: skipped", k, num_shards)
             result.shards_already_done.append(k)
-            continue
-        rng = shard_range(num_cuts, num_shards, k)
-        shard_cuts = list(itertools.islice(cuts, rng.start, rng.stop))
+        else:
+            pending_here.append(k)
+    for k, shard_cuts in _shards_in_one_pass(cuts, num_cuts, num_shards, pending_here):
         result.stats.append(
             run_shard(shard_cuts, teacher, output_dir, k, num_shards, settings, batch_size, max_duration, progress)
         )
@@ -522,12 +552,10 @@ def score_labels(cuts_path: Union[str, Path], out_dir: Union[str, Path], test_se
     Writes the usual result files (see :func:`speechkd.decoding.scoring.write_results`); a cut without
     a reference is an error naming it (scoring a subset silently would flatter the teacher).
     """
-    from lhotse import CutSet
-
     from speechkd.decoding.scoring import write_results
 
     rows: list[tuple[str, str, str]] = []
-    for cut in CutSet.from_file(cuts_path):
+    for cut in open_cuts(cuts_path):  # lazy: only the (id, reference, label) rows are kept
         for sup in cut.supervisions:
             ref = (sup.custom or {}).get("reference")
             if ref is None:

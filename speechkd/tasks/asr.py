@@ -109,14 +109,14 @@ class AsrLossConfig:
 
 
 def pad_tokens(tokens: list[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """list of N token lists -> (padded (N, U_max) int64, lens (N,) int64)."""
-    lens = torch.tensor([len(t) for t in tokens], dtype=torch.int64, device=device)
-    u_max = int(lens.max().item()) if len(tokens) else 0
-    out = torch.full((len(tokens), u_max), pad, dtype=torch.int64, device=device)
-    for i, t in enumerate(tokens):
-        if t:
-            out[i, : len(t)] = torch.tensor(t, dtype=torch.int64, device=device)
-    return out, lens
+    """list of N token lists -> (padded (N, U_max) int64, lens (N,) int64), built on the host and copied to
+    ``device`` once (no per-utterance copies, no device sync)."""
+    u_max = max((len(t) for t in tokens), default=0)
+    out = torch.tensor([t + [pad] * (u_max - len(t)) for t in tokens], dtype=torch.int64).view(len(tokens), u_max)
+    lens = torch.tensor([len(t) for t in tokens], dtype=torch.int64)
+    if device.type == "cuda":
+        out, lens = out.pin_memory(), lens.pin_memory()
+    return out.to(device, non_blocking=True), lens.to(device, non_blocking=True)
 
 
 def transducer_losses(

@@ -172,8 +172,10 @@ class DistillTask:
         """Run the teacher on the fly: ``((N, H, T, D), lens (N,))``."""
         from speechkd.targets.hidden_states import teacher_targets
 
+        from speechkd.utils.precision import autocast_off
+
         teacher = model.teacher_on(wavs.device)
-        with torch.no_grad():
+        with torch.no_grad(), autocast_off([wavs]):  # s3prl: the teacher runs in full precision
             return teacher_targets(teacher, wavs, wav_lens, self.layers)
 
     def targets_and_audio(

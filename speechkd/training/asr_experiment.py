@@ -77,8 +77,15 @@ def load_experiment_config(
     return from_dict(AsrExperimentConfig, data)
 
 
-def load_cuts(cuts_dir: PathLike, parts: Sequence[str], prefix: str = "librispeech_cuts") -> Any:
+def load_cuts(
+    cuts_dir: PathLike, parts: Sequence[str], prefix: str = "librispeech_cuts", speed_perturbed: bool = True
+) -> Any:
     """CutSet of ``<cuts_dir>/<prefix>_<part>.jsonl.gz`` for every part, concatenated (lazily).
+
+    ``speed_perturbed=False`` leaves out the ``_sp<factor>`` copies (lazily): they are for fbank ASR
+    training; the audio methods (DistilHuBERT, stored targets, probes, pseudo-labels) use the originals.
+    Several parts are chained in order; training should read one shuffled manifest instead
+    (``speechkd data shuffle-cuts``).
 
     Raises:
         SpeechkdError: a manifest is missing, or its first cut's stored data cannot be found from the
@@ -95,7 +102,23 @@ def load_cuts(cuts_dir: PathLike, parts: Sequence[str], prefix: str = "librispee
     sets = [CutSet.from_jsonl_lazy(p) for p in paths]
     for cuts, path in zip(sets, paths):
         check_cut_paths(cuts, path)
-    return sets[0] if len(sets) == 1 else combine(*sets)
+    cuts = sets[0] if len(sets) == 1 else combine(*sets)
+    if not speed_perturbed:
+        from speechkd.data.cutsets import drop_speed_perturbed
+
+        cuts = drop_speed_perturbed(cuts)
+    return cuts
+
+
+def warn_if_chained(train_parts: Sequence[str]) -> None:
+    """Several training parts are read one after the other (the sampler only shuffles inside its buffer):
+    say so, with the fix."""
+    if len(train_parts) > 1:
+        log.warning(
+            "training parts %s are read one after the other: batches mix them only inside data.buffer_size "
+            "cuts. Shuffle them into one manifest first (speechkd data shuffle-cuts, data stage 5)",
+            " ".join(train_parts),
+        )
 
 
 def build_asr_model(cfg: AsrExperimentConfig) -> Any:
@@ -131,6 +154,7 @@ def train_asr(
         raise SpeechkdError(f"model.blank_id={cfg.model.blank_id} but the BPE model's blank is {tokenizer.blank_id}")
     lm_meta = check_lm_kd_inputs(cfg, cuts_dir) if cfg.loss.lm_kd.enabled else None
     train_cuts = load_cuts(cuts_dir, train_parts)
+    warn_if_chained(train_parts)
     valid_cuts = load_cuts(cuts_dir, valid_parts) if valid_parts else None
     model = build_asr_model(cfg)
     log.info(
@@ -167,7 +191,8 @@ def train_asr(
     if model.encoder.input_norm is not None:
         d = cfg.data
         source = {"cuts_dir": str(cuts_dir), "train_parts": list(train_parts), "features": d.features,
-                  "num_mel_bins": d.num_mel_bins, "sampling_rate": d.sampling_rate, "max_cuts": d.cmvn_max_cuts}
+                  "num_mel_bins": d.num_mel_bins, "sampling_rate": d.sampling_rate, "max_cuts": d.cmvn_max_cuts,
+                  "sample": f"uniform, seed {d.seed}"}
         set_global_cmvn(model, dm, train_cuts, exp_dir, source)
     trainer = Trainer(cfg.trainer, model, task, dm, train_cuts, valid_cuts, exp_dir, run_config=run_config,
                       fingerprints={"bpe_model": tokenizer.fingerprint()})

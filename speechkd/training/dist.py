@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
@@ -65,6 +65,16 @@ def device_for(info: DistInfo) -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", info.local_rank)
     return torch.device("cpu")
+
+
+def resolve_device(device: Optional[str] = None) -> str:
+    """The device a command runs on: ``None``/``"auto"`` -> ``cuda:$LOCAL_RANK`` when CUDA is available,
+    else ``cpu``; ``"cuda"`` -> ``cuda:$LOCAL_RANK`` (this torchrun process's GPU); anything else as given."""
+    if device in (None, "", "auto"):
+        return str(device_for(dist_info_from_env()))
+    if device == "cuda":
+        return f"cuda:{dist_info_from_env().local_rank}"
+    return device
 
 
 def _active() -> bool:

@@ -63,6 +63,9 @@ class DistillExperimentConfig:
     loss: DistillLossConfig = field(default_factory=DistillLossConfig)
     data: DataConfig = field(default_factory=lambda: DataConfig(input="audio", drop_empty_text=False))
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # Train (and extract targets) on the _sp<factor> speed-perturbed copies too. Off: DistilHuBERT and
+    # SUPERB use the original audio only, and the copies would triple the audio and resample on the fly.
+    use_speed_perturbed: bool = False
 
     def validate(self) -> None:
         if self.data.input != "audio":
@@ -110,7 +113,9 @@ def build_student_from_exp(exp_dir: PathLike) -> Any:
     if not path.is_file():
         raise SpeechkdError(f"{path} not found: is {exp_dir} a `speechkd distill train` experiment dir?")
     desc = yaml.safe_load(path.read_text())
-    cfg = from_dict(DistilHubertConfig, desc["student_config"])
+    student_config = dict(desc["student_config"])
+    student_config.setdefault("pred_head_type", "linear")  # exp dirs from before the s3prl MLP heads
+    cfg = from_dict(DistilHubertConfig, student_config)
     teacher = TeacherInfo(**desc["teacher"]) if desc.get("teacher") else None
     backbone_config = AutoConfig.from_pretrained(Path(exp_dir) / BACKBONE_DIR)
     return DistilHubertStudent(cfg, teacher=teacher, backbone_config=backbone_config)
@@ -128,7 +133,10 @@ def load_trained_student(exp_dir: PathLike, checkpoint: Optional[PathLike] = Non
     prefix = "student."
     if not all(k.startswith(prefix) for k in state):
         raise SpeechkdError(f"{path} is not a distillation checkpoint (expected '{prefix}*' parameter names)")
-    student.load_state_dict({k[len(prefix):]: v for k, v in state.items()})
+    old_names = {}  # linear heads of checkpoints from before PredictionHeads
+    if student.cfg.pred_head_type == "linear" and f"{prefix}pred_head.weight" in state:
+        old_names = {"pred_head.weight": "pred_head.proj.weight", "pred_head.bias": "pred_head.proj.bias"}
+    student.load_state_dict({old_names.get(k[len(prefix):], k[len(prefix):]): v for k, v in state.items()})
     return student.eval(), path
 
 
@@ -154,8 +162,11 @@ def train_distill(
 
     if teacher_path:
         overrides = [*overrides, f"teacher.path={teacher_path}"]
+    from speechkd.training.checkpoint import seed_everything
+
     cfg = load_distill_config(config_path, overrides)
     teacher = load_configured_teacher(cfg.teacher)
+    seed_everything(cfg.trainer.seed)  # the student's initial weights are fixed by trainer.seed
     student = DistilHubertStudent.from_teacher(teacher, cfg.student)
     layers = list(student.cfg.pred_head_layers)
     stored = cfg.loss.mode == "stored"
@@ -171,8 +182,9 @@ def train_distill(
     )
     if dist_info_from_env().rank == 0:
         save_student_description(student, exp_dir)
-    train_cuts = load_cuts(cuts_dir, train_parts)
-    valid_cuts = load_cuts(cuts_dir, valid_parts) if valid_parts else None
+    sp = cfg.use_speed_perturbed
+    train_cuts = load_cuts(cuts_dir, train_parts, speed_perturbed=sp)
+    valid_cuts = load_cuts(cuts_dir, valid_parts, speed_perturbed=sp) if valid_parts else None
     model = DistillModel(student, None if stored else teacher)
     task = DistillTask(cfg.loss, layers, teacher.frame_shift, cfg.data.sampling_rate)
     dm = AsrDataModule(cfg.data, tokenizer=None, target_fields=(cfg.loss.field,) if stored else ())
@@ -223,7 +235,9 @@ def extract_targets(
     if teacher_path:
         overrides = [*overrides, f"teacher.path={teacher_path}"]
     cfg = load_distill_config(config_path, overrides)
-    teacher = load_configured_teacher(cfg.teacher, device=device)
+    from speechkd.training.dist import resolve_device
+
+    teacher = load_configured_teacher(cfg.teacher, device=resolve_device(device))
     layers = list(cfg.student.pred_head_layers)
     validate_pred_head_layers(layers, teacher.num_layers)
     done: dict[str, Any] = {}
@@ -236,7 +250,7 @@ def extract_targets(
             continue
         reports.append(
             extract_hidden_states(
-                load_cuts(cuts_dir, [part]), teacher, layers, output_dir, part, cfg.loss.field, max_duration, dtype
+                load_cuts(cuts_dir, [part], speed_perturbed=cfg.use_speed_perturbed), teacher, layers, output_dir, part, cfg.loss.field, max_duration, dtype
             )
         )
     return reports

@@ -31,6 +31,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import sys
@@ -67,6 +68,7 @@ from speechkd.training.scheduler import LrScheduler, SchedulerConfig
 log = logging.getLogger(__name__)
 
 AMP_KINDS = ("none", "fp16", "bf16")
+LR_SCALING_RULES = ("none", "linear", "sqrt")
 LOG_FORMAT = "%(asctime)s %(levelname)s [rank{rank}] [%(filename)s:%(lineno)d] %(message)s"
 
 
@@ -103,8 +105,22 @@ class TrainerConfig:
     ddp_backend: str = "auto"  # auto (nccl on GPU, gloo on CPU) | nccl | gloo
     ddp_bucket_numel: int = 25_000_000  # gradient elements per all-reduce call
     plateau: PlateauConfig = field(default_factory=PlateauConfig)  # blank-plateau check (training/plateau.py)
+    # Multi-GPU rule (scale_for_world_size): lr, warm-up and Eden's lr_steps are written for
+    # reference_world_size processes of data.max_duration seconds each. With W processes the batch holds
+    # W / reference_world_size times more audio: the lr is multiplied by that ratio (linear), its square
+    # root (sqrt) or left alone (none); with scale_steps_with_world_size the step counts of the schedule
+    # are divided by it, so warm-up and decay follow the audio seen (icefall's adjusted batch count).
+    reference_world_size: int = 1
+    scale_lr_with_world_size: str = "none"  # none | linear | sqrt
+    scale_steps_with_world_size: bool = False  # off by default: configs opt in (egs/librispeech/conf)
 
     def validate(self) -> None:
+        if self.scale_lr_with_world_size not in LR_SCALING_RULES:
+            raise SpeechkdError(
+                f"trainer.scale_lr_with_world_size must be one of {LR_SCALING_RULES}, got {self.scale_lr_with_world_size!r}"
+            )
+        if self.reference_world_size < 1:
+            raise SpeechkdError(f"trainer.reference_world_size must be >= 1, got {self.reference_world_size}")
         if self.amp not in AMP_KINDS:
             raise SpeechkdError(f"trainer.amp must be one of {AMP_KINDS}, got {self.amp!r}")
         if self.num_epochs < 1:
@@ -116,6 +132,20 @@ class TrainerConfig:
         self.optimizer.validate()
         self.scheduler.validate()
         self.plateau.validate()
+
+
+def scale_for_world_size(cfg: TrainerConfig, world_size: int) -> tuple[OptimizerConfig, SchedulerConfig]:
+    """Copies of ``cfg.optimizer`` / ``cfg.scheduler`` for ``world_size`` processes (see the rule at
+    :class:`TrainerConfig`); unchanged when ``world_size == cfg.reference_world_size``."""
+    ratio = world_size / cfg.reference_world_size
+    lr_factor = {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[cfg.scale_lr_with_world_size]
+    opt = dataclasses.replace(cfg.optimizer, lr=cfg.optimizer.lr * lr_factor)
+    sched = cfg.scheduler
+    if cfg.scale_steps_with_world_size and ratio != 1.0:
+        sched = dataclasses.replace(sched, warmup_steps=max(1 if sched.warmup_steps else 0,
+                                                            round(sched.warmup_steps / ratio)),
+                                    lr_steps=sched.lr_steps / ratio)
+    return opt, sched
 
 
 @dataclass
@@ -259,11 +289,15 @@ class Trainer:
         self.module = self.model
         if self.dist.distributed:
             sdist.broadcast_module_state(self.model)
-        oc = cfg.optimizer
+        oc, sc = scale_for_world_size(cfg, self.dist.world_size)
+        if self.dist.world_size != cfg.reference_world_size:
+            log.info("%d processes (config written for %d): lr %.3g -> %.3g (%s), warm-up %d -> %d steps",
+                     self.dist.world_size, cfg.reference_world_size, cfg.optimizer.lr, oc.lr,
+                     cfg.scale_lr_with_world_size, cfg.scheduler.warmup_steps, sc.warmup_steps)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=oc.lr, betas=tuple(oc.betas), weight_decay=oc.weight_decay, eps=oc.eps
         )
-        self.scheduler = LrScheduler(self.optimizer, cfg.scheduler)
+        self.scheduler = LrScheduler(self.optimizer, sc)
         self.plateau = PlateauMonitor(cfg.plateau, self.exp_dir, write=self.dist.is_main)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.train_dl = self.datamodule.train_dataloader(self.train_cuts)

@@ -113,15 +113,18 @@ def test_precomputed_equals_on_the_fly(cuts, tmp_path):
 
 
 @pytest.mark.parametrize("features", ["on_the_fly", "precomputed"])
-def test_global_feature_stats_match_numpy_over_the_first_cuts(cuts, tmp_path, features):
+def test_global_feature_stats_match_numpy_over_a_seeded_random_sample(cuts, tmp_path, features):
     from lhotse import Fbank, FbankConfig
     from lhotse.features.io import NumpyFilesWriter
+
+    from speechkd.data.cutsets import reservoir_sample
 
     sub = cuts.subset(first=4)
     stored = sub.compute_and_store_features(Fbank(FbankConfig(num_mel_bins=80)), tmp_path / "feats",
                                             storage_type=NumpyFilesWriter)
-    frames = np.concatenate([c.load_features() for c in stored.subset(first=3)])  # (sum T, 80)
-    dm = _dm(features=features, cmvn_max_cuts=3)
+    sample = reservoir_sample(stored, 3, seed=42)  # data.seed's sample of 3 of the 4 cuts
+    frames = np.concatenate([c.load_features() for c in sample])  # (sum T, 80)
+    dm = _dm(features=features, cmvn_max_cuts=3, seed=42)
     mean, std, n = dm.global_feature_stats(stored if features == "precomputed" else sub)
     assert n == 3 and mean.shape == std.shape == (80,)
     np.testing.assert_allclose(mean.numpy(), frames.mean(0), atol=1e-3)
@@ -189,3 +192,25 @@ def test_skip_batches_resumes_the_same_sequence(cuts, num_workers):
     assert other != full  # a different epoch is shuffled differently
     with pytest.raises(SpeechkdError, match="cannot resume epoch 2"):
         _epoch(loader, epoch=2, skip=len(full) + 1)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resume_with_spec_augment_and_workers_gives_the_same_augmented_batches(cuts, num_workers):
+    aug = SpecAugmentConfig(enabled=True, p=1.0, time_warp_factor=20, num_feature_masks=2, features_mask_size=27,
+                            num_frame_masks=2, frames_mask_size=30, max_frames_mask_fraction=0.5)
+    loader = _dm(num_workers=num_workers, spec_augment=aug, max_duration=3.5).train_dataloader(cuts)
+    full = _epoch(loader, epoch=2)
+    assert len(full) >= 4
+    for skip in (1, 3):
+        rest = _epoch(loader, epoch=2, skip=skip)
+        assert [b["cut_ids"] for b in rest] == [b["cut_ids"] for b in full[skip:]]
+        for a, b in zip(rest, full[skip:]):
+            assert torch.equal(a["inputs"], b["inputs"])  # the same masks and warps, batch by batch
+    plain = _epoch(_dm(num_workers=0, max_duration=3.5).train_dataloader(cuts), epoch=2)
+    assert any(not torch.equal(a["inputs"], b["inputs"]) for a, b in zip(full, plain))  # augmentation was on
+    # the training process's own random stream is not reseeded by the batches
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    _epoch(_dm(num_workers=0, spec_augment=aug).train_dataloader(cuts), epoch=2)
+    assert torch.equal(torch.rand(3), expected)

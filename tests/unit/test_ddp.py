@@ -35,3 +35,27 @@ def test_torchrun_two_ranks(tmp_path):
 
     ckpt = torch.load(exp / "checkpoint-4.pt", map_location="cpu", weights_only=False)
     assert ckpt["step"] == 4 and ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
+
+
+def test_resolve_device_defaults_to_this_ranks_gpu(monkeypatch):
+    from speechkd.training import dist as d
+
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setattr(d.torch.cuda, "is_available", lambda: True)
+    assert d.resolve_device(None) == d.resolve_device("auto") == "cuda:3"
+    assert d.resolve_device("cuda") == "cuda:3" and d.resolve_device("cuda:1") == "cuda:1"
+    assert d.resolve_device("cpu") == "cpu"
+    monkeypatch.setattr(d.torch.cuda, "is_available", lambda: False)
+    assert d.resolve_device("auto") == "cpu"
+
+
+def test_decode_extract_probe_and_label_commands_take_a_device():
+    from speechkd.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["asr", "decode", "--exp-dir", "e", "--parts", "p"],
+                 ["distill", "extract-targets", "--cuts-dir", "c", "--parts", "p", "--output-dir", "o"],
+                 ["distill", "evaluate-upstream", "--exp-dir", "e", "--cuts-dir", "c", "--bpe-model", "b",
+                  "--train-parts", "p", "--test-parts", "t"]):
+        assert parser.parse_args(argv).device == "auto", argv
+        assert parser.parse_args([*argv, "--device", "cuda:1"]).device == "cuda:1"

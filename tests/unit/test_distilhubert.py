@@ -53,7 +53,7 @@ def test_from_teacher_copies_cnn_and_first_layers():
     assert any(n.startswith("encoder.layers.1.") for n in s_state)
     assert not any(n.startswith("encoder.layers.2.") for n in s_state)
     # heads predict teacher-width vectors for 2 target layers
-    assert student.pred_head.out_features == 2 * 32
+    assert (student.pred_head.num_heads, student.pred_head.dim) == (2, 32)
 
 
 def test_from_teacher_wider_student_copies_only_matching_shapes():
@@ -135,7 +135,11 @@ def test_forward_shapes_lens_and_head_split():
     t = int(out.lens.max())
     assert out.head_outputs.shape == (2, 2, t, 32)
     assert len(out.hidden_states) == 3 and out.hidden_states[-1].shape == (2, t, 32)
-    full = out.hidden_states[-1] @ student.pred_head.weight.T + student.pred_head.bias  # (N, T, 2*32)
+    torch.testing.assert_close(out.head_outputs, student.pred_head(out.hidden_states[-1]))  # heads on the last layer
+    linear = DistilHubertStudent.from_teacher(tiny_teacher(), tiny_student_cfg(pred_head_type="linear")).eval()
+    with torch.no_grad():
+        out = linear(wavs, wav_lens)
+    full = out.hidden_states[-1] @ linear.pred_head.proj.weight.T + linear.pred_head.proj.bias  # (N, T, 2*32)
     for h in range(2):
         torch.testing.assert_close(out.head_outputs[:, h], full[..., h * 32 : (h + 1) * 32])
 
@@ -273,3 +277,23 @@ def test_whisper_encoder_teacher_end_to_end_alignment():
     assert torch.equal(t, targets[:, :, :49])
     loss, info = layerwise_distill_loss(s, t, lens)
     assert torch.isfinite(loss) and info["l1"].shape == (2,)
+
+
+def test_prediction_heads_are_s3prl_mlps_one_per_teacher_layer():
+    from speechkd.models.distilhubert import PredictionHeads
+
+    torch.manual_seed(0)
+    heads = PredictionHeads(hidden=8, num_heads=3, dim=5, kind="mlp", inter=6)
+    x = torch.randn(2, 4, 8)
+    out = heads(x)
+    assert out.shape == (2, 3, 4, 5)
+    h = torch.nn.functional.gelu(heads.proj(x)).view(2, 4, 3, 6)
+    for k in range(3):  # head k: its own slice of the GELU layer, its own output linear
+        ref = h[:, :, k] @ heads.weight[k] + heads.bias[k]
+        torch.testing.assert_close(out[:, k], ref)
+    assert sum(p.numel() for p in heads.parameters()) == 8 * 18 + 18 + 3 * (6 * 5 + 5)
+    linear = PredictionHeads(hidden=8, num_heads=3, dim=5, kind="linear")
+    assert linear(x).shape == (2, 3, 4, 5) and not hasattr(linear, "weight")
+    assert tiny_student_cfg().pred_head_type == "mlp"  # s3prl's head by default
+    with pytest.raises(SpeechkdError, match="pred_head_type"):
+        tiny_student_cfg(pred_head_type="conv")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -200,3 +201,77 @@ def test_a_checkpoint_that_is_not_a_speech_encoder_is_refused(setup, tmp_path):
     config = _write_config(tmp_path / "conf.yaml", bert, max_steps=1)
     with pytest.raises(SpeechkdError, match="not a speech encoder"):
         train_distill(config, [], tmp_path / "exp", setup["cuts_dir"], ["train"])
+
+
+def test_initial_student_is_fixed_by_the_trainer_seed_and_perturbed_cuts_are_left_out(setup, tmp_path, monkeypatch):
+    import speechkd.training.trainer as trainer_mod
+    from speechkd.training.distill_experiment import train_distill
+
+    cuts = setup["cuts"]
+    (cuts + cuts.perturb_speed(0.9)).to_file(tmp_path / "librispeech_cuts_trainsp.jsonl.gz")
+    seen = []
+
+    class Capture:
+        def __init__(self, cfg, model, task, dm, train_cuts, valid_cuts, exp_dir, **kw):
+            seen.append(({k: v.clone() for k, v in model.student.state_dict().items()}, [c.id for c in train_cuts]))
+
+        def fit(self, resume=True):
+            pass
+
+    monkeypatch.setattr(trainer_mod, "Trainer", Capture)
+    config = _write_config(tmp_path / "conf.yaml", setup["teacher_dir"], max_steps=1)
+    for i, extra in enumerate(([], [], ["use_speed_perturbed=true"])):
+        torch.manual_seed(100 + i)  # the global RNG state before the call must not matter
+        train_distill(config, extra, tmp_path / f"exp{i}", tmp_path, ["trainsp"], [])
+    (w0, ids0), (w1, _), (_, ids_sp) = seen
+    assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
+    assert sorted(ids0) == sorted(c.id for c in cuts)  # originals only (DistilHuBERT / SUPERB)
+    assert len(ids_sp) == 2 * len(cuts)  # unless the config asks for the copies
+
+
+def test_target_extraction_resumes_chunk_by_chunk_after_a_crash(setup, tmp_path, monkeypatch):
+    from lhotse import CutSet
+
+    import speechkd.targets.hidden_states as hs
+
+    teacher, cuts = setup["teacher"], setup["cuts"]
+    clean = hs.extract_hidden_states(cuts, teacher, LAYERS, tmp_path / "clean", "train", chunk_cuts=1)
+    calls = []
+    real = hs.teacher_targets
+
+    def crashing(teacher, wavs, lens, layers):
+        calls.append(len(wavs))
+        if len(calls) == 3:
+            raise RuntimeError("simulated crash")
+        return real(teacher, wavs, lens, layers)
+
+    out = tmp_path / "crashed"
+    monkeypatch.setattr(hs, "teacher_targets", crashing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        hs.extract_hidden_states(cuts, teacher, LAYERS, out, "train", chunk_cuts=1)
+    assert [hs.chunk_paths(out, "train", k)[1].is_file() for k in range(4)] == [True, True, False, False]
+    assert not hs.cuts_path(out, "train").exists()  # the part's manifest only when every chunk is done
+    calls.clear()
+    rep = hs.extract_hidden_states(cuts, teacher, LAYERS, out, "train", chunk_cuts=1)
+    assert len(calls) == 2  # chunks 0 and 1 are not recomputed
+    assert rep.num_cuts == clean.num_cuts == 4 and rep.num_frames == clean.num_frames
+    a, b = CutSet.from_file(clean.cuts_path), CutSet.from_file(rep.cuts_path)
+    assert [c.id for c in a] == [c.id for c in b] == [c.id for c in cuts]
+    for x, y in zip(a, b):
+        assert np.array_equal(x.load_custom("teacher_hidden"), y.load_custom("teacher_hidden"))
+    # the same chunk files for other input cuts are refused, not mixed
+    with pytest.raises(SpeechkdError, match="other input cuts"):
+        hs.extract_hidden_states(cuts.subset(last=3), teacher, LAYERS, out, "train", chunk_cuts=1)
+
+
+def test_on_the_fly_teacher_runs_in_full_precision_under_autocast(setup):
+    from speechkd.tasks.distill import DistillLossConfig, DistillModel, DistillTask
+
+    task = DistillTask(DistillLossConfig(mode="on_the_fly"), LAYERS, setup["teacher"].frame_shift)
+    model = DistillModel(setup["student"], setup["teacher"])
+    wavs, lens = torch.randn(2, 8000), torch.tensor([8000, 6000])
+    ref, ref_lens = task.teacher_targets(model, wavs, lens)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, got_lens = task.teacher_targets(model, wavs, lens)
+    assert got.dtype == torch.float32 and torch.equal(got_lens, ref_lens)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)  # bf16 matmuls would be ~1e-2 off

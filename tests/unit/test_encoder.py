@@ -237,3 +237,32 @@ def test_global_cmvn_rejects_bad_statistics():
         enc.input_norm.set_stats(torch.zeros(40), torch.ones(40), num_cuts=3)
     with pytest.raises(SpeechkdError, match="non-finite"):
         enc.input_norm.set_stats(torch.full((FEAT_DIM,), float("nan")), torch.ones(FEAT_DIM), num_cuts=3)
+
+
+def test_attention_equals_the_explicit_softmax_formula_with_fully_masked_rows():
+    from speechkd.models.conformer import SelfAttention
+
+    torch.manual_seed(0)
+    att = SelfAttention(d_model=16, num_heads=2, dropout=0.0, rope_base=10000.0).eval()
+    q, k, v = (torch.randn(2, 2, 5, 8) for _ in range(3))
+    allowed = torch.rand(2, 1, 5, 5) > 0.4
+    allowed[0, 0, 2] = False  # a row with nothing allowed (padding only): finite, uniform weights
+    scores = (q @ k.transpose(-1, -2)) * 8**-0.5
+    weights = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min).softmax(-1)
+    ref = att.out((weights @ v).transpose(1, 2).reshape(2, 5, 16))
+    got = att._attend(q, k, v, allowed)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    # the CUDA path (scaled_dot_product_attention with the additive mask) computes the same numbers
+    bias = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    sdpa = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    torch.testing.assert_close(att.out(sdpa.transpose(1, 2).reshape(2, 5, 16)), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_pad_tokens_builds_once_on_the_host():
+    from speechkd.tasks.asr import pad_tokens
+
+    out, lens = pad_tokens([[5, 6, 7], [], [8]], pad=-1, device=torch.device("cpu"))
+    assert out.tolist() == [[5, 6, 7], [-1, -1, -1], [8, -1, -1]] and lens.tolist() == [3, 0, 1]
+    out, lens = pad_tokens([[], []], pad=0, device=torch.device("cpu"))
+    assert out.shape == (2, 0) and lens.tolist() == [0, 0]

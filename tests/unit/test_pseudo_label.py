@@ -269,6 +269,13 @@ def test_shards_to_run_follows_torchrun_env() -> None:
     assert pl.shards_to_run(5, env={"WORLD_SIZE": "2", "RANK": "1"}) == [1, 3]
     assert pl.shards_to_run(5, shard_id=2, env={"WORLD_SIZE": "2", "RANK": "1"}) == [2]
     assert pl.default_num_shards({"WORLD_SIZE": "4"}) == 4 and pl.default_num_shards({}) == 1
+    # at scale the default bounds the shard (what a crash loses and what sits in memory), not one per rank
+    m = pl.MAX_CUTS_PER_SHARD
+    assert pl.default_num_shards({}, num_cuts=281_241) == -(-281_241 // m)
+    assert pl.default_num_shards({"WORLD_SIZE": "8"}, num_cuts=281_241) % 8 == 0
+    for world in (1, 3, 8):
+        n = pl.default_num_shards({"WORLD_SIZE": str(world)}, num_cuts=10 * m + 1)
+        assert max(len(pl.shard_range(10 * m + 1, n, k)) for k in range(n)) <= m and n % world == 0
     with pytest.raises(SpeechkdError, match="RANK=2"):
         pl.shards_to_run(5, env={"WORLD_SIZE": "2", "RANK": "2"})
 
@@ -390,3 +397,27 @@ def test_labelled_cut_keeps_existing_reference_and_merges_supervisions(tmp_path:
     (sup,) = new.supervisions
     assert merged and sup.custom["reference"] == "first second" and sup.speaker == "x"
     assert (sup.start, sup.duration, sup.id) == (0.0, 1.0, "b")
+
+
+def test_shards_come_from_one_pass_over_the_input() -> None:
+    reads = []
+
+    def cuts():
+        for i in range(10):
+            reads.append(i)
+            yield i
+
+    got = list(pl._shards_in_one_pass(cuts(), 10, 4, [3, 1]))
+    assert got == [(1, [2, 3, 4]), (3, [7, 8, 9])]
+    assert reads == list(range(10))  # each input cut read once, whatever the number of shards
+    assert list(pl._shards_in_one_pass(iter(range(2)), 2, 4, [0, 2, 3])) == [(0, []), (2, []), (3, [1])]
+
+
+def test_speed_perturbed_copies_are_not_labelled(synth_cuts: Path, tmp_path: Path) -> None:
+    from lhotse import CutSet
+
+    cuts = CutSet.from_file(synth_cuts)
+    with_sp = tmp_path / "with_sp.jsonl.gz"
+    (cuts + cuts.modify_ids(lambda i: f"{i}_sp0.9")).to_file(with_sp)
+    res = pl.pseudo_label(with_sp, tmp_path / "o", StubTeacher(), batch_size=4, progress=False)
+    assert [c["id"] for c in _read_cuts(res.merged)] == [c.id for c in cuts]

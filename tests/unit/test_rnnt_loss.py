@@ -355,3 +355,44 @@ def test_portable_cuda_equals_cpu():
         out[device] = [t.detach().cpu() for t in (loss, pruned, ranges, *grads)]
     for a, b in zip(out["cpu"], out["cuda"]):
         _close(b.double(), a.double(), rtol=1e-9)
+
+
+# --------------------------------------------------------------------------------------------------
+# precision: the losses ignore the caller's autocast (issue 14, item 5)
+# --------------------------------------------------------------------------------------------------
+def test_smoothed_and_pruned_losses_under_bf16_autocast_equal_fp32():
+    g = torch.Generator().manual_seed(5)
+    B, T, S, C = 2, 30, 8, 40
+    lm = torch.randn(B, S + 1, C, generator=g) * 3
+    am = torch.randn(B, T, C, generator=g) * 3
+    symbols = torch.randint(1, C, (B, S), generator=g)
+
+    def losses():
+        simple, (px_grad, py_grad) = rnnt.rnnt_loss_smoothed(lm, am, symbols, BLANK, 0.1, 0.1, reduction="sum",
+                                                             return_grad=True, backend="portable")
+        ranges = rnnt.get_rnnt_prune_ranges(px_grad, py_grad, None, 4, backend="portable")
+        am_p, lm_p = rnnt.do_rnnt_pruning(am, lm, ranges, backend="portable")
+        logits = torch.nn.functional.linear(torch.tanh(am_p + lm_p), torch.eye(C))  # bf16 under autocast
+        pruned = rnnt.rnnt_loss_pruned(logits, symbols, ranges, BLANK, reduction="sum", backend="portable")
+        return simple, pruned, logits.dtype
+
+    ref_simple, ref_pruned, ref_dtype = losses()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        simple, pruned, dtype = losses()
+    assert ref_dtype == torch.float32 and dtype == torch.bfloat16  # autocast was really on for the joiner
+    assert simple.dtype == torch.float32
+    _close(simple, ref_simple, rtol=1e-6)
+    # the pruned loss sees bf16 logits (rounded by the joiner), but computes in fp32 on them
+    _close(pruned, ref_pruned, rtol=1e-2)
+    logits_bf16 = torch.randn(B, T, 4, C, generator=g).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = rnnt.rnnt_loss_pruned(logits_bf16, symbols, ranges_of(B, T, S), BLANK, reduction="sum",
+                                      backend="portable")
+    plain = rnnt.rnnt_loss_pruned(logits_bf16.float(), symbols, ranges_of(B, T, S), BLANK, reduction="sum",
+                                  backend="portable")
+    _close(under, plain, rtol=1e-6)
+
+
+def ranges_of(B, T, S, s_range=4):
+    start = torch.clamp(torch.arange(T) * S // T, max=S + 1 - s_range)
+    return (start[:, None] + torch.arange(s_range)).expand(B, T, s_range).contiguous()

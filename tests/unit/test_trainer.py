@@ -209,3 +209,28 @@ def test_no_readable_checkpoint_is_an_error_naming_the_fix(cuts, tmp_path):
         p.write_bytes(b"not a checkpoint")
     with pytest.raises(SpeechkdError, match=r"no checkpoint in .* can be read .*--no-resume"):
         _run(cuts, tmp_path, max_steps=4)
+
+
+def test_lr_and_schedule_follow_the_world_size_rule():
+    from speechkd.training.trainer import TrainerConfig, scale_for_world_size
+
+    cfg = TrainerConfig()
+    cfg.optimizer.lr, cfg.scheduler.warmup_steps, cfg.scheduler.lr_steps = 1e-3, 4000, 8000.0
+    opt, sched = scale_for_world_size(cfg, 4)  # default: nothing changes unless the config asks
+    assert (opt.lr, sched.warmup_steps, sched.lr_steps) == (1e-3, 4000, 8000.0)
+    cfg.scale_steps_with_world_size = True
+    opt, sched = scale_for_world_size(cfg, 1)
+    assert (opt.lr, sched.warmup_steps, sched.lr_steps) == (1e-3, 4000, 8000.0)
+    opt, sched = scale_for_world_size(cfg, 4)  # lr kept, schedule by audio seen
+    assert opt.lr == 1e-3 and (sched.warmup_steps, sched.lr_steps) == (1000, 2000.0)
+    cfg.scale_lr_with_world_size = "linear"
+    assert scale_for_world_size(cfg, 4)[0].lr == pytest.approx(4e-3)
+    cfg.scale_lr_with_world_size, cfg.reference_world_size = "sqrt", 2
+    opt, sched = scale_for_world_size(cfg, 8)
+    assert opt.lr == pytest.approx(2e-3) and sched.warmup_steps == 1000
+    cfg.scale_steps_with_world_size = False
+    assert scale_for_world_size(cfg, 8)[1].warmup_steps == 4000
+    assert cfg.optimizer.lr == 1e-3  # the config itself is not modified
+    cfg.scale_lr_with_world_size = "cubic"
+    with pytest.raises(SpeechkdError, match="scale_lr_with_world_size"):
+        cfg.validate()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -189,3 +190,27 @@ def test_teacher_upstream_chunks_inputs_longer_than_its_limit(tmp_path):
     assert int(lens[0]) == sum(int(p.lens[0]) for p in pieces)
     assert len(hidden) == teacher.num_layers + 1
     torch.testing.assert_close(hidden[-1][0], torch.cat([p.hidden_states[-1][0] for p in pieces]))
+
+
+def test_layer_cache_never_exceeds_its_cap_and_gives_the_same_layers(tmp_path, caplog):
+    from speechkd.data.datamodule import AsrDataModule, DataConfig
+    from speechkd.evaluation.upstream import FbankUpstream, LayerCache, ProbeConfig, probe_batches
+
+    from speechkd.testing.toy import ToyTokenizer, make_toy_cuts
+
+    assert ProbeConfig().cache_max_gb > 0  # bounded by default
+    cuts = make_toy_cuts(tmp_path / "audio", num_cuts=6, min_duration=0.5, max_duration=1.5)
+    dm = AsrDataModule(DataConfig(input="audio", max_duration=2.5, num_buckets=2, num_workers=0, drop_last=False,
+                                  min_cut_duration=0.0, max_cut_duration=2.0, seed=3), tokenizer=ToyTokenizer())
+    cpu = torch.device("cpu")
+    batches = list(probe_batches(dm.train_dataloader(cuts), 10))
+    unbounded = LayerCache(FbankUpstream())
+    cap = 2 * 100 * 80 * 2 + 1  # about two cuts of ~1 s (100 frames x 80 bins, float16)
+    bounded = LayerCache(FbankUpstream(), max_bytes=cap)
+    with caplog.at_level(logging.WARNING):
+        for batch in batches:
+            a, a_lens = unbounded.inputs(batch, cpu)
+            b, b_lens = bounded.inputs(batch, cpu)
+            assert torch.equal(a_lens, b_lens) and torch.equal(a, b)
+    assert 0 < bounded.num_bytes <= cap and len(bounded.store) < len(cuts) == len(unbounded.store)
+    assert sum("layer cache full" in r.message for r in caplog.records) == 1
