@@ -241,14 +241,18 @@ def export_experiment(
     """Export the checkpoint of a ``speechkd asr train`` experiment (default: ``averaged.pt``)."""
     from speechkd.decoding.asr_decode import load_model_for_decoding
     from speechkd.text.tokenizer import Tokenizer, write_tokens
+    from speechkd.training.asr_experiment import read_experiment
 
-    model, _, paths = load_model_for_decoding(exp_dir, checkpoint)
+    _, paths = read_experiment(exp_dir)
     bpe_model = bpe_model or paths.get("bpe_model")
     if not bpe_model:
         raise SpeechkdError("pass --bpe-model (not recorded in the experiment's config.yaml)")
+    tokenizer = Tokenizer(bpe_model)
+    model, _, _ = load_model_for_decoding(exp_dir, checkpoint, tokenizer)  # refuses another BPE model
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tokens_path = out_dir / TOKENS_FILE
-    write_tokens(Tokenizer(bpe_model), tokens_path)
-    source = {"exp_dir": str(exp_dir), "checkpoint": str(checkpoint or "averaged.pt"), "bpe_model": str(bpe_model)}
+    write_tokens(tokenizer, tokens_path)
+    source = {"exp_dir": str(exp_dir), "checkpoint": str(checkpoint or "averaged.pt"), "bpe_model": str(bpe_model),
+              "bpe_model_sha256": tokenizer.sha256}
     return export_onnx(model, tokens_path, out_dir, kind, chunk_size, left_context, int8, source)

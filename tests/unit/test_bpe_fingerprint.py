@@ -80,3 +80,17 @@ def test_old_checkpoint_without_fingerprint_decodes_with_a_warning(two_bpe_model
     model, _, _ = load_model_for_decoding(exp, "epoch-2.pt", b)
     assert isinstance(model, AsrModel)
     assert "has no bpe_model checksum" in caplog.text
+
+
+def test_export_records_the_bpe_checksum_and_refuses_another_bpe(two_bpe_models, tmp_path):
+    pytest.importorskip("onnx")
+    import yaml
+
+    from speechkd.export.onnx import export_experiment
+
+    a, b = two_bpe_models
+    exp = _exp_dir(tmp_path / "exp", a)
+    out = export_experiment(exp, tmp_path / "ctc", "ctc", checkpoint="epoch-2.pt")
+    assert yaml.safe_load((out / "export.yaml").read_text())["source"]["bpe_model_sha256"] == a.sha256
+    with pytest.raises(SpeechkdError, match=b.sha256):
+        export_experiment(exp, tmp_path / "ctc-b", "ctc", checkpoint="epoch-2.pt", bpe_model=b.model_path)
