@@ -41,7 +41,8 @@ def test_tiny_whisper_pl(tmp_path: Path) -> None:
     assert (kept_words < all_words) if dropped else (kept_words == all_words), (labels, dropped)
     student = exp / "student_seed0"
     student_rows = [r.split("\t") for r in (student / "decode" / "wer-summary.tsv").read_text().splitlines()[1:]]
-    assert {r[1] for r in student_rows} == {"greedy", "beam4", "greedy-chunk8", "greedy-chunk16"}
+    # our decodings, plus the sherpa-onnx decodes of the exported student (stages 40-49)
+    assert {"greedy", "beam4", "greedy-chunk8", "greedy-chunk16", "sherpa-offline"} <= {r[1] for r in student_rows}
     assert "trainer.seed=0" in (student / "command.sh").read_text()
     # the run's seed table: one seed, its plateau verdict honoured (a 2-epoch tiny run is never judged)
     assert (student / "plateau.yaml").is_file()
