@@ -217,6 +217,16 @@ def codebook_term(model: Any, enc: Any, batch: dict[str, Any], term: CodebookTer
     return codebook_loss(logits, targets, enc.out_lens)
 
 
+def _codebook_aux_term(term: CodebookTerm, scale: float) -> Callable[..., tuple[torch.Tensor, dict[str, float]]]:
+    """MVQ-KD's codebook loss as an auxiliary term: ``(model, enc, batch) -> (scale * loss, {"codebook": ...})``."""
+
+    def aux(model: Any, enc: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        cb = codebook_term(model, enc, batch, term)
+        return scale * cb, {"codebook": float(cb.detach()) * scale}
+
+    return aux
+
+
 class AsrTask:
     """CTC and/or pruned-transducer training of :class:`speechkd.models.asr.AsrModel`, optionally with
     MVQ-KD's codebook loss (``codebook``: where it reads from; weight ``loss.codebook_loss_scale``).
@@ -235,11 +245,12 @@ class AsrTask:
                 "(and a codebook head needs a scale > 0)"
             )
         self.cfg = cfg
-        self.codebook = codebook
         self.step_fn = step_fn or (lambda: 0)
         self.num_ctc_infeasible = 0  # utterances left out of the CTC loss so far (logged as they occur)
         # Auxiliary heads on encoder outputs: callables (model, enc, batch) -> (weighted loss, info).
         self.aux_terms: list[Callable[..., tuple[torch.Tensor, dict[str, float]]]] = []
+        if codebook is not None:
+            self.aux_terms.append(_codebook_aux_term(codebook, cfg.codebook_loss_scale))
         if cfg.lm_kd.enabled:
             self.aux_terms.append(LmKdTerm(cfg.lm_kd))
 
@@ -282,10 +293,6 @@ class AsrTask:
             info["pruned"] = float(pruned.detach())
             tr = cfg.transducer_weight * (s_scale * simple + p_scale * pruned)
             total = tr if total is None else total + tr
-        if self.codebook is not None:
-            cb = codebook_term(model, enc, batch, self.codebook)
-            info["codebook"] = float(cb.detach()) * cfg.codebook_loss_scale
-            total = total + cfg.codebook_loss_scale * cb if total is not None else cfg.codebook_loss_scale * cb
         for term in self.aux_terms:
             aux, aux_info = term(model, enc, batch)
             info.update(aux_info)
