@@ -46,7 +46,7 @@ class Run:
             return self.plateau
         row = self._row(tag, test_set)
         if row is not None:
-            ratio = emission_ratio(row)
+            ratio = hyp_words_per_ref_word(row)
             if ratio is not None and ratio < MIN_EMISSION:
                 return f"{test_set} {tag or '-'} emits {ratio:.2f} words per reference word"
         return None
@@ -77,7 +77,7 @@ class Cell:
         return statistics.stdev(self.values) if len(self.values) >= 2 else math.nan
 
 
-def emission_ratio(row: dict[str, str]) -> Optional[float]:
+def hyp_words_per_ref_word(row: dict[str, str]) -> Optional[float]:
     """Hypothesis words per reference word of a summary row: ``(words - del + ins) / words``."""
     words = int(row["words"])
     if words <= 0:
