@@ -27,6 +27,7 @@ their cut ids and counted in ``AsrTask.num_ctc_infeasible``.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -60,6 +61,14 @@ class AsrLossConfig:
     # Training steps at the start during which the transducer term is left out, so that only CTC (and the
     # codebook loss) trains the encoder: a CTC-first phase against the blank plateau (training/plateau.py).
     ctc_only_steps: int = 0
+    # > 0: the CTC-only phase instead lasts until greedy CTC emits at least this many tokens per reference
+    # token over the last ``ctc_only_window`` training batches (summed over DDP ranks), i.e. until the encoder
+    # has left the blank plateau; ``ctc_only_steps`` then caps the phase (0 = no cap). Survives a resume.
+    ctc_only_until_emission_ratio: float = 0.0
+    ctc_only_window: int = 20
+    # The ratio rule is judged from this step on: a fresh CTC head emits random tokens for the first tens of
+    # steps (ratio ~0.5 at step 20 on MiniLibri) before it collapses to blank.
+    ctc_only_min_steps: int = 100
     # Auxiliary term: LM-to-CTC distillation through attention decoders (speechkd.tasks.lm_kd); off by default.
     lm_kd: LmKdLossConfig = field(default_factory=LmKdLossConfig)
 
@@ -74,6 +83,18 @@ class AsrLossConfig:
             raise SpeechkdError(
                 f"loss.ctc_only_steps={self.ctc_only_steps} must be >= 0, and > 0 only with loss.ctc_weight > 0 "
                 f"(got ctc_weight={self.ctc_weight})"
+            )
+        r = self.ctc_only_until_emission_ratio
+        if r < 0 or r > 2 or (r > 0 and (self.ctc_weight <= 0 or self.transducer_weight <= 0)):
+            raise SpeechkdError(
+                f"loss.ctc_only_until_emission_ratio={r} must be in [0, 2], and > 0 only when both "
+                f"loss.ctc_weight (got {self.ctc_weight}) and loss.transducer_weight (got "
+                f"{self.transducer_weight}) are > 0"
+            )
+        if self.ctc_only_window < 1 or self.ctc_only_min_steps < 0:
+            raise SpeechkdError(
+                f"loss.ctc_only_window must be >= 1 (got {self.ctc_only_window}) and loss.ctc_only_min_steps "
+                f">= 0 (got {self.ctc_only_min_steps})"
             )
         if self.codebook_loss_scale < 0:
             raise SpeechkdError(f"loss.codebook_loss_scale must be >= 0, got {self.codebook_loss_scale}")
@@ -96,10 +117,10 @@ class AsrLossConfig:
                     f"set model.use_{name}=false or give it a weight"
                 )
 
-    def scales(self, step: int) -> tuple[float, float]:
-        """(simple_scale, pruned_scale) at training ``step`` (warm-up schedule above; it starts after the
-        ``ctc_only_steps``)."""
-        step = step - self.ctc_only_steps
+    def scales(self, step: int, start: Optional[int] = None) -> tuple[float, float]:
+        """(simple_scale, pruned_scale) at training ``step`` (warm-up schedule above); the warm-up starts
+        at ``start``, the step the transducer joined (default: after the ``ctc_only_steps``)."""
+        step = step - (self.ctc_only_steps if start is None else start)
         if self.warmup_steps <= 0 or step >= self.warmup_steps:
             return self.simple_loss_scale, 1.0
         frac = step / self.warmup_steps
@@ -227,6 +248,17 @@ def _codebook_aux_term(term: CodebookTerm, scale: float) -> Callable[..., tuple[
     return aux
 
 
+def _sum_over_ranks(*values: float) -> tuple[float, ...]:
+    """``values`` summed over DDP ranks (unchanged without a process group), so every rank decides alike."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t)
+    return tuple(float(v) for v in t.tolist())
+
+
 class AsrTask:
     """CTC and/or pruned-transducer training of :class:`speechkd.models.asr.AsrModel`, optionally with
     MVQ-KD's codebook loss (``codebook``: where it reads from; weight ``loss.codebook_loss_scale``).
@@ -246,6 +278,9 @@ class AsrTask:
             )
         self.cfg = cfg
         self.step_fn = step_fn or (lambda: 0)
+        # Step at which the transducer term joined (CTC-only phase over); None while the phase lasts.
+        self.transducer_start: Optional[int] = None if self._ctc_phase_configured() else 0
+        self._window: deque[tuple[float, float]] = deque(maxlen=cfg.ctc_only_window)
         self.num_ctc_infeasible = 0  # utterances left out of the CTC loss so far (logged as they occur)
         # Auxiliary heads on encoder outputs: callables (model, enc, batch) -> (weighted loss, info).
         self.aux_terms: list[Callable[..., tuple[torch.Tensor, dict[str, float]]]] = []
@@ -253,6 +288,46 @@ class AsrTask:
             self.aux_terms.append(_codebook_aux_term(codebook, cfg.codebook_loss_scale))
         if cfg.lm_kd.enabled:
             self.aux_terms.append(LmKdTerm(cfg.lm_kd))
+
+    def _ctc_phase_configured(self) -> bool:
+        return self.cfg.transducer_weight > 0 and (
+            self.cfg.ctc_only_steps > 0 or self.cfg.ctc_only_until_emission_ratio > 0
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resume needs: when the transducer joined (saved in every trainer checkpoint)."""
+        return {"transducer_start": self.transducer_start}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "transducer_start" in state:
+            self.transducer_start = state["transducer_start"]
+
+    def _in_ctc_only_phase(self, step: int, counts: dict[str, float]) -> bool:
+        """Whether this training step leaves the transducer out; ends the phase (once, for good) when
+        its rule is met. ``counts`` are this batch's greedy-CTC emission counts."""
+        if self.transducer_start is not None:
+            return step < self.transducer_start
+        cfg = self.cfg
+        if cfg.ctc_only_until_emission_ratio <= 0:
+            if step < cfg.ctc_only_steps:
+                return True
+            self.transducer_start = cfg.ctc_only_steps
+            return False
+        self._window.append((counts.get("ctc_hyp_tokens", 0.0), counts.get("ref_tokens", 0.0)))
+        hyp, ref = _sum_over_ranks(sum(h for h, _ in self._window), sum(r for _, r in self._window))
+        ratio = hyp / ref if ref > 0 else 0.0
+        full = len(self._window) == self._window.maxlen and step >= cfg.ctc_only_min_steps
+        capped = cfg.ctc_only_steps > 0 and step >= cfg.ctc_only_steps
+        if (full and ratio >= cfg.ctc_only_until_emission_ratio) or capped:
+            self.transducer_start = step
+            log.info(
+                "CTC-only phase over at step %d: greedy CTC emits %.3f tokens per reference token over the last "
+                "%d batches (target %.2f%s); the transducer loss joins now",
+                step, ratio, len(self._window), cfg.ctc_only_until_emission_ratio,
+                f", cap {cfg.ctc_only_steps} steps reached" if capped else "",
+            )
+            return False
+        return True
 
     def compute_loss(self, model: torch.nn.Module, batch: dict[str, Any], training: bool) -> LossOutput:
         # Everything runs inside model.forward (AsrModel.forward(fn) calls fn(self)) so DDP sees
@@ -285,10 +360,12 @@ class AsrTask:
                 return LossOutput.skip(f"all {len(bad)} utterances are too short for CTC")
             info["ctc"] = float(ctc.detach()) * cfg.ctc_weight
             total = cfg.ctc_weight * ctc
-        ctc_only = training and self.step_fn() < cfg.ctc_only_steps
+        ctc_only = training and cfg.transducer_weight > 0 and self._in_ctc_only_phase(self.step_fn(), counts)
         if cfg.transducer_weight > 0 and not ctc_only:
             simple, pruned = transducer_losses(model, enc.out, enc.out_lens, tokens, cfg)
-            s_scale, p_scale = self.cfg.scales(self.step_fn()) if training else (cfg.simple_loss_scale, 1.0)
+            s_scale, p_scale = (
+                cfg.scales(self.step_fn(), self.transducer_start) if training else (cfg.simple_loss_scale, 1.0)
+            )
             info["simple"] = float(simple.detach())
             info["pruned"] = float(pruned.detach())
             tr = cfg.transducer_weight * (s_scale * simple + p_scale * pruned)

@@ -17,6 +17,9 @@ Rules for implementers:
 - The trainer passes the plain module (it averages gradients across DDP ranks itself), so a task
   may call submodules directly; :func:`unwrap_model` is there for code that may also receive a
   ``DistributedDataParallel`` wrapper.
+- A task with training-time state (e.g. :class:`speechkd.tasks.asr.AsrTask`'s step at which its
+  CTC-only phase ended) may define ``state_dict()``/``load_state_dict(state)``; the trainer keeps it
+  in every checkpoint so a resume continues where the run was.
 - Return :meth:`LossOutput.skip` (``loss=None`` plus a reason) to skip a batch on purpose, e.g. when
   every utterance is infeasible for the loss. The trainer counts and logs it; under DDP one
   rank's skip makes every rank skip that step.

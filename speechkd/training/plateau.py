@@ -96,6 +96,11 @@ class PlateauMonitor:
         self._save()
         return self.status
 
+    def flush(self) -> None:
+        """Write the current verdict (``unchecked`` with an empty history when nothing was observed)."""
+        if self.cfg.enabled:
+            self._save()
+
     def _save(self) -> None:
         if not self.write:
             return

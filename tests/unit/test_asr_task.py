@@ -189,3 +189,49 @@ def test_ctc_only_phase_leaves_the_transducer_out_then_warms_it_up():
     assert "pruned" in AsrTask(cfg, step_fn=lambda: 0).compute_loss(model, b, training=False).info
     with pytest.raises(SpeechkdError, match="ctc_only_steps"):
         AsrLossConfig(ctc_weight=0.0, ctc_only_steps=5).validate()
+
+
+def test_ctc_only_phase_can_last_until_the_encoder_emits_tokens():
+    """``ctc_only_until_emission_ratio``: the transducer joins only once greedy CTC emits enough tokens per
+    reference token over the window; the warm-up counts from that step, and the step survives a resume."""
+    model = tiny_model(use_ctc=True, use_transducer=True)
+    b = batch([40, 31], [[3, 4, 5], [6, 1]])
+    step = {"n": 0}
+    cfg = AsrLossConfig(ctc_weight=0.3, ctc_only_until_emission_ratio=0.3, ctc_only_window=2, warmup_steps=4,
+                        ctc_only_min_steps=0)
+    task = AsrTask(cfg, step_fn=lambda: step["n"])
+    with torch.no_grad():  # a blank-only CTC head: the encoder is "on the plateau"
+        model.ctc_output.weight.zero_()
+        model.ctc_output.bias.fill_(-10.0)
+        model.ctc_output.bias[model.blank_id] = 10.0
+    for n in range(5):
+        step["n"] = n
+        out = task.compute_loss(model, b, training=True)
+        assert set(out.info) == {"ctc"} and out.counts["ctc_hyp_tokens"] == 0
+    assert task.transducer_start is None
+    with torch.no_grad():  # token 3 on every frame: one token per utterance, 2 of 5 reference tokens
+        model.ctc_output.bias.fill_(-10.0)
+        model.ctc_output.bias[3] = 10.0
+    step["n"] = 5
+    out = task.compute_loss(model, b, training=True)
+    assert set(out.info) == {"ctc"}  # window: (0 + 2) / (5 + 5) = 0.2 < 0.3
+    step["n"] = 6
+    out = task.compute_loss(model, b, training=True)  # window: (2 + 2) / 10 = 0.4 >= 0.3
+    assert {"ctc", "simple", "pruned"} <= set(out.info) and task.transducer_start == 6
+    assert cfg.scales(6, task.transducer_start) == (1.0, cfg.pruned_warmup_start)
+    # a resumed task continues after the phase, whatever its fresh window says
+    resumed = AsrTask(cfg, step_fn=lambda: 7)
+    resumed.load_state_dict(task.state_dict())
+    with torch.no_grad():
+        model.ctc_output.bias.fill_(-10.0)
+        model.ctc_output.bias[model.blank_id] = 10.0
+    assert "pruned" in resumed.compute_loss(model, b, training=True).info
+    # before ctc_only_min_steps the rule is not judged, however much the head emits
+    early = AsrTask(AsrLossConfig(ctc_weight=0.3, ctc_only_until_emission_ratio=0.1, ctc_only_window=1,
+                                  ctc_only_min_steps=100), step_fn=lambda: 50)
+    with torch.no_grad():
+        model.ctc_output.bias.fill_(-10.0)
+        model.ctc_output.bias[3] = 10.0
+    assert set(early.compute_loss(model, b, training=True).info) == {"ctc"} and early.transducer_start is None
+    with pytest.raises(SpeechkdError, match="ctc_only_until_emission_ratio"):
+        AsrLossConfig(ctc_weight=0.0, ctc_only_until_emission_ratio=0.5).validate()

@@ -76,3 +76,17 @@ def test_trainer_flags_a_run_stuck_on_the_plateau(tmp_path, fraction, status):
     log_text = (tmp_path / "exp" / "log" / "train.log.rank0").read_text()
     assert ("BLANK PLATEAU" in log_text) == (status == "stuck")
     assert f"emission_ratio={fraction:.3f}" in log_text
+
+
+def test_a_run_shorter_than_one_log_interval_still_leaves_a_verdict(tmp_path):
+    """The steps after the last logged interval are judged at the end (CI saw a tiny run end without the file)."""
+    cuts = make_toy_cuts(tmp_path / "audio", num_cuts=6, seed=3)
+    dm = AsrDataModule(DataConfig(features="on_the_fly", max_duration=5.0, num_buckets=2, num_workers=0,
+                                  max_cut_duration=3.0), tokenizer=ToyTokenizer())
+    cfg = TrainerConfig(num_epochs=1, log_every_n=1000, save_every_n=0, valid_every_n=0, progress_bar=False,
+                        tensorboard=False, scheduler=SchedulerConfig(kind="noam", warmup_steps=3),
+                        plateau=PlateauConfig(check_step=1))
+    state = Trainer(cfg, ToyModel(), _CountingTask(0.05), dm, cuts, None, tmp_path / "exp").fit()
+    assert 0 < state.step < 1000
+    got = yaml.safe_load((tmp_path / "exp" / "plateau.yaml").read_text())
+    assert got["status"] == "stuck" and got["step"] == state.step and len(got["history"]) == 1
