@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -51,6 +52,8 @@ ERR_SYMBOL = "*"
 SUMMARY_FILE = "wer-summary.tsv"
 SUMMARY_COLUMNS = ("test_set", "tag", "WER", "CER", "ins", "del", "sub", "words", "utts")
 RATE_DECIMALS = 2
+# Utterances aligned at a time by write_results (bounds the word-pair lists held in memory).
+ALIGN_CHUNK = 2000
 _SCLITE_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._+=@-]+$")
 _TRN_LINE = re.compile(r"^(.*?)\s*\(([^()\s]*)\)\s*$")
@@ -135,8 +138,17 @@ def _stats(refs: Sequence[list[str]], hyps: Sequence[list[str]], aligned: list[l
         dels=sum(h is None for _, h in pairs),
         ins=sum(r is None for r, _ in pairs),
         ref_chars=sum(len(" ".join(r)) for r in refs),
-        char_errors=_char_errors(refs, hyps),
+        char_errors=_char_errors(refs, hyps) if refs else 0,
     )
+    return stats
+
+
+def _add_stats(a: WerStats, b: WerStats) -> WerStats:
+    """Counts of two disjoint sets of utterances together (every field is a sum over utterances)."""
+    return WerStats(**{f.name: getattr(a, f.name) + getattr(b, f.name) for f in dataclasses.fields(WerStats)})
+
+
+def _warn_if_empty(stats: WerStats) -> WerStats:
     if stats.ref_words == 0:
         logger.warning("scored set has no reference words: WER reported as %s", stats.wer)
     return stats
@@ -158,7 +170,7 @@ def compute_wer(refs: Sequence[Text], hyps: Sequence[Text]) -> WerStats:
     _check_pairs(refs, hyps)
     ref_w = [_words(r) for r in refs]
     hyp_w = [_words(h) for h in hyps]
-    return _stats(ref_w, hyp_w, align_words(ref_w, hyp_w))
+    return _warn_if_empty(_stats(ref_w, hyp_w, align_words(ref_w, hyp_w)))
 
 
 # --------------------------------------------------------------------------- ids and names
@@ -207,13 +219,25 @@ def write_results(
 
         refs = [normalize_librispeech(" ".join(w)).split() for w in refs]
         hyps = [normalize_librispeech(" ".join(w)).split() for w in hyps]
-    aligned = align_words(refs, hyps)
-    stats = _stats(refs, hyps, aligned)
+    # Aligned in chunks of ALIGN_CHUNK utterances: only the per-utterance lines and the error tables are
+    # kept, so memory does not grow with the word-pair lists of a whole LibriSpeech-size label set.
+    tables = _ErrorTables()
+    utt_lines: list[str] = []
+    stats: Optional[WerStats] = None
+    for start in range(0, len(ids), ALIGN_CHUNK):
+        r, h = refs[start : start + ALIGN_CHUNK], hyps[start : start + ALIGN_CHUNK]
+        aligned = align_words(r, h)
+        chunk = _stats(r, h, aligned)
+        stats = chunk if stats is None else _add_stats(stats, chunk)
+        tables.add(aligned)
+        utt_lines += [_utt_line(i, pairs) for i, pairs in zip(ids[start : start + ALIGN_CHUNK], aligned)]
+    assert stats is not None
+    _warn_if_empty(stats)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _write_recogs(out / f"recogs-{suffix}.txt", ids, refs, hyps)
-    _write_errs(out / f"errs-{suffix}.txt", ids, aligned, stats)
+    _write_errs(out / f"errs-{suffix}.txt", utt_lines, tables, stats)
     _write_trn(out / f"ref-{suffix}.trn", out / f"hyp-{suffix}.trn", ids, refs, hyps)
     update_summary(out / SUMMARY_FILE, test_set, tag, stats)
     logger.info(
@@ -265,39 +289,42 @@ def _utt_line(cut_id: str, pairs: list[Pair]) -> str:
     return f"{cut_id}:\t" + " ".join(toks)
 
 
-def _error_tables(aligned: list[list[Pair]]) -> tuple[Counter, Counter, Counter, dict[str, list[int]]]:
-    """Substitution/deletion/insertion counters and per-word [corr, ref_sub, hyp_sub, ins, del]."""
-    subs: Counter = Counter()
-    dels: Counter = Counter()
-    ins: Counter = Counter()
-    per_word: dict[str, list[int]] = {}
+class _ErrorTables:
+    """Substitution/deletion/insertion counters and per-word [corr, ref_sub, hyp_sub, ins, del] counts,
+    accumulated over chunks of aligned utterances."""
 
-    def bump(word: str, slot: int) -> None:
-        per_word.setdefault(word, [0, 0, 0, 0, 0])[slot] += 1
+    def __init__(self) -> None:
+        self.subs: Counter = Counter()
+        self.dels: Counter = Counter()
+        self.ins: Counter = Counter()
+        self.per_word: dict[str, list[int]] = {}
 
-    for pairs in aligned:
-        for r, h in pairs:
-            if r is None:
-                ins[h] += 1
-                bump(h, 3)
-            elif h is None:
-                dels[r] += 1
-                bump(r, 4)
-            elif r == h:
-                bump(r, 0)
-            else:
-                subs[(r, h)] += 1
-                bump(r, 1)
-                bump(h, 2)
-    return subs, dels, ins, per_word
+    def _bump(self, word: str, slot: int) -> None:
+        self.per_word.setdefault(word, [0, 0, 0, 0, 0])[slot] += 1
+
+    def add(self, aligned: list[list[Pair]]) -> None:
+        for pairs in aligned:
+            for r, h in pairs:
+                if r is None:
+                    self.ins[h] += 1
+                    self._bump(h, 3)
+                elif h is None:
+                    self.dels[r] += 1
+                    self._bump(r, 4)
+                elif r == h:
+                    self._bump(r, 0)
+                else:
+                    self.subs[(r, h)] += 1
+                    self._bump(r, 1)
+                    self._bump(h, 2)
 
 
 def _by_count(counter: Counter) -> list:
     return sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-def _write_errs(path: Path, ids: list[str], aligned: list[list[Pair]], stats: WerStats) -> None:
-    subs, dels, ins, per_word = _error_tables(aligned)
+def _write_errs(path: Path, utt_lines: list[str], tables: _ErrorTables, stats: WerStats) -> None:
+    subs, dels, ins, per_word = tables.subs, tables.dels, tables.ins, tables.per_word
     lines = [
         f"%WER = {_fmt_rate(stats.wer)}",
         f"Errors: {stats.ins} insertions, {stats.dels} deletions, {stats.subs} substitutions, "
@@ -309,7 +336,7 @@ def _write_errs(path: Path, ids: list[str], aligned: list[list[Pair]], stats: We
         "",
         "PER-UTT DETAILS: corr or (ref->hyp)",
     ]
-    lines += [_utt_line(i, p) for i, p in zip(ids, aligned)]
+    lines += utt_lines
     lines += ["", "SUBSTITUTIONS: count ref -> hyp"]
     lines += [f"{n}   {r} -> {h}" for (r, h), n in _by_count(subs)]
     lines += ["", "DELETIONS: count ref"]

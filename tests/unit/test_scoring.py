@@ -255,3 +255,19 @@ def test_summary_markdown_pivots_tags_by_set(tmp_path):
     out = tmp_path / "t.md"
     assert main(["score", "table", "--summary", str(summary), "--title", "ctc", "--output", str(out)]) == 0
     assert "| ctc greedy | 25.00 | 50.00 |" in out.read_text()
+
+
+def test_chunked_alignment_writes_the_same_files_as_one_chunk(tmp_path, monkeypatch):
+    """write_results aligns ALIGN_CHUNK utterances at a time (bounded memory at LibriSpeech size): the
+    counts, the per-utterance lines and the error tables must not depend on the chunk size."""
+    import speechkd.decoding.scoring as scoring
+
+    rows = [(f"u{i:03d}", "A B C D" if i % 3 else "THE CAT SAT", "A X C" if i % 2 else "THE CAT SAT ON")
+            for i in range(7)]
+    monkeypatch.setattr(scoring, "ALIGN_CHUNK", 10_000)
+    whole = scoring.write_results(rows, tmp_path / "whole", "dev", tag="t")
+    monkeypatch.setattr(scoring, "ALIGN_CHUNK", 2)
+    chunked = scoring.write_results(rows, tmp_path / "chunked", "dev", tag="t")
+    assert chunked == whole and whole.num_utts == 7 and whole.ins > 0 and whole.subs > 0
+    for name in ("errs-dev-t.txt", "recogs-dev-t.txt", "wer-summary.tsv"):
+        assert (tmp_path / "chunked" / name).read_text() == (tmp_path / "whole" / name).read_text(), name
