@@ -212,33 +212,47 @@ def write_results(
         raise SpeechkdError(f"scoring {test_set}: duplicate cut ids, e.g. {dup[:3]}")
     rows = sorted(results, key=lambda r: r[0])
     ids = [r[0] for r in rows]
-    refs = [_words(r[1]) for r in rows]
-    hyps = [_words(r[2]) for r in rows]
+    # Kept for the whole set: one (id, reference, hypothesis) string triple per utterance. Word lists,
+    # alignments and output lines are made ALIGN_CHUNK utterances at a time, so memory does not grow
+    # with per-word objects of a whole LibriSpeech-size label set (only the error tables and lines do).
     if normalize:
         from speechkd.text.normalize import normalize_librispeech
 
-        refs = [normalize_librispeech(" ".join(w)).split() for w in refs]
-        hyps = [normalize_librispeech(" ".join(w)).split() for w in hyps]
-    # Aligned in chunks of ALIGN_CHUNK utterances: only the per-utterance lines and the error tables are
-    # kept, so memory does not grow with the word-pair lists of a whole LibriSpeech-size label set.
+        texts = [(normalize_librispeech(" ".join(_words(r[1]))), normalize_librispeech(" ".join(_words(r[2]))))
+                 for r in rows]
+    else:
+        texts = [(" ".join(_words(r[1])), " ".join(_words(r[2]))) for r in rows]
+    del rows
+    _check_trn_ids(ids)
     tables = _ErrorTables()
     utt_lines: list[str] = []
+    recog_lines: list[str] = []
+    ref_trn: list[str] = []
+    hyp_trn: list[str] = []
     stats: Optional[WerStats] = None
     for start in range(0, len(ids), ALIGN_CHUNK):
-        r, h = refs[start : start + ALIGN_CHUNK], hyps[start : start + ALIGN_CHUNK]
+        chunk_ids = ids[start : start + ALIGN_CHUNK]
+        r = [t[0].split() for t in texts[start : start + ALIGN_CHUNK]]
+        h = [t[1].split() for t in texts[start : start + ALIGN_CHUNK]]
         aligned = align_words(r, h)
         chunk = _stats(r, h, aligned)
         stats = chunk if stats is None else _add_stats(stats, chunk)
         tables.add(aligned)
-        utt_lines += [_utt_line(i, pairs) for i, pairs in zip(ids[start : start + ALIGN_CHUNK], aligned)]
+        utt_lines += [_utt_line(i, pairs) for i, pairs in zip(chunk_ids, aligned)]
+        for cut_id, ref, hyp in zip(chunk_ids, r, h):
+            recog_lines += [f"{cut_id}:\tref={ref!r}", f"{cut_id}:\thyp={hyp!r}"]
+            safe = sclite_safe_id(cut_id)
+            ref_trn.append(f"{' '.join(ref)} ({safe})\n")
+            hyp_trn.append(f"{' '.join(hyp)} ({safe})\n")
     assert stats is not None
     _warn_if_empty(stats)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_recogs(out / f"recogs-{suffix}.txt", ids, refs, hyps)
+    _write_text(out / f"recogs-{suffix}.txt", "\n".join(recog_lines) + "\n")
     _write_errs(out / f"errs-{suffix}.txt", utt_lines, tables, stats)
-    _write_trn(out / f"ref-{suffix}.trn", out / f"hyp-{suffix}.trn", ids, refs, hyps)
+    _write_text(out / f"ref-{suffix}.trn", "".join(ref_trn))
+    _write_text(out / f"hyp-{suffix}.trn", "".join(hyp_trn))
     update_summary(out / SUMMARY_FILE, test_set, tag, stats)
     logger.info(
         "%s%s: WER %.2f%% (%d ins, %d del, %d sub / %d words), CER %.2f%%, %d utts -> %s",
@@ -261,20 +275,11 @@ def _write_text(path: Path, text: str) -> None:
         raise
 
 
-def _write_recogs(path: Path, ids: list[str], refs: list[list[str]], hyps: list[list[str]]) -> None:
-    lines = []
-    for cut_id, ref, hyp in zip(ids, refs, hyps):
-        lines += [f"{cut_id}:\tref={ref!r}", f"{cut_id}:\thyp={hyp!r}"]
-    _write_text(path, "\n".join(lines) + "\n")
-
-
-def _write_trn(ref_path: Path, hyp_path: Path, ids: list[str], refs: list[list[str]], hyps: list[list[str]]) -> None:
+def _check_trn_ids(ids: Sequence[str]) -> None:
     safe = [sclite_safe_id(i) for i in ids]
     clash = [s for s, n in Counter(safe).items() if n > 1]
     if clash:
-        raise SpeechkdError(f"scoring: cut ids collide once made sclite-safe, e.g. {clash[:3]} ({ref_path})")
-    _write_text(ref_path, "".join(f"{' '.join(r)} ({s})\n" for s, r in zip(safe, refs)))
-    _write_text(hyp_path, "".join(f"{' '.join(h)} ({s})\n" for s, h in zip(safe, hyps)))
+        raise SpeechkdError(f"scoring: cut ids collide once made sclite-safe, e.g. {clash[:3]}")
 
 
 def _fmt_rate(rate: float) -> str:
