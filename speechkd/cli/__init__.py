@@ -16,6 +16,17 @@ from typing import Callable, Optional, Sequence
 
 from speechkd.errors import SpeechkdError
 
+BOOLEAN_WORDS = {"true": True, "false": False}
+
+
+def bool_arg(value: str) -> bool:
+    """argparse ``type`` for ``true``/``false`` (as recipes pass booleans)."""
+    try:
+        return BOOLEAN_WORDS[value.lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"use true or false, not {value!r}") from None
+
+
 # Command modules, imported at start-up (they must be stdlib-only at import time).
 COMMAND_MODULES = (
     "speechkd.cli.data",

@@ -10,6 +10,8 @@ import logging
 import os
 from pathlib import Path
 
+from speechkd.cli import bool_arg
+
 log = logging.getLogger(__name__)
 
 GAMES = ("queen", "sky")
@@ -55,13 +57,6 @@ def _extract(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bool(value: str) -> bool:
-    words = {"true": True, "false": False}
-    if value.lower() not in words:
-        raise argparse.ArgumentTypeError(f"use true or false, not {value!r}")
-    return words[value.lower()]
-
-
 def register(reg) -> None:  # reg: speechkd.cli.CommandRegistry
     p = reg.command(
         "data",
@@ -93,7 +88,7 @@ def register(reg) -> None:  # reg: speechkd.cli.CommandRegistry
     p.add_argument("--sky-rate", type=int, default=11025, help="rate of Sky's 8-bit PCM (default: %(default)s)")
     p.add_argument("--min-duration", type=float, default=0.2, help="skip shorter clips, seconds (default: %(default)s)")
     p.add_argument("--num-jobs", type=int, default=min(4, os.cpu_count() or 1), help="worker processes")
-    p.add_argument("--transcripts", type=_bool, default=True, metavar="true|false",
+    p.add_argument("--transcripts", type=bool_arg, default=True, metavar="true|false",
                    help="write labelled parts from the Queen dialogue files (default: true)")
     p.add_argument("--dev-part", default="dev-real", help="labelled part of --dev-speakers (default: %(default)s)")
     p.add_argument("--dev-speakers", nargs="+", default=["JIM", "HENRY"], metavar="CHARACTER",
@@ -101,7 +96,7 @@ def register(reg) -> None:  # reg: speechkd.cli.CommandRegistry
     p.add_argument("--test-part", default="test-real", help="labelled part of --test-speakers (default: %(default)s)")
     p.add_argument("--test-speakers", nargs="+", default=["SPARKY", "TAM", "WITCH", "FAYE"], metavar="CHARACTER",
                    help="Queen characters held out of the pool for the test part (default: %(default)s)")
-    p.add_argument("--download", type=_bool, default=True, metavar="true|false",
+    p.add_argument("--download", type=bool_arg, default=True, metavar="true|false",
                    help="run `apt-get download` when the package is neither installed nor cached (default: true)")
     p.add_argument("--skip-unavailable", action="store_true",
                    help="exit 0 with a SKIPPED message when a package cannot be had (recipes use this)")

@@ -8,15 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 
-BOOLEAN_WORDS = {"true": True, "false": False}
-
-
-def _bool(value: str) -> bool:
-    """``true``/``false`` (as recipes pass booleans) for a flag that also works bare."""
-    try:
-        return BOOLEAN_WORDS[value.lower()]
-    except KeyError:
-        raise argparse.ArgumentTypeError(f"use true or false, not {value!r}") from None
+from speechkd.cli import bool_arg
 
 
 def _make_minilibri(args: argparse.Namespace) -> int:
@@ -62,7 +54,7 @@ def register(reg) -> None:  # reg: speechkd.cli.CommandRegistry
         nargs="?",
         const=True,
         default=False,
-        type=_bool,
+        type=bool_arg,
         metavar="true|false",
         help="a few dozen utterances from the fastest voices (seconds); `--tiny` alone means true, as in run.sh's "
         "`--tiny true`",

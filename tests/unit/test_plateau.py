@@ -62,15 +62,20 @@ class _CountingTask(ToyCtcTask):
                                                                       "ref_tokens": ref})
 
 
-@pytest.mark.parametrize("fraction,status", [(0.05, "stuck"), (0.9, "escaped")])
-def test_trainer_flags_a_run_stuck_on_the_plateau(tmp_path, fraction, status):
+def _fit_toy(tmp_path, fraction: float, num_epochs: int, log_every_n: int, check_step: int):
+    """Train the toy model with a task reporting ``fraction`` of the reference tokens as emitted."""
     cuts = make_toy_cuts(tmp_path / "audio", num_cuts=6, seed=3)
     dm = AsrDataModule(DataConfig(features="on_the_fly", max_duration=5.0, num_buckets=2, num_workers=0,
                                   max_cut_duration=3.0), tokenizer=ToyTokenizer())
-    cfg = TrainerConfig(num_epochs=3, log_every_n=2, save_every_n=0, valid_every_n=0, progress_bar=False,
-                        tensorboard=False, scheduler=SchedulerConfig(kind="noam", warmup_steps=3),
-                        plateau=PlateauConfig(check_step=2))
-    Trainer(cfg, ToyModel(), _CountingTask(fraction), dm, cuts, None, tmp_path / "exp").fit()
+    cfg = TrainerConfig(num_epochs=num_epochs, log_every_n=log_every_n, save_every_n=0, valid_every_n=0,
+                        progress_bar=False, tensorboard=False, scheduler=SchedulerConfig(kind="noam", warmup_steps=3),
+                        plateau=PlateauConfig(check_step=check_step))
+    return Trainer(cfg, ToyModel(), _CountingTask(fraction), dm, cuts, None, tmp_path / "exp").fit()
+
+
+@pytest.mark.parametrize("fraction,status", [(0.05, "stuck"), (0.9, "escaped")])
+def test_trainer_flags_a_run_stuck_on_the_plateau(tmp_path, fraction, status):
+    _fit_toy(tmp_path, fraction, num_epochs=3, log_every_n=2, check_step=2)
     got = yaml.safe_load((tmp_path / "exp" / "plateau.yaml").read_text())
     assert got["status"] == status and got["step"] >= 2
     log_text = (tmp_path / "exp" / "log" / "train.log.rank0").read_text()
@@ -80,13 +85,7 @@ def test_trainer_flags_a_run_stuck_on_the_plateau(tmp_path, fraction, status):
 
 def test_a_run_shorter_than_one_log_interval_still_leaves_a_verdict(tmp_path):
     """The steps after the last logged interval are judged at the end (CI saw a tiny run end without the file)."""
-    cuts = make_toy_cuts(tmp_path / "audio", num_cuts=6, seed=3)
-    dm = AsrDataModule(DataConfig(features="on_the_fly", max_duration=5.0, num_buckets=2, num_workers=0,
-                                  max_cut_duration=3.0), tokenizer=ToyTokenizer())
-    cfg = TrainerConfig(num_epochs=1, log_every_n=1000, save_every_n=0, valid_every_n=0, progress_bar=False,
-                        tensorboard=False, scheduler=SchedulerConfig(kind="noam", warmup_steps=3),
-                        plateau=PlateauConfig(check_step=1))
-    state = Trainer(cfg, ToyModel(), _CountingTask(0.05), dm, cuts, None, tmp_path / "exp").fit()
+    state = _fit_toy(tmp_path, 0.05, num_epochs=1, log_every_n=1000, check_step=1)
     assert 0 < state.step < 1000
     got = yaml.safe_load((tmp_path / "exp" / "plateau.yaml").read_text())
     assert got["status"] == "stuck" and got["step"] == state.step and len(got["history"]) == 1
