@@ -223,7 +223,8 @@ def write_results(
     else:
         texts = [(" ".join(_words(r[1])), " ".join(_words(r[2]))) for r in rows]
     del rows
-    _check_trn_ids(ids)
+    out = Path(out_dir)
+    _check_trn_ids(ids, out / f"ref-{suffix}.trn")
     tables = _ErrorTables()
     utt_lines: list[str] = []
     recog_lines: list[str] = []
@@ -247,7 +248,6 @@ def write_results(
     assert stats is not None
     _warn_if_empty(stats)
 
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _write_text(out / f"recogs-{suffix}.txt", "\n".join(recog_lines) + "\n")
     _write_errs(out / f"errs-{suffix}.txt", utt_lines, tables, stats)
@@ -275,11 +275,11 @@ def _write_text(path: Path, text: str) -> None:
         raise
 
 
-def _check_trn_ids(ids: Sequence[str]) -> None:
+def _check_trn_ids(ids: Sequence[str], ref_path: Path) -> None:
     safe = [sclite_safe_id(i) for i in ids]
     clash = [s for s, n in Counter(safe).items() if n > 1]
     if clash:
-        raise SpeechkdError(f"scoring: cut ids collide once made sclite-safe, e.g. {clash[:3]}")
+        raise SpeechkdError(f"scoring: cut ids collide once made sclite-safe, e.g. {clash[:3]} ({ref_path})")
 
 
 def _fmt_rate(rate: float) -> str:

@@ -560,11 +560,9 @@ class Trainer:
         A run shorter than ``log_every_n`` steps (or one whose last interval is partial) would
         otherwise end without a verdict file, and its seed table could not tell why.
         """
-        meter = getattr(self, "_meter", None)
-        counts = meter.counts if meter is not None else {}
-        if counts:
-            self.plateau.observe(self.state.step, counts)
-            meter.reset()
+        if self._meter.counts:  # set by _train_loop, which always runs first
+            self.plateau.observe(self.state.step, self._meter.counts)
+            self._meter.reset()
         else:
             self.plateau.flush()
 
