@@ -36,11 +36,12 @@ import logging
 import math
 import os
 import re
+import shutil
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Callable, Iterator, Optional, Sequence, TextIO, Union
 
 from speechkd.errors import SpeechkdError
 
@@ -52,7 +53,7 @@ ERR_SYMBOL = "*"
 SUMMARY_FILE = "wer-summary.tsv"
 SUMMARY_COLUMNS = ("test_set", "tag", "WER", "CER", "ins", "del", "sub", "words", "utts")
 RATE_DECIMALS = 2
-# Utterances aligned at a time by write_results (bounds the word-pair lists held in memory).
+# Utterances aligned at a time by write_results (bounds the word lists and alignments held in memory).
 ALIGN_CHUNK = 2000
 _SCLITE_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._+=@-]+$")
@@ -210,49 +211,40 @@ def write_results(
     dup = [i for i, n in Counter(ids).items() if n > 1]
     if dup:
         raise SpeechkdError(f"scoring {test_set}: duplicate cut ids, e.g. {dup[:3]}")
-    rows = sorted(results, key=lambda r: r[0])
-    ids = [r[0] for r in rows]
-    # Kept for the whole set: one (id, reference, hypothesis) string triple per utterance. Word lists,
-    # alignments and output lines are made ALIGN_CHUNK utterances at a time, so memory does not grow
-    # with per-word objects of a whole LibriSpeech-size label set (only the error tables and lines do).
-    if normalize:
-        from speechkd.text.normalize import normalize_librispeech
-
-        texts = [(normalize_librispeech(" ".join(_words(r[1]))), normalize_librispeech(" ".join(_words(r[2]))))
-                 for r in rows]
-    else:
-        texts = [(" ".join(_words(r[1])), " ".join(_words(r[2]))) for r in rows]
-    del rows
+    order = sorted(range(len(results)), key=lambda i: ids[i])
+    ids = [ids[i] for i in order]
     out = Path(out_dir)
     _check_trn_ids(ids, out / f"ref-{suffix}.trn")
+    norm = _normalizer(normalize)
+    # Nothing per utterance is kept beyond the caller's ``results``, the sorted ids and their order:
+    # word lists, alignments and output lines are made ALIGN_CHUNK utterances at a time and written
+    # straight to temporary files in ``out``, renamed into place once the set is scored (the errs
+    # file needs the set's totals before its per-utterance part, so that part is copied after them).
     tables = _ErrorTables()
-    utt_lines: list[str] = []
-    recog_lines: list[str] = []
-    ref_trn: list[str] = []
-    hyp_trn: list[str] = []
     stats: Optional[WerStats] = None
-    for start in range(0, len(ids), ALIGN_CHUNK):
-        chunk_ids = ids[start : start + ALIGN_CHUNK]
-        r = [t[0].split() for t in texts[start : start + ALIGN_CHUNK]]
-        h = [t[1].split() for t in texts[start : start + ALIGN_CHUNK]]
-        aligned = align_words(r, h)
-        chunk = _stats(r, h, aligned)
-        stats = chunk if stats is None else _add_stats(stats, chunk)
-        tables.add(aligned)
-        utt_lines += [_utt_line(i, pairs) for i, pairs in zip(chunk_ids, aligned)]
-        for cut_id, ref, hyp in zip(chunk_ids, r, h):
-            recog_lines += [f"{cut_id}:\tref={ref!r}", f"{cut_id}:\thyp={hyp!r}"]
-            safe = sclite_safe_id(cut_id)
-            ref_trn.append(f"{' '.join(ref)} ({safe})\n")
-            hyp_trn.append(f"{' '.join(hyp)} ({safe})\n")
-    assert stats is not None
-    _warn_if_empty(stats)
-
     out.mkdir(parents=True, exist_ok=True)
-    _write_text(out / f"recogs-{suffix}.txt", "\n".join(recog_lines) + "\n")
-    _write_errs(out / f"errs-{suffix}.txt", utt_lines, tables, stats)
-    _write_text(out / f"ref-{suffix}.trn", "".join(ref_trn))
-    _write_text(out / f"hyp-{suffix}.trn", "".join(hyp_trn))
+    names = {k: out / f"{k}-{suffix}.{ext}" for k, ext in
+             (("recogs", "txt"), ("errs", "txt"), ("ref", "trn"), ("hyp", "trn"))}
+    with _TempFiles(out, [*names.values(), out / f".utt-{suffix}.txt"]) as (recogs, errs, ref_trn, hyp_trn, utts):
+        for start in range(0, len(order), ALIGN_CHUNK):
+            chunk_ids = ids[start : start + ALIGN_CHUNK]
+            chunk_rows = [results[i] for i in order[start : start + ALIGN_CHUNK]]
+            r = [norm(row[1]) for row in chunk_rows]
+            h = [norm(row[2]) for row in chunk_rows]
+            del chunk_rows
+            aligned = align_words(r, h)
+            chunk = _stats(r, h, aligned)
+            stats = chunk if stats is None else _add_stats(stats, chunk)
+            tables.add(aligned)
+            for cut_id, ref, hyp, pairs in zip(chunk_ids, r, h, aligned):
+                utts.write(_utt_line(cut_id, pairs) + "\n")
+                recogs.write(f"{cut_id}:\tref={ref!r}\n{cut_id}:\thyp={hyp!r}\n")
+                safe = sclite_safe_id(cut_id)
+                ref_trn.write(f"{' '.join(ref)} ({safe})\n")
+                hyp_trn.write(f"{' '.join(hyp)} ({safe})\n")
+        assert stats is not None
+        _warn_if_empty(stats)
+        _write_errs(errs, utts, tables, stats)
     update_summary(out / SUMMARY_FILE, test_set, tag, stats)
     logger.info(
         "%s%s: WER %.2f%% (%d ins, %d del, %d sub / %d words), CER %.2f%%, %d utts -> %s",
@@ -260,6 +252,44 @@ def write_results(
         stats.ref_words, stats.cer, stats.num_utts, out,
     )
     return stats
+
+
+def _normalizer(normalize: bool) -> Callable[[Text], list[str]]:
+    """Text -> scored words: split only, or LibriSpeech normalisation of the joined words."""
+    if not normalize:
+        return _words
+    from speechkd.text.normalize import normalize_librispeech
+
+    return lambda text: normalize_librispeech(" ".join(_words(text))).split()
+
+
+class _TempFiles:
+    """Open one temporary text file per destination in ``folder``; on a clean exit rename each onto its
+    destination (the last path given is scratch and is deleted instead); on an error delete them all.
+    Writers never leave a half-written result file behind."""
+
+    def __init__(self, folder: Path, dests: Sequence[Path]) -> None:
+        self.folder, self.dests = folder, list(dests)
+        self.tmps: list[str] = []
+        self.files: list = []
+
+    def __enter__(self) -> list:
+        for d in self.dests:
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{d.name}.")
+            self.tmps.append(tmp)
+            self.files.append(os.fdopen(fd, "w+", encoding="utf-8"))
+        return self.files
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        for f in self.files:
+            f.close()
+        if exc_type is None:
+            for tmp, dest in zip(self.tmps[:-1], self.dests[:-1]):
+                os.replace(tmp, dest)
+            self.tmps = self.tmps[-1:]
+        for tmp in self.tmps:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -328,9 +358,11 @@ def _by_count(counter: Counter) -> list:
     return sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-def _write_errs(path: Path, utt_lines: list[str], tables: _ErrorTables, stats: WerStats) -> None:
+def _write_errs(f: TextIO, utt_lines: TextIO, tables: _ErrorTables, stats: WerStats) -> None:
+    """Write the errs file to ``f``: totals, then the per-utterance lines copied from ``utt_lines``
+    (a file written beforehand, read from its start), then the error tables."""
     subs, dels, ins, per_word = tables.subs, tables.dels, tables.ins, tables.per_word
-    lines = [
+    head = [
         f"%WER = {_fmt_rate(stats.wer)}",
         f"Errors: {stats.ins} insertions, {stats.dels} deletions, {stats.subs} substitutions, "
         f"over {stats.ref_words} reference words ({stats.hits} correct)",
@@ -341,8 +373,10 @@ def _write_errs(path: Path, utt_lines: list[str], tables: _ErrorTables, stats: W
         "",
         "PER-UTT DETAILS: corr or (ref->hyp)",
     ]
-    lines += utt_lines
-    lines += ["", "SUBSTITUTIONS: count ref -> hyp"]
+    f.write("\n".join(head) + "\n")
+    utt_lines.seek(0)
+    shutil.copyfileobj(utt_lines, f)
+    lines = ["", "SUBSTITUTIONS: count ref -> hyp"]
     lines += [f"{n}   {r} -> {h}" for (r, h), n in _by_count(subs)]
     lines += ["", "DELETIONS: count ref"]
     lines += [f"{n}   {w}" for w, n in _by_count(dels)]
@@ -354,7 +388,7 @@ def _write_errs(path: Path, utt_lines: list[str], tables: _ErrorTables, stats: W
         tot = ref_sub + hyp_sub + n_ins + n_del
         word_rows.append((tot, w, f"{w}   {corr} {tot} {corr + ref_sub + n_del} {corr + hyp_sub + n_ins}"))
     lines += [row for _, _, row in sorted(word_rows, key=lambda t: (-t[0], t[1]))]
-    _write_text(path, "\n".join(lines) + "\n")
+    f.write("\n".join(lines) + "\n")
 
 
 # --------------------------------------------------------------------------- summary table

@@ -207,13 +207,17 @@ def ctc_term(
     from speechkd.losses.ctc import ctc_feasible, ctc_loss
 
     log_probs = model.ctc_log_probs(enc_out)  # (N, T, V)
-    ok = ctc_feasible(enc_lens, tokens)  # (N,) bool
-    bad = (~ok).nonzero(as_tuple=True)[0].tolist()
+    ok = ctc_feasible(enc_lens, tokens).tolist()  # (N,) bools: one read-back
+    bad = [i for i, good in enumerate(ok) if not good]
     if len(bad) == len(tokens):
         return log_probs.sum() * 0.0, bad, log_probs
-    idx = ok.nonzero(as_tuple=True)[0]
-    kept = [tokens[i] for i in idx.tolist()]
-    loss = ctc_loss(log_probs[idx], enc_lens[idx], kept, blank=model.blank_id, reduction="sum")
+    if bad:
+        idx = torch.tensor([i for i, good in enumerate(ok) if good], device=log_probs.device)
+        log_probs_ok, lens_ok = log_probs[idx], enc_lens[idx]
+        kept = [tokens[i] for i, good in enumerate(ok) if good]
+    else:
+        log_probs_ok, lens_ok, kept = log_probs, enc_lens, tokens
+    loss = ctc_loss(log_probs_ok, lens_ok, kept, blank=model.blank_id, reduction="sum")
     return loss, bad, log_probs
 
 
@@ -238,12 +242,12 @@ def codebook_term(model: Any, enc: Any, batch: dict[str, Any], term: CodebookTer
     return codebook_loss(logits, targets, enc.out_lens)
 
 
-def _codebook_aux_term(term: CodebookTerm, scale: float) -> Callable[..., tuple[torch.Tensor, dict[str, float]]]:
+def _codebook_aux_term(term: CodebookTerm, scale: float) -> Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]:
     """MVQ-KD's codebook loss as an auxiliary term: ``(model, enc, batch) -> (scale * loss, {"codebook": ...})``."""
 
-    def aux(model: Any, enc: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    def aux(model: Any, enc: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cb = codebook_term(model, enc, batch, term)
-        return scale * cb, {"codebook": float(cb.detach()) * scale}
+        return scale * cb, {"codebook": cb.detach() * scale}
 
     return aux
 
@@ -283,7 +287,7 @@ class AsrTask:
         self._window: deque[tuple[float, float]] = deque(maxlen=cfg.ctc_only_window)
         self.num_ctc_infeasible = 0  # utterances left out of the CTC loss so far (logged as they occur)
         # Auxiliary heads on encoder outputs: callables (model, enc, batch) -> (weighted loss, info).
-        self.aux_terms: list[Callable[..., tuple[torch.Tensor, dict[str, float]]]] = []
+        self.aux_terms: list[Callable[..., tuple[torch.Tensor, dict[str, Any]]]] = []
         if codebook is not None:
             self.aux_terms.append(_codebook_aux_term(codebook, cfg.codebook_loss_scale))
         if cfg.lm_kd.enabled:
@@ -313,7 +317,8 @@ class AsrTask:
                 return True
             self.transducer_start = cfg.ctc_only_steps
             return False
-        self._window.append((counts.get("ctc_hyp_tokens", 0.0), counts.get("ref_tokens", 0.0)))
+        # The one per-step device read of this task, and only during the phase.
+        self._window.append((float(counts.get("ctc_hyp_tokens", 0.0)), float(counts.get("ref_tokens", 0.0))))
         hyp, ref = _sum_over_ranks(sum(h for h, _ in self._window), sum(r for _, r in self._window))
         ratio = hyp / ref if ref > 0 else 0.0
         full = len(self._window) == self._window.maxlen and step >= cfg.ctc_only_min_steps
@@ -338,14 +343,15 @@ class AsrTask:
         cfg = self.cfg
         tokens: list[list[int]] = batch["tokens"]
         enc = model.encode(batch["inputs"], batch["input_lens"])
-        num_frames = float(enc.out_lens.sum().item())
-        info: dict[str, float] = {}
-        counts: dict[str, float] = {}
+        # Losses and counts stay 0-d device tensors: the trainer reads them once per log interval.
+        num_frames = enc.out_lens.sum()
+        info: dict[str, Any] = {}
+        counts: dict[str, Any] = {}
         total: Optional[torch.Tensor] = None
         if cfg.ctc_weight > 0:
             ctc, bad, log_probs = ctc_term(model, enc.out, enc.out_lens, tokens)
             counts = {
-                "ctc_hyp_tokens": float(ctc_emitted_tokens(log_probs.detach(), enc.out_lens, model.blank_id).sum()),
+                "ctc_hyp_tokens": ctc_emitted_tokens(log_probs.detach(), enc.out_lens, model.blank_id).sum(),
                 "ref_tokens": float(sum(len(t) for t in tokens)),
             }
             if bad:
@@ -358,7 +364,7 @@ class AsrTask:
                 )
             if len(bad) == len(tokens) and cfg.transducer_weight == 0:
                 return LossOutput.skip(f"all {len(bad)} utterances are too short for CTC")
-            info["ctc"] = float(ctc.detach()) * cfg.ctc_weight
+            info["ctc"] = ctc.detach() * cfg.ctc_weight
             total = cfg.ctc_weight * ctc
         ctc_only = training and cfg.transducer_weight > 0 and self._in_ctc_only_phase(self.step_fn(), counts)
         if cfg.transducer_weight > 0 and not ctc_only:
@@ -366,8 +372,8 @@ class AsrTask:
             s_scale, p_scale = (
                 cfg.scales(self.step_fn(), self.transducer_start) if training else (cfg.simple_loss_scale, 1.0)
             )
-            info["simple"] = float(simple.detach())
-            info["pruned"] = float(pruned.detach())
+            info["simple"] = simple.detach()
+            info["pruned"] = pruned.detach()
             tr = cfg.transducer_weight * (s_scale * simple + p_scale * pruned)
             total = tr if total is None else total + tr
         for term in self.aux_terms:

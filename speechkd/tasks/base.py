@@ -28,7 +28,7 @@ Rules for implementers:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Optional, Protocol, Union, runtime_checkable
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
@@ -41,16 +41,21 @@ class LossOutput:
     Attributes:
         loss: scalar tensor to back-propagate (weighted, summed over the batch), or None to skip.
         num_frames: normaliser for logging (e.g. number of encoder output frames in the batch).
-        info: named loss components (floats, summed over the batch) for logging.
+        info: named loss components (summed over the batch) for logging.
         skip_reason: why the batch was skipped (required when ``loss`` is None).
         counts: plain counts summed over the batch (not normalised by ``num_frames``).
+
+    ``num_frames``, ``info`` and ``counts`` values may be floats or 0-d tensors on the model's device:
+    the trainer sums tensors where they are and reads them once per log interval, so a task that
+    returns tensors does not make every training step wait for the device (``float(t)``/``t.item()``
+    on a CUDA tensor does).
     """
 
     loss: Optional["torch.Tensor"]
-    num_frames: float
-    info: dict[str, float] = field(default_factory=dict)
+    num_frames: Union[float, "torch.Tensor"]
+    info: dict[str, Union[float, "torch.Tensor"]] = field(default_factory=dict)
     skip_reason: Optional[str] = None
-    counts: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, Union[float, "torch.Tensor"]] = field(default_factory=dict)
 
     @classmethod
     def skip(cls, reason: str) -> "LossOutput":

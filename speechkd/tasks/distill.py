@@ -217,9 +217,9 @@ class DistillTask:
         loss, info = layerwise_distill_loss(
             heads, targets, lens, cos_weight=self.cfg.cos_weight, l1_weight=self.cfg.l1_weight
         )
-        frames = float(info["num_frames"])
-        stats: dict[str, float] = {}
+        frames = info["num_frames"].to(loss.dtype)  # 0-d; every logged value stays on the device
+        stats: dict[str, torch.Tensor] = {}
         for h, layer in enumerate(self.layers):
-            stats[f"l1_L{layer}"] = float(info["l1"][h]) * frames
-            stats[f"cos_L{layer}"] = float(info["cos"][h]) * frames
+            stats[f"l1_L{layer}"] = info["l1"][h] * frames
+            stats[f"cos_L{layer}"] = info["cos"][h] * frames
         return LossOutput(loss=loss * frames, num_frames=frames, info=stats)

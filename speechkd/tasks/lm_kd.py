@@ -77,7 +77,7 @@ class LmKdTerm:
         self.cfg = cfg
         self.num_left_out = 0
 
-    def __call__(self, model: Any, enc: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(self, model: Any, enc: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         from speechkd.losses.lm_kd import token_ce, topk_kl
 
         decoders = model.attention_decoders
@@ -102,14 +102,14 @@ class LmKdTerm:
         probs = tg[FIELD_PROBS].to(enc.out.device)[idx, :u]
         layer_w = self.cfg.layer_weights or [1.0 / len(decoders)] * len(decoders)
         total = torch.zeros((), device=enc.out.device)
-        ce_sum, kl_sum = 0.0, 0.0
+        ce_sum = kl_sum = torch.zeros((), device=enc.out.device)  # logged: kept on the device
         for w, (layer, dec) in zip(layer_w, decoders.items()):
             logits = dec(enc.layer_outputs[int(layer) - 1][idx], enc.out_lens[idx], tokens, lens)  # (N', U, V_lm)
             ce = token_ce(logits, tokens, lens)
             kl = topk_kl(logits, ids, probs, lens) if self.cfg.soft_weight > 0 else ce.new_zeros(())
             total = total + w * (self.cfg.hard_weight * ce + self.cfg.soft_weight * kl)
-            ce_sum += w * float(ce.detach())
-            kl_sum += w * float(kl.detach())
+            ce_sum = ce_sum + w * ce.detach()
+            kl_sum = kl_sum + w * kl.detach()
         wt = self.cfg.weight
         info = {"lm_ce": wt * self.cfg.hard_weight * ce_sum, "lm_kl": wt * self.cfg.soft_weight * kl_sum}
         return wt * total, info

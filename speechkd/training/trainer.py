@@ -162,36 +162,67 @@ class TrainState:
 
 
 class _Meter:
-    """Running sums of loss, frames, named components and audio seconds over a log interval."""
+    """Running sums of loss, frames, named components and audio seconds over a log interval.
+
+    Values may be floats or 0-d tensors on the training device. Tensors are summed where they are, so
+    a training step does not wait for the device to report its numbers; they are read (one device sync)
+    only when the interval is logged: :meth:`per_frame` and :attr:`counts`.
+    """
 
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
-        self.loss = 0.0
-        self.frames = 0.0
+        self.loss: Number = 0.0
+        self.frames: Number = 0.0
         self.audio_s = 0.0
-        self.info: dict[str, float] = {}
-        self.counts: dict[str, float] = {}
+        self.info: dict[str, Number] = {}
+        self._counts: dict[str, Number] = {}
         self.t0 = time.monotonic()
 
-    def add(self, out: LossOutput, loss: float, audio_s: float) -> None:
-        self.loss += loss
-        self.frames += out.num_frames
+    def add(self, out: LossOutput, loss: Number, audio_s: float) -> None:
+        self.loss = self.loss + _detached(loss)
+        self.frames = self.frames + _detached(out.num_frames)
         self.audio_s += audio_s
         for k, v in out.info.items():
-            self.info[k] = self.info.get(k, 0.0) + float(v)
+            self.info[k] = self.info.get(k, 0.0) + _detached(v)
         for k, v in out.counts.items():
-            self.counts[k] = self.counts.get(k, 0.0) + float(v)
+            self._counts[k] = self._counts.get(k, 0.0) + _detached(v)
+
+    @property
+    def has_counts(self) -> bool:
+        return bool(self._counts)
+
+    @property
+    def counts(self) -> dict[str, float]:
+        """The interval's plain counts as floats (reads them from the device)."""
+        return _as_floats(self._counts)
 
     def per_frame(self) -> dict[str, float]:
-        denom = max(self.frames, 1.0)
-        out = {"loss": self.loss / denom}
-        out.update({k: v / denom for k, v in self.info.items()})
-        return out
+        """Loss and components per frame, as floats (reads them from the device)."""
+        sums = _as_floats({"loss": self.loss, "__frames": self.frames, **self.info})
+        denom = max(sums.pop("__frames"), 1.0)
+        return {k: v / denom for k, v in sums.items()}
 
     def audio_per_second(self) -> float:
         return self.audio_s / max(time.monotonic() - self.t0, 1e-9)
+
+
+Number = Union[float, torch.Tensor]
+
+
+def _detached(v: Number) -> Number:
+    return v.detach() if isinstance(v, torch.Tensor) else v
+
+
+def _as_floats(values: dict[str, Number]) -> dict[str, float]:
+    """``values`` as floats, with one device-to-host copy for all of its tensors."""
+    keys = [k for k, v in values.items() if isinstance(v, torch.Tensor)]
+    out = {k: float(v) for k, v in values.items() if not isinstance(v, torch.Tensor)}
+    if keys:
+        stacked = torch.stack([values[k].reshape(()).to(torch.float64) for k in keys]).tolist()
+        out.update(zip(keys, stacked))
+    return {k: out[k] for k in values}
 
 
 Hook = Callable[["Trainer"], None]
@@ -502,7 +533,7 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         st.consecutive_bad_batches = 0
-        self._meter.add(out, float(out.loss.detach()), self.datamodule.batch_duration(batch))
+        self._meter.add(out, out.loss.detach(), self.datamodule.batch_duration(batch))
         return True
 
     def _clip_and_check_grads(self) -> bool:
@@ -538,7 +569,8 @@ class Trainer:
         stats = m.per_frame()
         speed = m.audio_per_second()
         comps = ", ".join(f"{k}={v:.4g}" for k, v in stats.items() if k != "loss")
-        ratio = emission_ratio(m.counts, self.cfg.plateau)
+        counts = m.counts
+        ratio = emission_ratio(counts, self.cfg.plateau)
         if ratio is not None:
             comps += f", emission_ratio={ratio:.3f}"
         log.info(
@@ -551,7 +583,7 @@ class Trainer:
                 self._tb.add_scalar(f"train/{k}", v, st.step)
             self._tb.add_scalar("train/lr", self._lr(), st.step)
             self._tb.add_scalar("train/audio_seconds_per_second", speed, st.step)
-        self.plateau.observe(st.step, m.counts)
+        self.plateau.observe(st.step, counts)
         m.reset()
 
     def _close_plateau(self) -> None:
@@ -560,7 +592,7 @@ class Trainer:
         A run shorter than ``log_every_n`` steps (or one whose last interval is partial) would
         otherwise end without a verdict file, and its seed table could not tell why.
         """
-        if self._meter.counts:  # set by _train_loop, which always runs first
+        if self._meter.has_counts:  # set by _train_loop, which always runs first
             self.plateau.observe(self.state.step, self._meter.counts)
             self._meter.reset()
         else:
@@ -592,7 +624,7 @@ class Trainer:
                 log.warning("validation: batch left out (%s); cuts: %s",
                             out.skip_reason or "non-finite loss", " ".join(batch["cut_ids"]))
                 continue
-            totals += torch.tensor([float(out.loss), out.num_frames], dtype=torch.float64)
+            totals += torch.tensor([float(out.loss), float(out.num_frames)], dtype=torch.float64)
             for k, v in out.info.items():
                 info[k] = info.get(k, 0.0) + float(v)
         model.train()

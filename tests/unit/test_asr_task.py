@@ -177,7 +177,7 @@ def test_ctc_only_phase_leaves_the_transducer_out_then_warms_it_up():
     task = AsrTask(cfg, step_fn=lambda: step["n"])
     out = task.compute_loss(model, b, training=True)
     assert set(out.info) == {"ctc"}  # step 0 < 10: CTC only
-    torch.testing.assert_close(out.loss, torch.tensor(out.info["ctc"]), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.loss, torch.as_tensor(out.info["ctc"]), rtol=1e-5, atol=1e-5)
     model.zero_grad()
     out.loss.backward()
     assert all(p.grad is None for p in model.decoder.parameters())  # the transducer did not train
@@ -235,3 +235,41 @@ def test_ctc_only_phase_can_last_until_the_encoder_emits_tokens():
     assert set(early.compute_loss(model, b, training=True).info) == {"ctc"} and early.transducer_start is None
     with pytest.raises(SpeechkdError, match="ctc_only_until_emission_ratio"):
         AsrLossConfig(ctc_weight=0.0, ctc_only_until_emission_ratio=0.5).validate()
+
+
+def _count_host_reads(monkeypatch) -> dict:
+    """Counts the tensor-to-Python conversions (each a device sync on CUDA) made while patched."""
+    calls = {"n": 0}
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _real=real, **k):
+            calls["n"] += 1
+            return _real(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return calls
+
+
+def test_a_training_step_of_the_task_reads_back_only_what_it_needs(monkeypatch):
+    """The logged losses and counts stay device tensors (the trainer reads them once per log interval):
+    a CTC step reads back only what its checks need (before: 7 reads, one per logged value on top)."""
+    from speechkd.training.trainer import _Meter
+
+    model = tiny_model(use_ctc=True, use_transducer=False).train()
+    b = batch([40, 31], [[3, 4, 5], [6, 1]])
+    task = AsrTask(AsrLossConfig(ctc_weight=1.0, transducer_weight=0.0), step_fn=lambda: 0)
+    calls = _count_host_reads(monkeypatch)
+    out = task.compute_loss(model, b, training=True)
+    meter = _Meter()
+    meter.add(out, out.loss.detach(), 1.0)
+    meter.add(out, out.loss.detach(), 1.0)
+    # the input checks of the encoder and of the CTC loss (max length), and ctc_term's feasibility check
+    assert calls["n"] == 3
+    assert all(isinstance(v, torch.Tensor) for v in [out.num_frames, *out.info.values(), out.counts["ctc_hyp_tokens"]])
+    monkeypatch.undo()
+    per_frame = meter.per_frame()  # the interval's read-back: the sums over both steps
+    frames = 2 * float(out.num_frames)
+    assert per_frame["loss"] == pytest.approx(2 * float(out.loss) / frames)
+    assert per_frame["ctc"] == pytest.approx(2 * float(out.info["ctc"]) / frames)
+    assert meter.counts == {"ctc_hyp_tokens": 2 * float(out.counts["ctc_hyp_tokens"]), "ref_tokens": 10.0}

@@ -271,3 +271,28 @@ def test_chunked_alignment_writes_the_same_files_as_one_chunk(tmp_path, monkeypa
     assert chunked == whole and whole.num_utts == 7 and whole.ins > 0 and whole.subs > 0
     for name in ("errs-dev-t.txt", "recogs-dev-t.txt", "wer-summary.tsv"):
         assert (tmp_path / "chunked" / name).read_text() == (tmp_path / "whole" / name).read_text(), name
+
+
+def test_a_failure_mid_set_leaves_the_old_files_and_no_scratch(tmp_path, monkeypatch):
+    """Output lines stream to temporary files chunk by chunk; an error in a later chunk must leave the
+    previous result files as they were and no temporary file behind."""
+    import speechkd.decoding.scoring as scoring
+
+    rows = [(f"u{i}", "A B C", "A B" if i % 2 else "A B C") for i in range(5)]
+    first = scoring.write_results(rows, tmp_path, "dev", tag="t")
+    before = {p.name: p.read_text() for p in tmp_path.iterdir()}
+    calls = {"n": 0}
+    real_align = scoring.align_words
+
+    def align_then_fail(refs, hyps):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("disk full")
+        return real_align(refs, hyps)
+
+    monkeypatch.setattr(scoring, "ALIGN_CHUNK", 2)
+    monkeypatch.setattr(scoring, "align_words", align_then_fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        scoring.write_results([(i, r, "Z") for i, r, _ in rows], tmp_path, "dev", tag="t")
+    assert calls["n"] == 2 and first.wer > 0
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == before
