@@ -32,6 +32,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import dataclasses
+import itertools
 import logging
 import math
 import os
@@ -41,7 +42,7 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence, TextIO, Union
+from typing import Callable, Iterable, Iterator, Optional, Sequence, TextIO, Union
 
 from speechkd.errors import SpeechkdError
 
@@ -192,49 +193,52 @@ def result_suffix(test_set: str, tag: str = "") -> str:
 
 # --------------------------------------------------------------------------- writers
 def write_results(
-    results: Sequence[tuple[str, Text, Text]],
+    results: Iterable[tuple[str, Text, Text]],
     out_dir: Union[str, Path],
     test_set: str,
     tag: str = "",
     normalize: bool = False,
+    sort: bool = True,
 ) -> WerStats:
     """Score ``results`` = [(cut_id, ref, hyp), ...] and write the files listed in the module docstring.
 
     With ``normalize`` both sides go through :func:`speechkd.text.normalize.normalize_librispeech`
     first (off by default: LibriSpeech references are already normalised). The written recogs
     hold the scored (possibly normalised) words. Returns the set's :class:`WerStats`.
+
+    With ``sort`` (the default) the files list the utterances in cut-id order. With ``sort=False`` they
+    keep the order of ``results``, which may then be any iterable, e.g. rows read lazily from a
+    manifest: it is consumed ALIGN_CHUNK rows at a time and never held whole. Only the ids seen are kept
+    (to refuse duplicate ids, and ids that clash once made sclite-safe).
     """
     suffix = result_suffix(test_set, tag)
-    if not results:
-        raise SpeechkdError(f"scoring: no results for test set {test_set!r}")
-    ids = [r[0] for r in results]
-    dup = [i for i, n in Counter(ids).items() if n > 1]
-    if dup:
-        raise SpeechkdError(f"scoring {test_set}: duplicate cut ids, e.g. {dup[:3]}")
-    order = sorted(range(len(results)), key=lambda i: ids[i])
-    ids = [ids[i] for i in order]
     out = Path(out_dir)
-    _check_trn_ids(ids, out / f"ref-{suffix}.trn")
+    ref_path = out / f"ref-{suffix}.trn"
+    if sort:
+        results = sorted(results, key=lambda r: r[0])
+        if not results:
+            raise SpeechkdError(f"scoring: no results for test set {test_set!r}")
+        _IdCheck(test_set, ref_path).add([r[0] for r in results])  # before any work: the whole set is at hand
+    ids = _IdCheck(test_set, ref_path)
+    rows = iter(results)
     norm = _normalizer(normalize)
-    # Nothing per utterance is kept beyond the caller's ``results``, the sorted ids and their order:
-    # word lists, alignments and output lines are made ALIGN_CHUNK utterances at a time and written
+    # Word lists, alignments and output lines are made ALIGN_CHUNK utterances at a time and written
     # straight to temporary files in ``out``, renamed into place once the set is scored (the errs
     # file needs the set's totals before its per-utterance part, so that part is copied after them).
     tables = _ErrorTables()
     stats: Optional[WerStats] = None
     out.mkdir(parents=True, exist_ok=True)
-    names = {k: out / f"{k}-{suffix}.{ext}" for k, ext in
-             (("recogs", "txt"), ("errs", "txt"), ("ref", "trn"), ("hyp", "trn"))}
-    with _TempFiles(out, [*names.values(), out / f".utt-{suffix}.txt"]) as (recogs, errs, ref_trn, hyp_trn, utts):
-        for start in range(0, len(order), ALIGN_CHUNK):
-            chunk_ids = ids[start : start + ALIGN_CHUNK]
-            chunk_rows = [results[i] for i in order[start : start + ALIGN_CHUNK]]
-            r = [norm(row[1]) for row in chunk_rows]
-            h = [norm(row[2]) for row in chunk_rows]
-            del chunk_rows
+    names = [out / f"{k}-{suffix}.{ext}" for k, ext in (("recogs", "txt"), ("errs", "txt"), ("ref", "trn"), ("hyp", "trn"))]
+    with _TempFiles(out, [*names, out / f".utt-{suffix}.txt"]) as (recogs, errs, ref_trn, hyp_trn, utts):
+        while chunk := list(itertools.islice(rows, ALIGN_CHUNK)):
+            chunk_ids = [row[0] for row in chunk]
+            ids.add(chunk_ids)
+            r = [norm(row[1]) for row in chunk]
+            h = [norm(row[2]) for row in chunk]
+            del chunk
             aligned = align_words(r, h)
-            chunk = _stats(r, h, aligned)
-            stats = chunk if stats is None else _add_stats(stats, chunk)
+            part = _stats(r, h, aligned)
+            stats = part if stats is None else _add_stats(stats, part)
             tables.add(aligned)
             for cut_id, ref, hyp, pairs in zip(chunk_ids, r, h, aligned):
                 utts.write(_utt_line(cut_id, pairs) + "\n")
@@ -242,7 +246,8 @@ def write_results(
                 safe = sclite_safe_id(cut_id)
                 ref_trn.write(f"{' '.join(ref)} ({safe})\n")
                 hyp_trn.write(f"{' '.join(hyp)} ({safe})\n")
-        assert stats is not None
+        if stats is None:
+            raise SpeechkdError(f"scoring: no results for test set {test_set!r}")
         _warn_if_empty(stats)
         _write_errs(errs, utts, tables, stats)
     update_summary(out / SUMMARY_FILE, test_set, tag, stats)
@@ -252,6 +257,27 @@ def write_results(
         stats.ref_words, stats.cer, stats.num_utts, out,
     )
     return stats
+
+
+class _IdCheck:
+    """Refuses a cut id seen before, and two ids that are equal once made sclite-safe (the .trn files
+    could not tell them apart); fed ids a batch at a time."""
+
+    def __init__(self, test_set: str, ref_path: Path) -> None:
+        self.test_set, self.ref_path = test_set, ref_path
+        self.ids: set[str] = set()
+        self.safe: set[str] = set()
+
+    def add(self, ids: Sequence[str]) -> None:
+        dup = sorted({i for i, n in Counter(ids).items() if n > 1} | (set(ids) & self.ids))
+        if dup:
+            raise SpeechkdError(f"scoring {self.test_set}: duplicate cut ids, e.g. {dup[:3]}")
+        safe = [sclite_safe_id(i) for i in ids]
+        clash = sorted({s for s, n in Counter(safe).items() if n > 1} | (set(safe) & self.safe))
+        if clash:
+            raise SpeechkdError(f"scoring: cut ids collide once made sclite-safe, e.g. {clash[:3]} ({self.ref_path})")
+        self.ids.update(ids)
+        self.safe.update(safe)
 
 
 def _normalizer(normalize: bool) -> Callable[[Text], list[str]]:
@@ -303,13 +329,6 @@ def _write_text(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-
-
-def _check_trn_ids(ids: Sequence[str], ref_path: Path) -> None:
-    safe = [sclite_safe_id(i) for i in ids]
-    clash = [s for s, n in Counter(safe).items() if n > 1]
-    if clash:
-        raise SpeechkdError(f"scoring: cut ids collide once made sclite-safe, e.g. {clash[:3]} ({ref_path})")
 
 
 def _fmt_rate(rate: float) -> str:

@@ -549,16 +549,18 @@ def pseudo_label(
 def score_labels(cuts_path: Union[str, Path], out_dir: Union[str, Path], test_set: str, tag: str = "teacher") -> Any:
     """Score the pseudo-labels (``sup.text``) of ``cuts_path`` against ``custom['reference']``.
 
-    Writes the usual result files (see :func:`speechkd.decoding.scoring.write_results`); a cut without
-    a reference is an error naming it (scoring a subset silently would flatter the teacher).
+    Writes the usual result files (see :func:`speechkd.decoding.scoring.write_results`), in manifest
+    order; a cut without a reference is an error naming it (scoring a subset silently would flatter the
+    teacher). The manifest is read lazily and scored a chunk at a time: nothing per cut is held but its id.
     """
     from speechkd.decoding.scoring import write_results
 
-    rows: list[tuple[str, str, str]] = []
-    for cut in open_cuts(cuts_path):  # lazy: only the (id, reference, label) rows are kept
-        for sup in cut.supervisions:
-            ref = (sup.custom or {}).get("reference")
-            if ref is None:
-                raise SpeechkdError(f"{cuts_path}: cut {cut.id} has no custom['reference'] to score against")
-            rows.append((cut.id, ref, sup.text or ""))
-    return write_results(rows, out_dir, test_set, tag=tag)
+    def rows() -> Iterator[tuple[str, str, str]]:
+        for cut in open_cuts(cuts_path):
+            for sup in cut.supervisions:
+                ref = (sup.custom or {}).get("reference")
+                if ref is None:
+                    raise SpeechkdError(f"{cuts_path}: cut {cut.id} has no custom['reference'] to score against")
+                yield cut.id, ref, sup.text or ""
+
+    return write_results(rows(), out_dir, test_set, tag=tag, sort=False)

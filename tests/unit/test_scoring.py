@@ -296,3 +296,36 @@ def test_a_failure_mid_set_leaves_the_old_files_and_no_scratch(tmp_path, monkeyp
         scoring.write_results([(i, r, "Z") for i, r, _ in rows], tmp_path, "dev", tag="t")
     assert calls["n"] == 2 and first.wer > 0
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == before
+
+
+def test_unsorted_scoring_consumes_an_iterator_a_chunk_at_a_time(tmp_path, monkeypatch):
+    """sort=False: rows are pulled ALIGN_CHUNK at a time (a lazily read manifest is never held whole),
+    written in their own order, with the same totals as the sorted scoring; a duplicate id in a later
+    chunk is still refused, and leaves no result file."""
+    import speechkd.decoding.scoring as scoring
+
+    rows = [(f"u{i:02d}", "A B C D", "A X C" if i % 2 else "A B C D E") for i in (5, 3, 9, 1, 7, 0, 2)]
+    pulled, pulled_at_align = [0], []
+
+    def lazy(items):
+        for row in items:
+            pulled[0] += 1
+            yield row
+
+    real_align = scoring.align_words
+    monkeypatch.setattr(scoring, "align_words", lambda r, h: (pulled_at_align.append(pulled[0]), real_align(r, h))[1])
+    monkeypatch.setattr(scoring, "ALIGN_CHUNK", 3)
+    streamed = scoring.write_results(lazy(rows), tmp_path / "lazy", "dev", sort=False)
+    assert pulled_at_align == [3, 6, 7]  # never more than one chunk ahead of the scoring
+    whole = scoring.write_results(rows, tmp_path / "sorted", "dev")
+    assert streamed == whole and whole.num_utts == 7
+    assert [i for i, _, _ in read_recogs(tmp_path / "lazy" / "recogs-dev.txt")] == [r[0] for r in rows]
+    assert [i for i, _, _ in read_recogs(tmp_path / "sorted" / "recogs-dev.txt")] == sorted(r[0] for r in rows)
+    with pytest.raises(SpeechkdError, match=r"duplicate cut ids, e.g. \['u05'\]"):
+        scoring.write_results(lazy(rows + [rows[0]]), tmp_path / "dup", "dev", sort=False)
+    with pytest.raises(SpeechkdError, match=r"collide.*\['u_1'\].*ref-dev\.trn"):
+        scoring.write_results(lazy(rows[:4] + [("u 1", "A", "A"), ("u+1", "A", "A")]), tmp_path / "dup", "dev",
+                              sort=False)
+    assert [p.name for p in (tmp_path / "dup").iterdir()] == []
+    with pytest.raises(SpeechkdError, match="no results"):
+        scoring.write_results(iter([]), tmp_path / "none", "dev", sort=False)
