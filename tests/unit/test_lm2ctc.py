@@ -299,3 +299,29 @@ def test_stand_in_lm_text_never_holds_dev_or_test_transcripts(tmp_path):
     assert meta["source"]["excluded_sentences"] == 2  # both, whatever their case and spacing
     assert meta["num_train_sentences"] + meta["num_heldout_sentences"] == 3
     assert MaskedLmTeacher.load(out).vocab_size == meta["vocab_size"]
+
+
+@pytest.mark.parametrize("top", [0, 1])
+def test_masked_lm_from_a_pretrained_encoder_keeps_its_weights_and_trains_a_tied_head(tmp_path, top):
+    """init_encoder: the encoder's tokenizer and weights are used (frozen, except the top ``top`` layers),
+    the new MLM head's output matrix is the word embedding matrix, and the result loads as a teacher."""
+    from transformers import AutoTokenizer, BertModel
+
+    from speechkd.training.mlm import MlmConfig, train_mlm
+
+    lm = make_tiny_masked_lm(tmp_path / "bert", TEXTS, num_layers=2)
+    enc_dir = tmp_path / "encoder"  # a BertModel without MLM head, as the packaged MiniLM ships
+    BertModel.from_pretrained(lm).save_pretrained(enc_dir)
+    AutoTokenizer.from_pretrained(lm).save_pretrained(enc_dir)
+    before = {k: v.clone() for k, v in BertModel.from_pretrained(enc_dir, add_pooling_layer=False).state_dict().items()}
+    cfg = MlmConfig(init_encoder=str(enc_dir), train_top_layers=top, steps=5, batch_size=4, lr=0.05,
+                    heldout_fraction=0.3, warmup_steps=1)
+    meta = train_mlm(TEXTS * 3, tmp_path / "mlm", cfg)
+    assert meta["vocab_size"] == len(AutoTokenizer.from_pretrained(enc_dir)) and "pretrained encoder" in meta["kind"]
+    teacher = MaskedLmTeacher.load(tmp_path / "mlm")
+    after = teacher.model.bert.state_dict()
+    changed = {k for k, v in before.items() if not torch.equal(v, after[k])}
+    assert changed == ({k for k in before if k.startswith("encoder.layer.1.")} if top else set())
+    assert teacher.model.cls.predictions.decoder.weight.data_ptr() == teacher.model.bert.embeddings.word_embeddings.weight.data_ptr()
+    with pytest.raises(SpeechkdError, match="train_top_layers=3 but .* has 2 layers"):
+        train_mlm(TEXTS * 3, tmp_path / "bad", MlmConfig(init_encoder=str(enc_dir), train_top_layers=3, steps=1))
