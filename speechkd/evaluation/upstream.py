@@ -257,9 +257,9 @@ def head_distances(task: Any, model: Any, loader: Any, device: torch.device) -> 
     with torch.no_grad():
         for batch in loader:
             out = task.compute_loss(model, move_batch(batch, device), False)
-            frames += out.num_frames
+            frames += float(out.num_frames)  # LossOutput values may be 0-d device tensors
             for k, v in out.info.items():
-                sums[k] = sums.get(k, 0.0) + v
+                sums[k] = sums.get(k, 0.0) + float(v)
     if frames == 0:
         raise SpeechkdError("head distances: the dev parts gave no frames")
     return {layer: {"cos": sums[f"cos_L{layer}"] / frames, "l1": sums[f"l1_L{layer}"] / frames} for layer in task.layers}
