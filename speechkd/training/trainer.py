@@ -161,6 +161,9 @@ class TrainState:
     last_valid_loss: Optional[float] = None
 
 
+Number = Union[float, torch.Tensor]  # a logged value: a float, or a 0-d tensor on the training device
+
+
 class _Meter:
     """Running sums of loss, frames, named components and audio seconds over a log interval.
 
@@ -206,9 +209,6 @@ class _Meter:
 
     def audio_per_second(self) -> float:
         return self.audio_s / max(time.monotonic() - self.t0, 1e-9)
-
-
-Number = Union[float, torch.Tensor]
 
 
 def _detached(v: Number) -> Number:
