@@ -213,23 +213,19 @@ def write_results(
     """
     suffix = result_suffix(test_set, tag)
     out = Path(out_dir)
-    ref_path = out / f"ref-{suffix}.trn"
-    if sort:
-        results = sorted(results, key=lambda r: r[0])
-        if not results:
-            raise SpeechkdError(f"scoring: no results for test set {test_set!r}")
-        _IdCheck(test_set, ref_path).add([r[0] for r in results])  # before any work: the whole set is at hand
-    ids = _IdCheck(test_set, ref_path)
-    rows = iter(results)
+    ids = _IdCheck(test_set, out / f"ref-{suffix}.trn")
+    rows = iter(sorted(results, key=lambda r: r[0]) if sort else results)
     norm = _normalizer(normalize)
     # Word lists, alignments and output lines are made ALIGN_CHUNK utterances at a time and written
     # straight to temporary files in ``out``, renamed into place once the set is scored (the errs
-    # file needs the set's totals before its per-utterance part, so that part is copied after them).
+    # file needs the set's totals before its per-utterance part, so that part goes to a scratch file
+    # first and is copied after them). A bad id or an empty set ends the scoring with no file written.
     tables = _ErrorTables()
     stats: Optional[WerStats] = None
     out.mkdir(parents=True, exist_ok=True)
     names = [out / f"{k}-{suffix}.{ext}" for k, ext in (("recogs", "txt"), ("errs", "txt"), ("ref", "trn"), ("hyp", "trn"))]
-    with _TempFiles(out, [*names, out / f".utt-{suffix}.txt"]) as (recogs, errs, ref_trn, hyp_trn, utts):
+    with _TempFiles(out, names) as (recogs, errs, ref_trn, hyp_trn), \
+            tempfile.TemporaryFile("w+", encoding="utf-8", dir=out) as utts:
         while chunk := list(itertools.islice(rows, ALIGN_CHUNK)):
             chunk_ids = [row[0] for row in chunk]
             ids.add(chunk_ids)
@@ -291,8 +287,7 @@ def _normalizer(normalize: bool) -> Callable[[Text], list[str]]:
 
 class _TempFiles:
     """Open one temporary text file per destination in ``folder``; on a clean exit rename each onto its
-    destination (the last path given is scratch and is deleted instead); on an error delete them all.
-    Writers never leave a half-written result file behind."""
+    destination, on an error delete them all. Writers never leave a half-written result file behind."""
 
     def __init__(self, folder: Path, dests: Sequence[Path]) -> None:
         self.folder, self.dests = folder, list(dests)
@@ -310,9 +305,9 @@ class _TempFiles:
         for f in self.files:
             f.close()
         if exc_type is None:
-            for tmp, dest in zip(self.tmps[:-1], self.dests[:-1]):
+            for tmp, dest in zip(self.tmps, self.dests):
                 os.replace(tmp, dest)
-            self.tmps = self.tmps[-1:]
+            return
         for tmp in self.tmps:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -320,15 +315,8 @@ class _TempFiles:
 
 def _write_text(path: Path, text: str) -> None:
     """Write atomically (temporary file in the same folder, then rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with _TempFiles(path.parent, [path]) as (f,):
+        f.write(text)
 
 
 def _fmt_rate(rate: float) -> str:

@@ -208,13 +208,13 @@ def ctc_term(
 
     log_probs = model.ctc_log_probs(enc_out)  # (N, T, V)
     ok = ctc_feasible(enc_lens, tokens).tolist()  # (N,) bools: one read-back
-    bad = [i for i, good in enumerate(ok) if not good]
-    if len(bad) == len(tokens):
+    good = [i for i, feasible in enumerate(ok) if feasible]
+    bad = [i for i, feasible in enumerate(ok) if not feasible]
+    if not good:
         return log_probs.sum() * 0.0, bad, log_probs
     if bad:
-        idx = torch.tensor([i for i, good in enumerate(ok) if good], device=log_probs.device)
-        log_probs_ok, lens_ok = log_probs[idx], enc_lens[idx]
-        kept = [tokens[i] for i, good in enumerate(ok) if good]
+        idx = torch.tensor(good, device=log_probs.device)
+        log_probs_ok, lens_ok, kept = log_probs[idx], enc_lens[idx], [tokens[i] for i in good]
     else:
         log_probs_ok, lens_ok, kept = log_probs, enc_lens, tokens
     loss = ctc_loss(log_probs_ok, lens_ok, kept, blank=model.blank_id, reduction="sum")

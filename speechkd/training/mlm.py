@@ -182,7 +182,7 @@ def masked_logits(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
     import torch
 
     frozen = not any(p.requires_grad for p in model.bert.parameters())
-    with torch.no_grad() if frozen or not torch.is_grad_enabled() else contextlib.nullcontext():
+    with torch.no_grad() if frozen else contextlib.nullcontext():
         hidden = model.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]  # (N, S, H)
     m = batch["labels"] != -100
     return model.cls(hidden[m]), batch["labels"][m]
