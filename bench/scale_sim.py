@@ -8,7 +8,8 @@ Each step runs in a fresh Python process (so its peak RSS is its own) and reads 
 
 - ``shuffle``: ``speechkd data shuffle-cuts`` (the three parts -> train-all-shuf, bounded buckets);
 - ``sampler_epoch``: one full epoch of the training sampler (DynamicBucketingSampler, max_duration 600,
-  30 buckets, buffer 60,000 as in egs/librispeech/conf, duration/text filters, ResumableSampler);
+  30 buckets, buffer 60,000 as in egs/librispeech/conf, duration/text filters, ResumableSampler), with the mean
+  and largest size of the bucket lhotse copies and shuffles for each batch;
 - ``cmvn_sample``: the global-CMVN sample (2,000 cuts drawn uniformly, one lazy pass);
 - ``drop_sp``: the audio methods' view of the training set (speed-perturbed copies filtered out lazily);
 - ``label_filter``: pseudo-label filters (``speechkd pseudo filter-labels``' loop: iter_filtered + writer);
@@ -127,7 +128,9 @@ def step_shuffle(work: Path) -> int:
     return shuffle_manifests(p["parts"], p["shuf"], seed=0)
 
 
-def step_sampler_epoch(work: Path) -> int:
+def step_sampler_epoch(work: Path) -> dict:
+    """One epoch; also the size of the bucket lhotse copies and shuffles for each batch (its per-batch cost)."""
+    import lhotse.dataset.sampling.dynamic_bucketing as dynamic_bucketing
     from lhotse.dataset import DynamicBucketingSampler
 
     from speechkd.data.datamodule import CutFilter, ResumableSampler
@@ -139,8 +142,20 @@ def step_sampler_epoch(work: Path) -> int:
     sampler.filter(cut_filter)
     rs = ResumableSampler(sampler, cut_filter)
     rs.set_epoch(1)
-    n = sum(len(cuts) for _, cuts in rs)
-    return n
+    sizes: list[int] = []
+    pick = dynamic_bucketing.pick_at_random
+
+    def recorded_pick(bucket, rng, out_indexes_used):
+        sizes.append(bucket.qsize())
+        return pick(bucket, rng=rng, out_indexes_used=out_indexes_used)
+
+    dynamic_bucketing.pick_at_random = recorded_pick
+    try:
+        n = sum(len(cuts) for _, cuts in rs)
+    finally:
+        dynamic_bucketing.pick_at_random = pick
+    return {"count": n, "batches": len(sizes), "mean_bucket_at_draw": round(sum(sizes) / max(len(sizes), 1), 1),
+            "max_bucket_at_draw": max(sizes, default=0)}
 
 
 def step_cmvn_sample(work: Path) -> int:
@@ -191,11 +206,12 @@ def run_step(name: str, work: Path) -> dict:
     """Run one step in this process; returns its seconds, peak RSS (MB) and count."""
     step_imports(work)  # module imports are not the step's time
     t0, c0 = time.perf_counter(), time.process_time()
-    count = globals()[f"step_{name}"](work)
+    result = globals()[f"step_{name}"](work)  # a count, or a dict with "count" and step-specific figures
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
+    extra = result if isinstance(result, dict) else {"count": result}
     return {"step": name, "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2),
-            "peak_rss_mb": round(peak_kb / 1024, 1), "count": count}
+            "peak_rss_mb": round(peak_kb / 1024, 1), **extra}
 
 
 def main() -> int:
