@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 from speechkd.data.prepare import MANIFEST_PREFIX, SkippedInput, SkipReason, manifest_paths, write_report
 from speechkd.errors import SpeechkdError
+from speechkd.utils.atomic import atomic_to_file
 
 if TYPE_CHECKING:
     from lhotse import CutSet, Fbank
@@ -219,9 +220,7 @@ def _compute_part(
     if len(with_feats) == 0:
         raise SpeechkdError(f"part {part}: no cut's audio could be loaded from {manifest_paths(manifest_dir, part)[0]}")
     out = cuts_path(output_dir, part)
-    tmp = out.with_name(f".tmp-{out.name}")
-    with_feats.to_file(tmp)
-    os.replace(tmp, out)
+    atomic_to_file(with_feats, out)
     log.info("Part %s: wrote %s (%d cuts, %d failed, listed in %s)", part, out, len(with_feats), len(failed), tsv)
     return FbankReport(part, out, num_cuts=len(with_feats), failed_cut_ids=failed, report_path=tsv)
 

@@ -62,6 +62,7 @@ import numpy as np
 
 from speechkd.data.prepare import LANGUAGE, manifest_paths
 from speechkd.errors import SpeechkdError
+from speechkd.utils.atomic import atomic_to_file, atomic_write_text
 
 if TYPE_CHECKING:
     from lhotse import RecordingSet, SupervisionSet
@@ -634,8 +635,8 @@ def extract_game_speech(
     for part, members in parts.items():
         recs, sups = build_manifests(members, cfg.sampling_rate, labelled=part != cfg.part)
         rec_path, sup_path = manifest_paths(manifest_dir, part)
-        _atomic_to_file(sups, sup_path)
-        _atomic_to_file(recs, rec_path)
+        atomic_to_file(sups, sup_path)
+        atomic_to_file(recs, rec_path)
         report.parts[part] = (len(members), sum(n for _, _, n in members) / cfg.sampling_rate)
     report.recordings_path, report.supervisions_path = manifest_paths(manifest_dir, cfg.part)
     write_report(report_path(manifest_dir, cfg.part), report.skipped)
@@ -747,12 +748,6 @@ def build_manifests(
     return RecordingSet.from_recordings(recs), SupervisionSet.from_segments(sups)
 
 
-def _atomic_to_file(manifest: Union["RecordingSet", "SupervisionSet"], path: Path) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    manifest.to_file(tmp)
-    os.replace(tmp, path)
-
-
 def report_path(manifest_dir: Pathlike, part: str) -> Path:
     return Path(manifest_dir) / f"game-speech-report-{part}.tsv"
 
@@ -802,6 +797,4 @@ def write_summary(
         },
         "games": games,
     }
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
-    os.replace(tmp, path)
+    atomic_write_text(path, yaml.safe_dump(doc, sort_keys=False))

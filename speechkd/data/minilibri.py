@@ -44,6 +44,7 @@ from typing import Iterable, Iterator, Optional, Sequence, Union
 import yaml
 
 from speechkd.errors import SpeechkdError
+from speechkd.utils.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -645,9 +646,8 @@ def _write_transcripts(out_dir: Path, utts: Sequence[Utterance], ok: set[str]) -
             chapters.setdefault(out_dir / u.relpath().parent, []).append(u)
     for chap_dir, cu in chapters.items():
         name = f"{cu[0].speaker_id}-{cu[0].chapter_id}.trans.txt"
-        tmp = chap_dir / f".{name}.tmp"
-        tmp.write_text("".join(f"{u.utt_id} {u.transcript}\n" for u in sorted(cu, key=lambda x: x.index)))
-        os.replace(tmp, chap_dir / name)
+        atomic_write_text(chap_dir / name,
+                          "".join(f"{u.utt_id} {u.transcript}\n" for u in sorted(cu, key=lambda x: x.index)))
 
 
 def _split_stats(utts: Sequence[Utterance], results: dict[str, JobResult]) -> dict[str, dict]:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Sequence, Union
 
 from speechkd.errors import SpeechkdError
+from speechkd.utils.atomic import atomic_to_file
 
 if TYPE_CHECKING:  # lhotse is imported lazily so that this module stays light to import
     from lhotse import Recording, RecordingSet, SupervisionSet
@@ -228,8 +229,8 @@ def _prepare_part(part_dir: Path, part: str, output_dir: Path, num_jobs: int, sa
         )
     rec_set, sup_set = _build_manifests(kept, recordings)
     rec_path, sup_path = manifest_paths(output_dir, part)
-    _atomic_to_file(sup_set, sup_path)
-    _atomic_to_file(rec_set, rec_path)  # written last: its presence marks the part done
+    atomic_to_file(sup_set, sup_path)
+    atomic_to_file(rec_set, rec_path)  # written last: its presence marks the part done
     report = PrepareReport(
         part=part,
         num_utterances=len(sup_set),
@@ -427,11 +428,6 @@ def _build_manifests(
     return rec_set, sup_set
 
 
-def _atomic_to_file(manifest: Union["RecordingSet", "SupervisionSet"], path: Path) -> None:
-    """Write via a temporary name then rename, so an interrupted run never leaves a 'done' manifest."""
-    tmp = path.with_name(f".tmp-{path.name}")
-    manifest.to_file(tmp)
-    os.replace(tmp, path)
 
 
 def write_report(path: Path, skipped: Iterable[SkippedInput]) -> None:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ import torch
 import yaml
 
 from speechkd.errors import SpeechkdError
+from speechkd.utils.atomic import atomic_to_file, atomic_write_text
 from speechkd.targets.hidden_states import (
     CUTS_PREFIX,
     LOGGED_EXAMPLES,
@@ -258,18 +258,10 @@ def chunk_dir(output_dir: PathLike, part: str) -> Path:
     return Path(output_dir) / CHUNKS_DIR / part
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _atomic_cuts(cuts: Sequence[Any], path: Path) -> None:
     from lhotse import CutSet
 
-    tmp = path.with_name(f".{os.getpid()}.{path.name}")  # keeps the .jsonl.gz suffix lhotse keys on
-    CutSet.from_cuts(cuts).to_file(tmp)
-    os.replace(tmp, path)
+    atomic_to_file(CutSet.from_cuts(cuts), path)
 
 
 def shard_position(num_shards: Optional[int], shard_id: Optional[int]) -> tuple[int, int]:
@@ -379,7 +371,7 @@ def extract_codebooks(
         report = ExtractionReport(part=part, cuts_path=done)
         kept = _encode_chunk(chunks[j], teacher, quantizer, layer, cdir / f"{j:06d}{INDEX_SUFFIX}", field_name,
                              max_duration, report, refine_iters)
-        _atomic_write_text(cdir / f"{j:06d}.yaml", yaml.safe_dump(
+        atomic_write_text(cdir / f"{j:06d}.yaml", yaml.safe_dump(
             {"num_cuts": len(kept), "num_frames": report.num_frames,
              "audio_seconds": float(sum(c.duration for c in kept)),
              "skipped": {k: list(v) for k, v in report.skipped.items()}}))
@@ -427,7 +419,7 @@ def finalize_part(output_dir: Path, part: str, source_cuts: Sequence[Any], num_c
     with _metadata_lock(output_dir):  # shards of other parts may finalize at the same time: re-read, then add
         meta = read_codebooks_metadata(output_dir)
         meta.setdefault("parts", {})[part] = entry
-        _atomic_write_text(output_dir / METADATA_FILE, yaml.safe_dump(meta, sort_keys=False))
+        atomic_write_text(output_dir / METADATA_FILE, yaml.safe_dump(meta, sort_keys=False))
     log.info("%s: %d cuts, %d frames of codebook indexes in %s", part, len(kept), entry["num_frames"],
              output_dir)
     return True
@@ -467,7 +459,7 @@ def _merge_metadata(output_dir: Path, new: dict[str, Any]) -> dict[str, Any]:
     """Existing metadata when it describes the same indexes (parts accumulate); another quantizer is an error."""
     output_dir.mkdir(parents=True, exist_ok=True)
     if not (output_dir / METADATA_FILE).is_file():
-        _atomic_write_text(output_dir / METADATA_FILE, yaml.safe_dump(new, sort_keys=False))
+        atomic_write_text(output_dir / METADATA_FILE, yaml.safe_dump(new, sort_keys=False))
         return new
     old = read_codebooks_metadata(output_dir)
     diff = [k for k in CHECKED_KEYS if old.get(k) != new.get(k)]

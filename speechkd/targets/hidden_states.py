@@ -40,6 +40,7 @@ import torch
 import yaml
 
 from speechkd.errors import SpeechkdError
+from speechkd.utils.atomic import atomic_to_file, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -227,12 +228,6 @@ def _chunks(cuts: Any, size: int) -> Iterator[list[Any]]:
         yield batch
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _read_done_chunk(path: Path, ids: Sequence[str]) -> Optional[dict[str, Any]]:
     """The chunk's marker when it is finished for exactly these input cuts, else None (redo it)."""
     if not path.is_file() or not path.with_name(path.name[: -len(".done")] + ".jsonl.gz").is_file():
@@ -308,7 +303,7 @@ def extract_hidden_states(
             _write_cuts_atomic(kept, manifest_path)
             marker = {"input": [ids[0], ids[-1], len(ids)], "num_cuts": len(kept), "num_frames": frames,
                       "skipped": chunk_report.skipped}
-            _atomic_write_text(done, json.dumps(marker) + "\n")
+            atomic_write_text(done, json.dumps(marker) + "\n")
         else:
             resumed += 1
         report.num_cuts += marker["num_cuts"]
@@ -326,7 +321,7 @@ def extract_hidden_states(
         "num_chunks": num_chunks,
         "skipped": {k: len(v) for k, v in report.skipped.items()},
     }
-    _atomic_write_text(output_dir / METADATA_FILE, yaml.safe_dump(meta, sort_keys=False))
+    atomic_write_text(output_dir / METADATA_FILE, yaml.safe_dump(meta, sort_keys=False))
     log.info("%s: stored %d frames of layers %s for %d cuts in %s (%d chunks)", part, report.num_frames,
              list(layers), report.num_cuts, output_dir, num_chunks)
     return report
@@ -335,9 +330,7 @@ def extract_hidden_states(
 def _write_cuts_atomic(cuts: Sequence[Any], path: Path) -> None:
     from lhotse import CutSet
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.jsonl.gz")
-    CutSet.from_cuts(cuts).to_file(tmp)
-    os.replace(tmp, path)
+    atomic_to_file(CutSet.from_cuts(cuts), path)
 
 
 def _concat_gz_lines(inputs: Sequence[Path], output: Path) -> None:

@@ -50,8 +50,8 @@ from speechkd.targets.pseudo_label import (
     shards_to_run,
     write_jsonl_gz_atomic,
     write_skipped_tsv,
-    write_text_atomic,
 )
+from speechkd.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def _run_shard(cuts: Sequence[Any], teacher: Any, part_dir: Path, shard_id: int,
                            _h5_path(part_dir, shard_id, n), stats, utterances_per_batch)
     write_jsonl_gz_atomic(shard_path(part_dir, shard_id, n), (json.dumps(c.to_dict()) for c in labelled))
     stats.elapsed_seconds = time.monotonic() - start
-    write_text_atomic(done_path(part_dir, shard_id, n),
+    atomic_write_text(done_path(part_dir, shard_id, n),
                       json.dumps({"settings": dict(settings), "stats": stats.__dict__}, indent=1) + "\n")
     log.info("shard %d/%d: %d of %d cuts labelled (%d LM tokens), skipped %s, %.1f s", shard_id, n, stats.num_labelled,
              stats.num_input, stats.num_tokens, dict(Counter(s["reason"] for s in stats.skipped)) or "none",
@@ -180,7 +180,7 @@ def _write_metadata(out_dir: Path, lm: Mapping[str, Any], settings: Mapping[str,
     parts = dict((meta or {}).get("parts") or {})
     parts[part] = dict(part_meta, input=settings["input"])
     new["parts"] = parts
-    write_text_atomic(path, yaml.safe_dump(new, sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(new, sort_keys=False))
     return new
 
 

@@ -54,6 +54,7 @@ import numpy as np
 from speechkd.errors import SpeechkdError
 from speechkd.teachers.whisper_asr import MAX_CLIP_SECONDS, SAMPLE_RATE, Transcript, WhisperTeacherASR
 from speechkd.text.normalize import normalize_librispeech
+from speechkd.utils.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -151,23 +152,13 @@ def write_jsonl_gz_atomic(path: Union[str, Path], lines: Iterable[str]) -> int:
     return count
 
 
-def write_text_atomic(path: Union[str, Path], content: str) -> None:
-    path = Path(path)
-    tmp = _atomic_target(path)
-    try:
-        tmp.write_text(content, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_skipped_tsv(path: Union[str, Path], skipped: Sequence[Mapping[str, str]]) -> None:
     """``cut_id, shard, reason, detail`` per skipped cut (tabs/newlines in values become spaces); atomic."""
     rows = ["cut_id\tshard\treason\tdetail"] + [
         "\t".join(str(s[c]).replace("\t", " ").replace("\n", " ") for c in ("cut_id", "shard", "reason", "detail"))
         for s in skipped
     ]
-    write_text_atomic(path, "\n".join(rows) + "\n")
+    atomic_write_text(path, "\n".join(rows) + "\n")
 
 
 def _read_lines_gz(path: Path) -> Iterator[str]:
@@ -391,7 +382,7 @@ def run_shard(
     write_jsonl_gz_atomic(target, (json.dumps(c.to_dict()) for c in labelled))
     stats.elapsed_seconds = time.monotonic() - start
     marker = {"settings": dict(settings), "stats": stats.__dict__}
-    write_text_atomic(done_path(output_dir, shard_id, num_shards), json.dumps(marker, indent=1) + "\n")
+    atomic_write_text(done_path(output_dir, shard_id, num_shards), json.dumps(marker, indent=1) + "\n")
     speed = stats.input_seconds / max(stats.elapsed_seconds, 1e-9)
     logger.info(
         "shard %d/%d: %d of %d cuts labelled, skipped %s, %.1f s of audio per second",
@@ -440,7 +431,7 @@ def merge_shards(output_dir: Union[str, Path], num_shards: int) -> Path:
             "custom": ["reference", "teacher", "teacher_text", "avg_logprob", "compression_ratio", "no_speech_prob"],
         },
     }
-    write_text_atomic(output_dir / METADATA_FILE, yaml.safe_dump(meta, sort_keys=False))
+    atomic_write_text(output_dir / METADATA_FILE, yaml.safe_dump(meta, sort_keys=False))
     logger.info("merged %d shards into %s: %d cuts (%d skipped)", num_shards, output_dir / MERGED_FILE, num_cuts, len(skipped))
     return output_dir / MERGED_FILE
 

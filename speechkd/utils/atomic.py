@@ -1,0 +1,40 @@
+"""Atomic writes: a temporary file in the destination's folder, then ``os.replace`` onto it.
+
+A reader (or a resumed stage that takes a file's presence as "done") never sees a half-written file, and an
+interrupted write leaves no temporary file behind.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Union
+
+PathLike = Union[str, Path]
+
+
+def _tmp_name(path: Path) -> Path:
+    """``.<pid>.<name>`` beside ``path``: hidden, unique per process, and it keeps the suffixes
+    (lhotse picks the format from ``.jsonl.gz``)."""
+    return path.with_name(f".{os.getpid()}.{path.name}")
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    path = Path(path)
+    tmp = _tmp_name(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_to_file(manifest: Any, path: PathLike) -> None:
+    """``manifest.to_file(path)`` atomically, for any lhotse manifest (``CutSet``, ``RecordingSet``, ...)."""
+    path = Path(path)
+    tmp = _tmp_name(path)
+    try:
+        manifest.to_file(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
