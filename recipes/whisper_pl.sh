@@ -10,8 +10,10 @@
 # pseudo-labelled cuts for every --seeds entry (train, average, decode full context and chunk-wise,
 # ONNX export + sherpa-onnx decode),
 # students and their tables in <exp-dir>/student_seed<N>/.
-# No ground-truth text reaches training: the BPE model is trained on pseudo-labels, and the WER-vs-reference
-# filter is off unless --reference-filter true (distil-whisper's rule, for corpora with transcripts).
+# No ground-truth text of --train-part reaches training: the BPE model is trained on pseudo-labels, and the
+# WER-vs-reference filter is off unless --reference-filter true (distil-whisper's rule, for corpora with
+# transcripts). --labelled-parts adds parts trained on with their own transcripts (pseudo-labelled audio beside
+# a labelled set, e.g. an unlabelled real-speech pool beside the transcribed train set).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SPEECHKD_ROOT=${SPEECHKD_ROOT:-$(cd "$here/.." && pwd)}
@@ -20,7 +22,8 @@ SPEECHKD_ROOT=${SPEECHKD_ROOT:-$(cd "$here/.." && pwd)}
 
 stage=10                  # first stage to run
 stop_stage=49             # last stage to run
-teacher=packaged:tiny.en  # Whisper: packaged:tiny.en, a CTranslate2 dir (faster-whisper), a transformers dir or hub id
+teacher=packaged:tiny.en  # Whisper: packaged:tiny.en | packaged:base (pip-packaged CTranslate2), a CTranslate2 dir (faster-whisper), a transformers dir or hub id
+language=en               # language of the audio, for multilingual teachers (ignored by English-only ones)
 backend=faster-whisper    # faster-whisper | transformers
 beam_size=5               # teacher beam (1 = greedy)
 batch_size=8              # clips per teacher call
@@ -30,6 +33,8 @@ num_threads=2             # CPU threads of the teacher
 exp_dir=                  # experiment directory (labels, filtered cuts, student)
 cuts_dir=                 # directory with librispeech_cuts_<part>.jsonl.gz (features + recordings)
 train_part=train          # part to pseudo-label (its transcripts are never used for training)
+labelled_parts=           # parts of --cuts-dir the student also trains on with their own transcripts (e.g. train beside
+                          # a pseudo-labelled train-real: semi-supervised); their text joins the BPE model's; empty: none
 test_parts="dev test-clean test-other"  # parts to decode and to score the teacher on
 reference_filter=false    # also drop labels whose WER against the reference exceeds filter max_wer
 score_train_labels=true   # stage 15: also score the train labels (all / kept) against its transcripts (false for unlabelled audio)
@@ -54,15 +59,31 @@ label_dir=$exp_dir/labels
 pl_cuts_dir=$exp_dir/data        # librispeech_cuts_<train_part>.jsonl.gz with pseudo-label text
 lang_dir=$exp_dir/lang_bpe_$vocab_size
 teacher_dir=$teacher
-if [ "$backend" = transformers ] && [ "$teacher" = packaged:tiny.en ]; then
+if [ "$backend" = transformers ] && [[ "$teacher" == packaged:* ]]; then
   teacher_dir=$exp_dir/teacher_hf
 fi
 filter_args=()
 [ "$reference_filter" = true ] || filter_args+=(--set max_wer=null)
 for o in "${filter_arr[@]}"; do filter_args+=(--set "$o"); done
 label_args=(--teacher "$teacher_dir" --backend "$backend" --beam-size "$beam_size" --batch-size "$batch_size"
-  --num-shards "$num_shards" --device "$device" --num-threads "$num_threads")
+  --num-shards "$num_shards" --device "$device" --num-threads "$num_threads" --language "$language")
+read -r -a labelled_arr <<<"$labelled_parts"
+for p in "${labelled_arr[@]}"; do
+  [ "$p" != "$train_part" ] || die "--labelled-parts: $p is the pseudo-labelled part (--train-part)"
+done
+# The labelled parts are linked beside the pseudo-labelled cuts, so the student reads every training part from one
+# directory; their features stay where the data stages wrote them.
+link_labelled_parts() {
+  local p src
+  mkdir -p "$pl_cuts_dir"
+  for p in "${labelled_arr[@]}"; do
+    src=$cuts_dir/librispeech_cuts_$p.jsonl.gz
+    require_file "$src" -- "run the data stages for part $p first"
+    ln -sfn "$(cd "$(dirname "$src")" && pwd)/$(basename "$src")" "$pl_cuts_dir/librispeech_cuts_$p.jsonl.gz"
+  done
+}
 key="teacher=$teacher backend=$backend beam=$beam_size"
+[ "$language" = en ] || key="$key language=$language"  # the default keeps the stage keys of earlier runs
 
 if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ] && [ "$teacher_dir" != "$teacher" ]; then
   log "Stage 10: convert $teacher (CTranslate2) to a transformers checkpoint in $teacher_dir"
@@ -94,10 +115,14 @@ if [ "$stage" -le 12 ] && [ "$stop_stage" -ge 12 ]; then
 fi
 
 if [ "$stage" -le 13 ] && [ "$stop_stage" -ge 13 ]; then
-  log "Stage 13: BPE model ($vocab_size) on the kept pseudo-labels"
+  log "Stage 13: BPE model ($vocab_size) on the kept pseudo-labels${labelled_parts:+ and the transcripts of $labelled_parts}"
   bkey="$key reference_filter=$reference_filter filters=$filter_overrides vocab=$vocab_size"
+  [ -z "$labelled_parts" ] || bkey="$bkey labelled=$labelled_parts"
+  link_labelled_parts
+  bpe_cuts=("$pl_cuts_dir/librispeech_cuts_$train_part.jsonl.gz")
+  for p in "${labelled_arr[@]}"; do bpe_cuts+=("$pl_cuts_dir/librispeech_cuts_$p.jsonl.gz"); done
   if ! stage_done 13 "$exp_dir" "$bkey"; then
-    "$python" -m speechkd data bpe --cuts "$pl_cuts_dir/librispeech_cuts_$train_part.jsonl.gz" \
+    "$python" -m speechkd data bpe --cuts "${bpe_cuts[@]}" \
       --output-dir "$lang_dir" --vocab-size "$vocab_size" --overwrite
     mark_done 13 "$exp_dir" "$bkey"
   fi
@@ -135,10 +160,11 @@ if [ "$stop_stage" -ge 20 ]; then
   [ -z "$config" ] || config_args=(--config "$config")
   read -r -a seed_arr <<<"$seeds"
   [ ${#seed_arr[@]} -gt 0 ] || die "--seeds needs at least one seed"
+  link_labelled_parts
   for s in "${seed_arr[@]}"; do
     "$here/asr.sh" --stage "$stage" --stop-stage "$stop_stage" "${config_args[@]}" \
       --overrides "$overrides trainer.seed=$s" --exp-dir "$exp_dir/student_seed$s" --cuts-dir "$pl_cuts_dir" \
-      --test-cuts-dir "$cuts_dir" --bpe-model "$lang_dir/bpe.model" --train-parts "$train_part" --valid-parts "" \
+      --test-cuts-dir "$cuts_dir" --bpe-model "$lang_dir/bpe.model" --train-parts "$train_part${labelled_parts:+ $labelled_parts}" --valid-parts "" \
       --test-parts "$test_parts" --methods "$methods" --chunk-sizes "$chunk_sizes" --avg "$avg"
   done
 fi

