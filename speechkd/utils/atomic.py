@@ -12,16 +12,22 @@ from typing import Any, Union
 PathLike = Union[str, Path]
 
 
-def _tmp_name(path: Path) -> Path:
-    """``.<pid>.<name>`` beside ``path``: hidden, unique per process, and it keeps the suffixes
-    (lhotse picks the format from ``.jsonl.gz``)."""
+def _tmp_text_name(path: Path) -> Path:
+    """``.<name>.<pid>.tmp`` beside ``path``: unique per process, and it does not end like ``path``, so a glob
+    for the destination's suffix (``*.trans.txt``, ``*.yaml``; pathlib's glob matches dot files) never picks it up."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _tmp_manifest_name(path: Path) -> Path:
+    """``.<pid>.<name>`` beside ``path``: it keeps the suffixes, because lhotse picks the format from
+    ``.jsonl.gz``. Manifests are found by their ``librispeech_*`` prefix, which the leading dot breaks."""
     return path.with_name(f".{os.getpid()}.{path.name}")
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     path = Path(path)
-    tmp = _tmp_name(path)
+    tmp = _tmp_text_name(path)
     try:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
@@ -32,7 +38,7 @@ def atomic_write_text(path: PathLike, text: str) -> None:
 def atomic_to_file(manifest: Any, path: PathLike) -> None:
     """``manifest.to_file(path)`` atomically, for any lhotse manifest (``CutSet``, ``RecordingSet``, ...)."""
     path = Path(path)
-    tmp = _tmp_name(path)
+    tmp = _tmp_manifest_name(path)
     try:
         manifest.to_file(tmp)
         os.replace(tmp, path)

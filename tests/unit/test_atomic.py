@@ -1,6 +1,7 @@
 """speechkd.utils.atomic: the one helper behind every "write then rename" of the package."""
 import gzip
 import json
+import os
 
 import pytest
 
@@ -43,3 +44,18 @@ def test_lhotse_writes_the_format_of_the_final_suffix(tmp_path):
     with gzip.open(path, "rt") as f:  # gzip, because the temporary name kept the .jsonl.gz suffix
         assert json.loads(f.readline())["id"] == "r1"
     assert RecordingSet.from_file(path)[0].id == "r1"
+
+
+def test_a_text_temporary_never_matches_a_glob_for_the_destination(tmp_path, monkeypatch):
+    """make-minilibri writes *.trans.txt that prepare globs for: a half-written file must not be read as one."""
+    seen = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        seen.append(sorted(p.name for p in tmp_path.glob("*.trans.txt")))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    atomic_write_text(tmp_path / "1001-10012.trans.txt", "1001-10012-0000 A B\n")
+    assert seen == [[]]
+    assert [p.name for p in tmp_path.glob("*.trans.txt")] == ["1001-10012.trans.txt"]
