@@ -428,8 +428,6 @@ def _build_manifests(
     return rec_set, sup_set
 
 
-
-
 def write_report(path: Path, skipped: Iterable[SkippedInput]) -> None:
     """Write a report TSV (``REPORT_COLUMNS``, one row per skipped input); :func:`read_report` reads it."""
     with open(path, "w", encoding="utf-8") as f:

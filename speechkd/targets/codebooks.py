@@ -42,14 +42,15 @@ import torch
 import yaml
 
 from speechkd.errors import SpeechkdError
-from speechkd.utils.atomic import atomic_to_file, atomic_write_text
 from speechkd.targets.hidden_states import (
     CUTS_PREFIX,
     LOGGED_EXAMPLES,
     ExtractionReport,
     cuts_path,
     teacher_layer_frames,
+    write_cuts_atomic,
 )
+from speechkd.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -258,12 +259,6 @@ def chunk_dir(output_dir: PathLike, part: str) -> Path:
     return Path(output_dir) / CHUNKS_DIR / part
 
 
-def _atomic_cuts(cuts: Sequence[Any], path: Path) -> None:
-    from lhotse import CutSet
-
-    atomic_to_file(CutSet.from_cuts(cuts), path)
-
-
 def shard_position(num_shards: Optional[int], shard_id: Optional[int]) -> tuple[int, int]:
     """``(num_shards, shard_id)``: the given ones, else torchrun's world size and rank, else (1, 0)."""
     from speechkd.training.dist import dist_info_from_env
@@ -375,7 +370,7 @@ def extract_codebooks(
             {"num_cuts": len(kept), "num_frames": report.num_frames,
              "audio_seconds": float(sum(c.duration for c in kept)),
              "skipped": {k: list(v) for k, v in report.skipped.items()}}))
-        _atomic_cuts(kept, done)  # last: marks the chunk finished
+        write_cuts_atomic(kept, done)  # last: marks the chunk finished
         result.chunks_done += 1
         result.num_cuts += len(kept)
         result.num_frames += report.num_frames
@@ -405,7 +400,7 @@ def finalize_part(output_dir: Path, part: str, source_cuts: Sequence[Any], num_c
     for info in infos:
         for k, v in (info.get("skipped") or {}).items():
             skipped[k] = skipped.get(k, 0) + len(v)
-    _atomic_cuts(kept, cuts_path(output_dir, part))
+    write_cuts_atomic(kept, cuts_path(output_dir, part))
     entry = {
         "num_cuts": len(kept),
         "num_frames": int(sum(i["num_frames"] for i in infos)),

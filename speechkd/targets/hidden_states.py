@@ -300,7 +300,7 @@ def extract_hidden_states(
             chunk_report = ExtractionReport(part=part, cuts_path=manifest_path)
             h5 = storage_path(os.path.abspath(output_dir), part, field_name, k)  # absolute paths in the manifest
             kept, frames = _extract_chunk(chunk, teacher, layers, h5, field_name, max_duration, dtype, chunk_report)
-            _write_cuts_atomic(kept, manifest_path)
+            write_cuts_atomic(kept, manifest_path)
             marker = {"input": [ids[0], ids[-1], len(ids)], "num_cuts": len(kept), "num_frames": frames,
                       "skipped": chunk_report.skipped}
             atomic_write_text(done, json.dumps(marker) + "\n")
@@ -327,7 +327,7 @@ def extract_hidden_states(
     return report
 
 
-def _write_cuts_atomic(cuts: Sequence[Any], path: Path) -> None:
+def write_cuts_atomic(cuts: Sequence[Any], path: Path) -> None:
     from lhotse import CutSet
 
     atomic_to_file(CutSet.from_cuts(cuts), path)

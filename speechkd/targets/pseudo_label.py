@@ -54,7 +54,7 @@ import numpy as np
 from speechkd.errors import SpeechkdError
 from speechkd.teachers.whisper_asr import MAX_CLIP_SECONDS, SAMPLE_RATE, Transcript, WhisperTeacherASR
 from speechkd.text.normalize import normalize_librispeech
-from speechkd.utils.atomic import atomic_write_text
+from speechkd.utils.atomic import atomic_write_text, stale_temporaries, temporary_path
 
 logger = logging.getLogger(__name__)
 
@@ -124,10 +124,6 @@ def done_path(output_dir: Union[str, Path], shard_id: int, num_shards: int) -> P
 
 
 # --------------------------------------------------------------------------------------- files
-def _atomic_target(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
 def write_jsonl_gz_atomic(path: Union[str, Path], lines: Iterable[str]) -> int:
     """Write ``lines`` (JSON strings, no newline) to ``path`` as gzip with a fixed header; atomic rename.
 
@@ -135,7 +131,7 @@ def write_jsonl_gz_atomic(path: Union[str, Path], lines: Iterable[str]) -> int:
     the same bytes for the same content, which makes resumed and uninterrupted runs comparable.)
     """
     path = Path(path)
-    tmp = _atomic_target(path)
+    tmp = temporary_path(path)
     count = 0
     try:
         with open(tmp, "wb") as raw:
@@ -371,7 +367,7 @@ def run_shard(
     """Label one shard's cuts; write the shard file, then its ``.done`` marker (both atomically)."""
     start = time.monotonic()
     target = shard_path(output_dir, shard_id, num_shards)
-    for stale in output_dir.glob(f".{target.name}.*.tmp"):  # left by a process killed while writing
+    for stale in stale_temporaries(target):  # left by a process killed while writing
         logger.info("removing %s (an interrupted earlier write)", stale)
         stale.unlink(missing_ok=True)
     stats = ShardStats(shard_id=shard_id, num_shards=num_shards, num_input=len(cuts))

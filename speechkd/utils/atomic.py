@@ -12,10 +12,16 @@ from typing import Any, Union
 PathLike = Union[str, Path]
 
 
-def _tmp_text_name(path: Path) -> Path:
-    """``.<name>.<pid>.tmp`` beside ``path``: unique per process, and it does not end like ``path``, so a glob
-    for the destination's suffix (``*.trans.txt``, ``*.yaml``; pathlib's glob matches dot files) never picks it up."""
+def temporary_path(path: Path) -> Path:
+    """``.<name>.<pid>.tmp`` beside ``path``: the temporary of a text or binary write. Unique per process, and it
+    does not end like ``path``, so a glob for the destination's suffix (``*.trans.txt``, ``*.yaml``; pathlib's
+    glob matches dot files) never picks it up."""
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def stale_temporaries(path: Path) -> list[Path]:
+    """Temporaries of ``path`` (:func:`temporary_path`) left by processes killed while writing it."""
+    return sorted(path.parent.glob(f".{path.name}.*.tmp"))
 
 
 def _tmp_manifest_name(path: Path) -> Path:
@@ -27,7 +33,7 @@ def _tmp_manifest_name(path: Path) -> Path:
 def atomic_write_text(path: PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     path = Path(path)
-    tmp = _tmp_text_name(path)
+    tmp = temporary_path(path)
     try:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
