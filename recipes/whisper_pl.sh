@@ -30,6 +30,8 @@ batch_size=8              # clips per teacher call
 num_shards=4              # labelling shards (resumable unit; one per GPU/rank under torchrun)
 device=cpu                # cpu | cuda
 num_threads=2             # CPU threads of the teacher
+max_new_tokens=           # cap on teacher tokens per clip (empty: the model's 448); a repetition loop decodes to the
+                          # cap and holds up its batch, so about 6 per second of the longest clip bounds that cost
 exp_dir=                  # experiment directory (labels, filtered cuts, student)
 cuts_dir=                 # directory with librispeech_cuts_<part>.jsonl.gz (features + recordings)
 train_part=train          # part to pseudo-label (its transcripts are never used for training)
@@ -67,6 +69,7 @@ filter_args=()
 for o in "${filter_arr[@]}"; do filter_args+=(--set "$o"); done
 label_args=(--teacher "$teacher_dir" --backend "$backend" --beam-size "$beam_size" --batch-size "$batch_size"
   --num-shards "$num_shards" --device "$device" --num-threads "$num_threads" --language "$language")
+[ -z "$max_new_tokens" ] || label_args+=(--max-new-tokens "$max_new_tokens")
 read -r -a labelled_arr <<<"$labelled_parts"
 for p in "${labelled_arr[@]}"; do
   [ "$p" != "$train_part" ] || die "--labelled-parts: $p is the pseudo-labelled part (--train-part)"
@@ -84,6 +87,7 @@ link_labelled_parts() {
 }
 key="teacher=$teacher backend=$backend beam=$beam_size"
 [ "$language" = en ] || key="$key language=$language"  # the default keeps the stage keys of earlier runs
+[ -z "$max_new_tokens" ] || key="$key max_new_tokens=$max_new_tokens"
 
 if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ] && [ "$teacher_dir" != "$teacher" ]; then
   log "Stage 10: convert $teacher (CTranslate2) to a transformers checkpoint in $teacher_dir"

@@ -47,6 +47,7 @@ avg=3                    # epoch checkpoints averaged for decoding
 pl_shards=4              # whisper_pl: labelling shards (the unit of resumption)
 pl_beam_size=5           # whisper_pl: teacher beam size (1 = greedy)
 pl_threads=2             # whisper_pl: CPU threads of the teacher (1 on a busy machine: spinning threads oversubscribe)
+pl_max_new_tokens=       # whisper_pl: cap on teacher tokens per clip (empty: 448); 96 bounds repetition loops on clips of <= 15 s
 pl_teacher=packaged:tiny.en  # whisper_pl: the Whisper teacher (packaged:tiny.en, packaged:base, a CTranslate2 dir)
 pl_part=train            # whisper_pl: the part it labels: train (its transcripts unused) | train-real (the unlabelled real pool)
 pl_labelled_parts=       # whisper_pl: parts the student also trains on with their transcripts, e.g. train beside --pl-part train-real
@@ -195,7 +196,7 @@ if [ "$stop_stage" -ge 10 ]; then
           --exp-dir "$exp_dir/$pl_dir" --cuts-dir "$fbank_dir" --train-part "$pl_part" \
           --labelled-parts "$pl_labelled_parts" --score-train-labels "$score_train_labels" \
           --test-parts "$pl_test_parts" --vocab-size "$vocab_size" --num-shards "$pl_shards" --beam-size "$pl_beam_size" \
-          --num-threads "$pl_threads" \
+          --num-threads "$pl_threads" --max-new-tokens "$pl_max_new_tokens" \
           --config conf/asr_transducer.yaml --overrides "$asr_overrides" --methods "$transducer_decode_methods" \
           --chunk-sizes "$chunk_sizes" --avg "$avg" --seeds "$seeds"
         for s in "${seed_arr[@]}"; do
@@ -269,8 +270,12 @@ fi
 
 if [ "$stage" -le 39 ] && [ "$stop_stage" -ge 39 ] && [ ${#seed_summaries[@]} -gt 0 ]; then
   log "Stage 39: seed table over seeds ($seeds) -> $exp_dir/wer-seeds.md (per-seed values: wer-seeds.tsv)"
+  table_sets=(dev test-clean test-other)
+  for p in dev-real test-real; do  # the transcribed real speech of stage 5, where it was extracted
+    [ ! -f "$fbank_dir/librispeech_cuts_$p.jsonl.gz" ] || table_sets+=("$p")
+  done
   "$python" -m speechkd score table --summary "${seed_summaries[@]}" --title "${seed_titles[@]}" --aggregate \
-    --sets dev test-clean test-other --output "$exp_dir/wer-seeds.md" --output-tsv "$exp_dir/wer-seeds.tsv"
+    --sets "${table_sets[@]}" --output "$exp_dir/wer-seeds.md" --output-tsv "$exp_dir/wer-seeds.tsv"
 fi
 
 log "Done (stages $stage-$stop_stage)"

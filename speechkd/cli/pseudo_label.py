@@ -41,7 +41,7 @@ def _teacher_options(args: argparse.Namespace) -> dict[str, Any]:
     else:
         index = 0
     return {**common, "device": device, "device_index": index, "compute_type": args.compute_type,
-            "batch_size": args.batch_size, "cpu_threads": args.num_threads or 0}
+            "batch_size": args.batch_size, "cpu_threads": args.num_threads or 0, "max_new_tokens": args.max_new_tokens}
 
 
 def cmd_pseudo_label(args: argparse.Namespace) -> Optional[int]:
@@ -113,7 +113,7 @@ def register(reg: Any) -> None:
                    help="faster-whisper backend: CTranslate2 compute type (default, int8, float16, float32, ...)")
     p.add_argument("--language", default=None, help="language code for multilingual models (default: detect)")
     p.add_argument("--task", default="transcribe", choices=("transcribe", "translate"), help="multilingual models only")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="transformers backend: cap on tokens per clip")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="cap on generated tokens per clip (default: the model's 448); bounds the cost of repetition loops")
     p.add_argument("--num-threads", type=int, default=None, help="CPU threads (torch / CTranslate2); default: library default")
     p.add_argument("--no-merge", action="store_true", help="do not merge the shards into cuts.jsonl.gz")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -305,6 +305,10 @@ class FasterWhisper:
         language: e.g. ``"en"``; ``None`` detects it per clip on multilingual models.
         task: ``"transcribe"`` or ``"translate"``.
         cpu_threads: CTranslate2 intra-op threads (0 = its default).
+        max_new_tokens: cap on generated tokens per clip (``None``: the model's maximum, 448). A clip caught in
+            a repetition loop decodes to the cap, and a batch runs as long as its longest clip, so a cap near
+            the longest real transcript (about 6 tokens per second of speech) bounds the cost of loops; the
+            capped text is still dropped by the compression-ratio filter.
         name: label stored with every pseudo-label (default: ``path``).
     """
 
@@ -321,6 +325,7 @@ class FasterWhisper:
         task: str = "transcribe",
         cpu_threads: int = 0,
         device_index: int = 0,
+        max_new_tokens: Optional[int] = None,
         name: Optional[str] = None,
     ) -> None:
         try:
@@ -331,6 +336,8 @@ class FasterWhisper:
             ) from None
         if beam_size < 1 or batch_size < 1:
             raise SpeechkdError(f"beam_size and batch_size must be >= 1, got {beam_size} and {batch_size}")
+        if max_new_tokens is not None and max_new_tokens < 1:
+            raise SpeechkdError(f"max_new_tokens must be >= 1 or None, got {max_new_tokens}")
         local = Path(path).expanduser()
         if local.exists():
             _check_ct2_whisper_dir(local)
@@ -353,6 +360,7 @@ class FasterWhisper:
         self.name = name or str(path)
         self.device, self.compute_type = device, compute_type
         self.beam_size, self.batch_size, self.task = beam_size, batch_size, task
+        self.max_new_tokens = max_new_tokens
         self.multilingual = bool(self.model.model.is_multilingual)
         if not self.multilingual and language not in (None, "en"):
             logger.info("%s is English-only: language %r ignored", self.name, language)
@@ -360,7 +368,7 @@ class FasterWhisper:
 
     def describe(self) -> dict[str, Any]:
         weights = Path(self.path) / CT2_WEIGHTS_FILE
-        return {
+        desc: dict[str, Any] = {
             "name": self.name,
             "backend": self.backend,
             "path_or_id": self.path,
@@ -371,6 +379,9 @@ class FasterWhisper:
             "weights_file": str(weights) if weights.is_file() else None,
             "weights_sha256": _sha256_or_none(weights),
         }
+        if self.max_new_tokens is not None:  # only when set: label sets made before the option keep their resume key
+            desc["max_new_tokens"] = self.max_new_tokens
+        return desc
 
     def transcribe(self, audios: Sequence[np.ndarray]) -> list[Transcript]:
         """Transcribe waveforms ``(S_i,)``: one pipeline call, one segment per clip."""
@@ -392,6 +403,7 @@ class FasterWhisper:
             without_timestamps=True,
             vad_filter=False,
             multilingual=self.multilingual and self.language is None,
+            max_new_tokens=self.max_new_tokens,
         )
         segments = list(segments)
         starts = [round(float(a) / SAMPLE_RATE, 3) for a in bounds[:-1]]

@@ -159,6 +159,22 @@ def test_transformers_labels_real_speech_and_agree_with_faster_whisper(
         assert abs(ca["no_speech_prob"] - cb["no_speech_prob"]) < BACKEND_SCORE_TOL, (a["id"], ca, cb)
 
 
+def test_faster_whisper_token_cap_truncates_and_is_part_of_the_settings(ct2_dir: Path) -> None:
+    """``max_new_tokens`` reaches CTranslate2 (a 3-token cap cuts the 9-word clip short), and it is in the
+    teacher description (the resume key) only when set, so label sets made before the option still resume."""
+    pytest.importorskip("faster_whisper")
+    wav = sf.read(REAL_CLIPS[1][0], dtype="float32")[0]
+    free = FasterWhisper(str(ct2_dir), compute_type="int8", cpu_threads=1)
+    capped = FasterWhisper(str(ct2_dir), compute_type="int8", cpu_threads=1, max_new_tokens=3)
+    (full,), (cut,) = free.transcribe([wav]), capped.transcribe([wav])
+    assert len(normalize_librispeech(full.text_raw).split()) >= 8
+    tokens = capped.model.hf_tokenizer.encode(cut.text_raw, add_special_tokens=False).ids
+    assert 1 <= len(tokens) <= 3 and full.text_raw.startswith(cut.text_raw)
+    assert "max_new_tokens" not in free.describe() and capped.describe()["max_new_tokens"] == 3
+    with pytest.raises(SpeechkdError, match="max_new_tokens must be >= 1"):
+        FasterWhisper(str(ct2_dir), max_new_tokens=0)
+
+
 def test_transformers_scores_equal_generate_transition_scores(hf_teacher: TransformersWhisper) -> None:
     """Brute force: avg_logprob from generate's own per-step scores, no_speech_prob from a [SOT]-only pass."""
     import torch
