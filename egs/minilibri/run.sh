@@ -53,6 +53,9 @@ pl_part=train            # whisper_pl: the part it labels: train (its transcript
 pl_labelled_parts=       # whisper_pl: parts the student also trains on with their transcripts, e.g. train beside --pl-part train-real
 pl_dir=whisper_pl        # whisper_pl: experiment directory under --exp-dir (give a variant its own, e.g. whisper_pl_real)
 distill_overrides=       # distilhubert: space-separated student/trainer overrides
+distill_parts=           # distilhubert: distillation audio (no transcripts needed); empty: the train part. "train train-real"
+                         # adds the real-speech pool of stage 5; the ASR probes always train on the transcribed train part
+distill_dir=distilhubert_whisper_tiny  # distilhubert: experiment directory under --exp-dir (a variant gets its own)
 probe_overrides=         # distilhubert: space-separated evaluate-upstream overrides
 mvq_overrides=           # mvq_kd: space-separated config overrides (quantizer, training), e.g. "trainer.num_epochs=2"
 mvq_shards=2             # mvq_kd: parallel codebook-extraction shards
@@ -109,6 +112,15 @@ for s in "${seed_arr[@]}"; do
   [[ "$s" =~ ^[0-9]+$ ]] || die "--seeds: '$s' is not a non-negative integer"
 done
 seed_summaries=()  # decode/wer-summary.tsv of every seeded system (stage 39's seed table)
+# The given test parts, plus the transcribed real-speech parts of stage 5 (speakers disjoint from the pool) where
+# they were extracted.
+real_test_parts() {
+  local parts=("$@") p
+  for p in dev-real test-real; do
+    [ ! -f "$fbank_dir/librispeech_cuts_$p.jsonl.gz" ] || parts+=("$p")
+  done
+  echo "${parts[*]}"
+}
 seed_titles=()
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
@@ -187,11 +199,7 @@ if [ "$stop_stage" -ge 10 ]; then
         # transcripts unused), plus the transcribed --pl-labelled-parts.
         score_train_labels=false  # the real pool has no transcripts to score the labels against
         [ "$pl_part" != "$train_part" ] || score_train_labels=true
-        pl_test_parts="dev test-clean test-other"
-        # the transcribed real-speech parts of stage 5 (speakers disjoint from the pool): teacher and student rows
-        for p in dev-real test-real; do
-          [ ! -f "$fbank_dir/librispeech_cuts_$p.jsonl.gz" ] || pl_test_parts="$pl_test_parts $p"
-        done
+        pl_test_parts=$(real_test_parts dev test-clean test-other)
         "$SPEECHKD_ROOT/recipes/whisper_pl.sh" --stage "$stage" --stop-stage "$stop_stage" --teacher "$pl_teacher" \
           --exp-dir "$exp_dir/$pl_dir" --cuts-dir "$fbank_dir" --train-part "$pl_part" \
           --labelled-parts "$pl_labelled_parts" --score-train-labels "$score_train_labels" \
@@ -210,8 +218,9 @@ if [ "$stop_stage" -ge 10 ]; then
           --config conf/distilhubert_whisper_tiny.yaml --probe-config conf/distilhubert_probe.yaml \
           --overrides "$distill_overrides" --probe-overrides "$probe_overrides" \
           --teacher-ct2-dir packaged --teacher-dir "$exp_dir/whisper-tiny.en" \
-          --exp-dir "$exp_dir/distilhubert_whisper_tiny" --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" \
-          --train-parts "$train_part" --valid-parts dev --test-parts "dev test-clean test-other"
+          --exp-dir "$exp_dir/$distill_dir" --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" \
+          --train-parts "${distill_parts:-$train_part}" --probe-train-parts "$train_part" --valid-parts dev \
+          --test-parts "$(real_test_parts dev test-clean test-other)"
         ;;
       mvq_kd)
         # MVQ-KD: the transducer baseline plus a codebook head on Whisper tiny.en encoder codebook indexes.
@@ -270,10 +279,7 @@ fi
 
 if [ "$stage" -le 39 ] && [ "$stop_stage" -ge 39 ] && [ ${#seed_summaries[@]} -gt 0 ]; then
   log "Stage 39: seed table over seeds ($seeds) -> $exp_dir/wer-seeds.md (per-seed values: wer-seeds.tsv)"
-  table_sets=(dev test-clean test-other)
-  for p in dev-real test-real; do  # the transcribed real speech of stage 5, where it was extracted
-    [ ! -f "$fbank_dir/librispeech_cuts_$p.jsonl.gz" ] || table_sets+=("$p")
-  done
+  read -r -a table_sets <<<"$(real_test_parts dev test-clean test-other)"
   "$python" -m speechkd score table --summary "${seed_summaries[@]}" --title "${seed_titles[@]}" --aggregate \
     --sets "${table_sets[@]}" --output "$exp_dir/wer-seeds.md" --output-tsv "$exp_dir/wer-seeds.tsv"
 fi
