@@ -99,11 +99,16 @@ if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ] && [ -n "$teacher_ct2_dir" ];
   fi
 fi
 
+extract_parts=()  # the distillation and validation parts, each once
+for p in "${train_arr[@]}" "${valid_arr[@]}"; do
+  case " ${extract_parts[*]} " in *" $p "*) ;; *) extract_parts+=("$p") ;; esac
+done
+
 if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ] && [ "$effective_mode" = stored ]; then
   log "Stage 11: pre-extract teacher hidden states of ${train_parts} ${valid_parts} into $targets_dir"
   if ! stage_done 11 "$exp_dir" "$key targets=$targets_dir valid=$valid_parts"; then
     "$python" -m speechkd distill extract-targets --config "$config" "${set_args[@]}" "${teacher_args[@]}" \
-      --cuts-dir "$cuts_dir" --parts "${train_arr[@]}" "${valid_arr[@]}" --output-dir "$targets_dir" --device "$device"
+      --cuts-dir "$cuts_dir" --parts "${extract_parts[@]}" --output-dir "$targets_dir" --device "$device"
     mark_done 11 "$exp_dir" "$key targets=$targets_dir valid=$valid_parts"
   fi
 fi

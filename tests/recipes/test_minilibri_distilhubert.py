@@ -26,3 +26,16 @@ def test_tiny_distilhubert(tmp_path: Path) -> None:
     for row in ("| 2 |", "| 4 |", "| fbank |", "| teacher |", "| student |"):
         assert row in report, row
     assert (exp / "hf" / "config.json").is_file() and (exp / "hf" / "model.safetensors").is_file()
+
+    # A variant that distils on more audio (here dev, standing in for the untranscribed real pool of stage 5):
+    # its own exp dir, targets stored for every distillation part, the student trained on all of them.
+    mix = run_recipe(tmp_path, "--methods", "distilhubert", "--stage", "11", "--stop-stage", "20",
+                     "--distill-parts", "train dev", "--distill-dir", "distilhubert_mix",
+                     "--distill-overrides", "trainer.max_steps=2 trainer.progress_bar=false trainer.tensorboard=false "
+                     "data.num_workers=0", timeout=600)
+    assert stages_run(mix.stderr) == [11, 20]
+    exp_mix = tmp_path / "exp" / "distilhubert_mix"
+    for part in ("train", "dev"):
+        assert (exp_mix / "targets" / f"librispeech_cuts_{part}.jsonl.gz").is_file(), part
+    assert "--train-parts train dev" in (exp_mix / "command.sh").read_text()
+    assert not (exp / "command.sh").read_text().count("--train-parts train dev")  # the first run is untouched
