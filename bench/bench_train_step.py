@@ -6,6 +6,11 @@ Inputs are random fbank frames (100 per second of audio) with random token seque
 
     .venv/bin/python bench/bench_train_step.py --preset mini --threads 1 --steps 5        # CPU
     .venv/bin/python bench/bench_train_step.py --preset small --device cuda --amp bf16 --batch 32 --seconds 15
+
+``--set KEY=VALUE`` (repeatable) overrides the experiment config of both models (e.g.
+``model.encoder.causal=true``); ``--variant KEY=VALUE`` (repeatable) builds a second model with these overrides on
+top, and the two are timed in alternating steps in one process (so a busy machine slows both alike), with the
+ratio printed: e.g. ``--variant model.encoder.dropout=0.0`` for what dropout costs a CPU step.
 """
 
 from __future__ import annotations
@@ -41,44 +46,72 @@ def make_batch(n: int, seconds: float, vocab: int, seed: int) -> dict:
             "cut_ids": [f"u{i}" for i in range(n)], "targets": {}}
 
 
+class Setup:
+    """One model, its task and optimizer, and a timed ``step``."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device, overrides: list[str]) -> None:
+        base = [f"model_preset={args.preset}", f"trainer.seed={args.seed}"]
+        self.cfg = load_experiment_config(None, base + overrides, vocab_size=args.vocab)
+        torch.manual_seed(args.seed)
+        self.model = build_asr_model(self.cfg).to(device).train()
+        if self.model.encoder.input_norm is not None:
+            self.model.encoder.input_norm.set_stats(torch.zeros(80), torch.ones(80), 1)
+        self.task = AsrTask(AsrLossConfig(warmup_steps=0))
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.device = device
+        self.dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
+        self.elapsed = 0.0
+
+    def step(self, batch: dict, timed: bool) -> float:
+        """One training step on ``batch``; returns its audio seconds (and adds its time when ``timed``)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        batch = move_batch(batch, self.device)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            out = self.task.compute_loss(self.model, batch, True)
+        self.opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+        self.opt.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        if timed:
+            self.elapsed += time.perf_counter() - t0
+        return float(batch["input_lens"].sum()) / FRAMES_PER_SECOND
+
+
 def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     device = torch.device(resolve_device(args.device))
-    cfg = load_experiment_config(None, [f"model_preset={args.preset}", f"trainer.seed={args.seed}"], vocab_size=args.vocab)
-    model = build_asr_model(cfg).to(device).train()
-    if model.encoder.input_norm is not None:
-        model.encoder.input_norm.set_stats(torch.zeros(80), torch.ones(80), 1)
-    task = AsrTask(AsrLossConfig(warmup_steps=0))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    setups = {"base": Setup(args, device, list(args.set))}
+    if args.variant:
+        setups["variant"] = Setup(args, device, list(args.set) + list(args.variant))
     batches = [make_batch(args.batch, args.seconds, args.vocab, args.seed + i) for i in range(2)]
-    dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
-
-    def step(batch: dict) -> float:
-        batch = move_batch(batch, device)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            out = task.compute_loss(model, batch, True)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        return float(batch["input_lens"].sum()) / FRAMES_PER_SECOND
-
     for i in range(args.warmup):
-        step(batches[i % 2])
+        for s in setups.values():
+            s.step(batches[i % 2], timed=False)
     if device.type == "cuda":
-        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    t0, audio = time.perf_counter(), 0.0
-    for i in range(args.steps):
-        audio += step(batches[i % 2])
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - t0
+    audio = 0.0
+    for i in range(args.steps):  # alternating: a load change on a shared machine hits both alike
+        for s in setups.values():
+            seconds = s.step(batches[i % 2], timed=True)
+        audio += seconds
+    base = setups["base"]
     res = {
         "preset": args.preset, "device": str(device), "amp": args.amp, "batch": args.batch, "seconds": args.seconds,
-        "steps": args.steps, "threads": args.threads, "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
-        "sec_per_step": round(elapsed / args.steps, 4), "audio_s_per_s": round(audio / elapsed, 2),
+        "steps": args.steps, "threads": args.threads, "set": list(args.set),
+        "params_M": round(sum(p.numel() for p in base.model.parameters()) / 1e6, 2),
+        "sec_per_step": round(base.elapsed / args.steps, 4), "audio_s_per_s": round(audio / base.elapsed, 2),
     }
+    if args.variant:
+        var = setups["variant"]
+        res.update({
+            "variant": list(args.variant), "variant_sec_per_step": round(var.elapsed / args.steps, 4),
+            "variant_audio_s_per_s": round(audio / var.elapsed, 2),
+            "speedup_variant_over_base": round(base.elapsed / var.elapsed, 3),
+        })
     if device.type == "cuda":
         res["peak_MB"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return res
@@ -96,6 +129,10 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="experiment config override for both models, e.g. model.encoder.causal=true (repeatable)")
+    p.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE",
+                   help="override of a second model timed against the first, e.g. model.encoder.dropout=0.0")
     p.add_argument("--output", type=Path, default=None, help="append the result as one JSON line")
     args = p.parse_args()
     res = run(args)
