@@ -40,6 +40,7 @@ export_left_context=64    # streaming ONNX export: attention left context in enc
 export_int8=true          # also export int8 (dynamically quantised) models and decode them
 sherpa_threads=1          # onnxruntime threads of the sherpa-onnx decodes
 codebook_dir=             # MVQ-KD codebook indexes for training (recipes/mvq_kd.sh; needs loss.codebook_loss_scale > 0)
+untranscribed_parts=      # more training audio whose text is never read (MVQ-KD's codebook loss only; needs --codebook-dir)
 device=auto               # decoding device: auto (CUDA when available) | cpu | cuda | cuda:N
 help_message="Usage: $0 [options]   (ASR stages 20-49: train, average, decode, score, export, sherpa-onnx decode)"
 
@@ -69,6 +70,11 @@ codebook_args=()
 if [ -n "$codebook_dir" ]; then
   codebook_args=(--codebook-dir "$codebook_dir")
   key="$key codebooks=$codebook_dir"
+fi
+read -r -a untranscribed_arr <<<"$untranscribed_parts"
+if [ ${#untranscribed_arr[@]} -gt 0 ]; then
+  codebook_args+=(--untranscribed-parts "${untranscribed_arr[@]}")
+  key="$key untranscribed=$untranscribed_parts"
 fi
 
 if [ "$stage" -le 20 ] && [ "$stop_stage" -ge 20 ]; then

@@ -42,6 +42,8 @@ bpe_model=                # sentencepiece model
 train_parts=train         # space-separated training parts
 valid_parts=dev           # space-separated validation parts
 quantizer_parts=          # parts the quantizer's utterance sample is drawn from (default: --train-parts)
+untranscribed_parts=      # more training audio without transcripts (e.g. train-real): indexes extracted in stage 12, and
+                          # the student trains on them with the codebook loss alone
 test_parts="dev test-clean test-other"  # space-separated parts to decode
 storage_part=             # part of the storage report (default: the first validation part)
 num_shards=1              # extraction shards run in parallel (processes; one GPU each when present)
@@ -64,6 +66,7 @@ if [ -z "$teacher" ] && [ -n "$teacher_dir" ]; then teacher=$teacher_dir; fi
 read -r -a train_arr <<<"$train_parts"
 read -r -a valid_arr <<<"$valid_parts"
 read -r -a quantizer_arr <<<"$quantizer_parts"
+read -r -a untranscribed_arr <<<"$untranscribed_parts"
 [ -n "$storage_part" ] || storage_part=${valid_arr[0]:-${train_arr[0]}}
 read -r -a override_arr <<<"$overrides"
 # the teacher is part of the config for every stage (training compares its fingerprint with the indexes')
@@ -98,14 +101,15 @@ if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
 fi
 
 if [ "$stage" -le 12 ] && [ "$stop_stage" -ge 12 ]; then
-  log "Stage 12: codebook indexes of ${train_parts} ${valid_parts} -> $codebook_dir ($num_shards shard(s))"
+  log "Stage 12: codebook indexes of ${train_parts} ${untranscribed_parts} ${valid_parts} -> $codebook_dir ($num_shards shard(s))"
   require_file "$quantizer" -- "run stage 11 first"
   ekey="$key parts=$train_parts $valid_parts quantizer=$(cksum <"$quantizer")"
+  [ -z "$untranscribed_parts" ] || ekey="$ekey untranscribed=$untranscribed_parts"  # earlier keys unchanged
   if ! stage_done 12 "$exp_dir" "$ekey"; then
     pids=()
     for ((shard = 0; shard < num_shards; shard++)); do
       "$python" -m speechkd distill extract-codebooks --config "$config" "${set_args[@]}" --cuts-dir "$cuts_dir" \
-        --parts "${train_arr[@]}" "${valid_arr[@]}" --output-dir "$codebook_dir" --quantizer "$quantizer" \
+        --parts "${train_arr[@]}" "${untranscribed_arr[@]}" "${valid_arr[@]}" --output-dir "$codebook_dir" --quantizer "$quantizer" \
         --num-shards "$num_shards" --shard-id "$shard" &
       pids+=($!)
     done
@@ -132,6 +136,6 @@ if [ "$stop_stage" -ge 20 ]; then
       --overrides "${override_arr[*]} trainer.seed=$s" --exp-dir "$exp_dir/student_seed$s" --cuts-dir "$cuts_dir" \
       --bpe-model "$bpe_model" --train-parts "$train_parts" --valid-parts "$valid_parts" --test-parts "$test_parts" \
       --methods "$methods" --beam-size "$beam_size" --chunk-sizes "$chunk_sizes" --avg "$avg" --nproc "$nproc" \
-      --codebook-dir "$codebook_dir"
+      --codebook-dir "$codebook_dir" --untranscribed-parts "$untranscribed_parts"
   done
 fi

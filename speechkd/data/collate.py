@@ -5,7 +5,9 @@ Batch keys:
 - ``inputs``: ``(N, T, C)`` float fbank, or ``(N, S)`` float audio samples.
 - ``input_lens``: ``(N,)`` int64 valid frames / samples per row.
 - ``tokens``: ``list[list[int]]`` from the tokenizer's ``encode``; None when no tokenizer is given.
-- ``texts``: ``list[str]`` (supervision texts of each cut joined by a space).
+- ``texts``: ``list[str]`` (supervision texts of each cut joined by a space; ``""`` for an untranscribed cut).
+- ``transcribed``: ``list[bool]``: False for a cut marked untranscribed (:func:`mark_untranscribed`: audio of an
+  untranscribed part, trained only by transcript-free losses such as MVQ-KD's codebook loss).
 - ``cut_ids``: ``list[str]``.
 - ``targets``: ``dict[name, Tensor (N, T_f, ...)]`` for each requested custom field, padded along
   time (a ``TemporalArray``'s temporal axis; axis 0 of a plain ``lhotse.Array``, e.g. per-token LM
@@ -24,6 +26,7 @@ from speechkd.errors import SpeechkdError
 
 INT_PAD = -100
 FLOAT_PAD = 0.0
+UNTRANSCRIBED = "untranscribed"  # cut.custom key set by mark_untranscribed
 
 
 class TokenizerLike(Protocol):
@@ -34,6 +37,23 @@ def cut_text(cut: Any) -> str:
     """The cut's supervision texts joined with single spaces ('' when there are none)."""
     parts = [(s.text or "").strip() for s in getattr(cut, "supervisions", [])]
     return " ".join(p for p in parts if p)
+
+
+def is_untranscribed(cut: Any) -> bool:
+    """Whether ``cut`` comes from an untranscribed part (:func:`mark_untranscribed`)."""
+    custom = getattr(cut, "custom", None)
+    return bool(custom and custom.get(UNTRANSCRIBED))
+
+
+def _mark_untranscribed(cut: Any) -> Any:  # module level: picklable for DataLoader workers
+    cut.custom = {**(cut.custom or {}), UNTRANSCRIBED: True}
+    return cut
+
+
+def mark_untranscribed(cuts: Any) -> Any:
+    """``cuts`` (a CutSet, lazily) with every cut marked untranscribed: its text, if any, is never read
+    (``batch["texts"]`` is empty for it, ``batch["transcribed"]`` False)."""
+    return cuts.map(_mark_untranscribed)
 
 
 def _has_field(cut: Any, name: str) -> bool:
@@ -139,13 +159,15 @@ class AsrBatchDataset(torch.utils.data.Dataset):
         inputs, input_lens = self.input_strategy(CutSet.from_cuts(cuts))[:2]
         if self.input_transform is not None:
             inputs = self.input_transform(inputs, input_lens)
-        texts = [cut_text(c) for c in cuts]
+        transcribed = [not is_untranscribed(c) for c in cuts]
+        texts = [cut_text(c) if t else "" for c, t in zip(cuts, transcribed)]
         tokens = self.tokenizer.encode(texts) if self.tokenizer is not None else None
         return {
             "inputs": inputs,
             "input_lens": input_lens.to(torch.int64),
             "tokens": tokens,
             "texts": texts,
+            "transcribed": transcribed,
             "cut_ids": [c.id for c in cuts],
             "targets": collate_targets(cuts, self.target_fields),
         }

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from speechkd.data.collate import AsrBatchDataset, TokenizerLike, cut_text
+from speechkd.data.collate import AsrBatchDataset, TokenizerLike, cut_text, is_untranscribed
 from speechkd.errors import SpeechkdError
 from speechkd.training.dist import dist_info_from_env
 
@@ -161,7 +161,8 @@ class DataConfig:
 class CutFilter:
     """Sampling-time predicate that counts what it removes, by reason.
 
-    Reasons: ``too_short``, ``too_long`` (duration outside ``[min_s, max_s]``) and ``empty_text``.
+    Reasons: ``too_short``, ``too_long`` (duration outside ``[min_s, max_s]``) and ``empty_text`` (never for a
+    cut marked untranscribed: it has no text by design).
     """
 
     def __init__(self, min_s: float, max_s: float, drop_empty_text: bool) -> None:
@@ -178,7 +179,7 @@ class CutFilter:
             return "too_short"
         if cut.duration > self.max_s:
             return "too_long"
-        if self.drop_empty_text and not cut_text(cut):
+        if self.drop_empty_text and not is_untranscribed(cut) and not cut_text(cut):
             return "empty_text"
         return None
 

@@ -263,6 +263,22 @@ def _sum_over_ranks(*values: float) -> tuple[float, ...]:
     return tuple(float(v) for v in t.tolist())
 
 
+def transcribed_rows(
+    enc_out: torch.Tensor, enc_lens: torch.Tensor, batch: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor, list[list[int]], list[str], int]:
+    """The rows of a batch that have transcripts: ``(enc_out (N', T, D), enc_lens (N',), tokens, cut_ids,
+    number of untranscribed rows left out)``; the batch itself (no copy) when every row is transcribed."""
+    tokens: list[list[int]] = batch["tokens"]
+    cut_ids: list[str] = batch.get("cut_ids") or [str(i) for i in range(len(tokens))]
+    transcribed = batch.get("transcribed")
+    if transcribed is None or all(transcribed):
+        return enc_out, enc_lens, tokens, cut_ids, 0
+    keep = [i for i, t in enumerate(transcribed) if t]
+    rows = torch.tensor(keep, dtype=torch.long, device=enc_out.device)
+    return (enc_out.index_select(0, rows), enc_lens.index_select(0, rows), [tokens[i] for i in keep],
+            [cut_ids[i] for i in keep], len(transcribed) - len(keep))
+
+
 class AsrTask:
     """CTC and/or pruned-transducer training of :class:`speechkd.models.asr.AsrModel`, optionally with
     MVQ-KD's codebook loss (``codebook``: where it reads from; weight ``loss.codebook_loss_scale``).
@@ -341,26 +357,41 @@ class AsrTask:
 
     def _losses(self, model: Any, batch: dict[str, Any], training: bool) -> LossOutput:
         cfg = self.cfg
-        tokens: list[list[int]] = batch["tokens"]
         enc = model.encode(batch["inputs"], batch["input_lens"])
         # Losses and counts stay 0-d device tensors: the trainer reads them once per log interval.
         num_frames = enc.out_lens.sum()
         info: dict[str, Any] = {}
         counts: dict[str, Any] = {}
         total: Optional[torch.Tensor] = None
+        # Untranscribed utterances (batch["transcribed"] False) get only the transcript-free auxiliary terms.
+        asr_out, asr_lens, tokens, cut_ids, num_untranscribed = transcribed_rows(enc.out, enc.out_lens, batch)
+        if num_untranscribed:
+            counts["untranscribed_utts"] = float(num_untranscribed)
+            if not self.aux_terms:
+                raise SpeechkdError(
+                    f"{num_untranscribed} untranscribed utterance(s) in a batch (e.g. {batch['cut_ids'][0]}) but no "
+                    "transcript-free loss is configured (MVQ-KD's loss.codebook_loss_scale > 0)"
+                )
+        if not tokens:  # every utterance untranscribed: the auxiliary terms alone, no CTC-only phase bookkeeping
+            for term in self.aux_terms:
+                aux, aux_info = term(model, enc, batch)
+                info.update(aux_info)
+                total = aux if total is None else total + aux
+            assert total is not None
+            return LossOutput(loss=total, num_frames=num_frames, info=info, counts=counts)
         if cfg.ctc_weight > 0:
-            ctc, bad, log_probs = ctc_term(model, enc.out, enc.out_lens, tokens)
-            counts = {
-                "ctc_hyp_tokens": ctc_emitted_tokens(log_probs.detach(), enc.out_lens, model.blank_id).sum(),
+            ctc, bad, log_probs = ctc_term(model, asr_out, asr_lens, tokens)
+            counts.update({
+                "ctc_hyp_tokens": ctc_emitted_tokens(log_probs.detach(), asr_lens, model.blank_id).sum(),
                 "ref_tokens": float(sum(len(t) for t in tokens)),
-            }
+            })
             if bad:
                 self.num_ctc_infeasible += len(bad)
                 log.warning(
                     "%d utterance(s) too short for CTC left out of the CTC loss (%d so far): %s",
                     len(bad),
                     self.num_ctc_infeasible,
-                    " ".join(batch["cut_ids"][i] for i in bad),
+                    " ".join(cut_ids[i] for i in bad),
                 )
             if len(bad) == len(tokens) and cfg.transducer_weight == 0:
                 return LossOutput.skip(f"all {len(bad)} utterances are too short for CTC")
@@ -368,7 +399,7 @@ class AsrTask:
             total = cfg.ctc_weight * ctc
         ctc_only = training and cfg.transducer_weight > 0 and self._in_ctc_only_phase(self.step_fn(), counts)
         if cfg.transducer_weight > 0 and not ctc_only:
-            simple, pruned = transducer_losses(model, enc.out, enc.out_lens, tokens, cfg)
+            simple, pruned = transducer_losses(model, asr_out, asr_lens, tokens, cfg)
             s_scale, p_scale = (
                 cfg.scales(self.step_fn(), self.transducer_start) if training else (cfg.simple_loss_scale, 1.0)
             )

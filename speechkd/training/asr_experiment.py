@@ -140,9 +140,14 @@ def train_asr(
     bpe_model: PathLike,
     resume: bool = True,
     codebook_dir: Optional[PathLike] = None,
+    untranscribed_parts: Sequence[str] = (),
 ) -> None:
     """Train an :class:`~speechkd.models.asr.AsrModel` (CTC and/or pruned transducer); with
-    ``loss.codebook_loss_scale > 0`` also MVQ-KD's codebook loss on the indexes in ``codebook_dir``."""
+    ``loss.codebook_loss_scale > 0`` also MVQ-KD's codebook loss on the indexes in ``codebook_dir``.
+
+    ``untranscribed_parts``: more training audio whose text is never read (e.g. an unlabelled pool); its
+    utterances get only MVQ-KD's codebook loss, so they need ``loss.codebook_loss_scale > 0`` and indexes.
+    """
     from speechkd.data.datamodule import AsrDataModule
     from speechkd.tasks.asr import AsrTask
     from speechkd.text.tokenizer import Tokenizer
@@ -152,9 +157,16 @@ def train_asr(
     cfg = load_experiment_config(config_path, overrides, vocab_size=tokenizer.vocab_size)
     if cfg.model.blank_id != tokenizer.blank_id:
         raise SpeechkdError(f"model.blank_id={cfg.model.blank_id} but the BPE model's blank is {tokenizer.blank_id}")
+    check_untranscribed_parts(cfg, train_parts, valid_parts, untranscribed_parts)
     lm_meta = check_lm_kd_inputs(cfg, cuts_dir) if cfg.loss.lm_kd.enabled else None
     train_cuts = load_cuts(cuts_dir, train_parts)
-    warn_if_chained(train_parts)
+    if untranscribed_parts:
+        from lhotse import combine
+
+        from speechkd.data.collate import mark_untranscribed
+
+        train_cuts = combine(train_cuts, mark_untranscribed(load_cuts(cuts_dir, untranscribed_parts)))
+    warn_if_chained([*train_parts, *untranscribed_parts])
     valid_cuts = load_cuts(cuts_dir, valid_parts) if valid_parts else None
     model = build_asr_model(cfg)
     log.info(
@@ -169,7 +181,7 @@ def train_asr(
         from speechkd.training.mvq_experiment import setup_codebook_training
 
         train_cuts, valid_cuts, codebook, codebook_meta = setup_codebook_training(
-            cfg, model, codebook_dir, train_cuts, train_parts, valid_cuts, valid_parts
+            cfg, model, codebook_dir, train_cuts, [*train_parts, *untranscribed_parts], valid_cuts, valid_parts
         )
     elif codebook_dir is not None:
         raise SpeechkdError(f"--codebook-dir {codebook_dir} given but loss.codebook_loss_scale is 0")
@@ -180,6 +192,7 @@ def train_asr(
     run_config["paths"] = {
         "cuts_dir": str(cuts_dir),
         "train_parts": list(train_parts),
+        "untranscribed_parts": list(untranscribed_parts),
         "valid_parts": list(valid_parts),
         "bpe_model": str(Path(bpe_model).resolve()),
         "bpe_model_sha256": tokenizer.sha256,
@@ -198,6 +211,29 @@ def train_asr(
                       fingerprints={"bpe_model": tokenizer.fingerprint()})
     task.step_fn = lambda: trainer.state.step
     trainer.fit(resume=resume)
+
+
+def check_untranscribed_parts(
+    cfg: AsrExperimentConfig, train_parts: Sequence[str], valid_parts: Sequence[str], untranscribed: Sequence[str]
+) -> None:
+    """Before anything loads: untranscribed training parts need a transcript-free loss (MVQ-KD's codebook
+    loss), cannot be LM-KD targets (their soft labels come from transcripts), and cannot also be transcribed
+    training or validation parts."""
+    if not untranscribed:
+        return
+    if cfg.loss.codebook_loss_scale <= 0:
+        raise SpeechkdError(
+            f"untranscribed parts {list(untranscribed)} need a loss that reads no transcript: MVQ-KD's "
+            f"loss.codebook_loss_scale > 0 (got {cfg.loss.codebook_loss_scale})"
+        )
+    if cfg.loss.lm_kd.enabled:
+        raise SpeechkdError(f"untranscribed parts {list(untranscribed)} cannot be trained with loss.lm_kd (its soft "
+                            "labels come from transcripts)")
+    both = sorted(set(untranscribed) & (set(train_parts) | set(valid_parts)))
+    if both:
+        raise SpeechkdError(f"parts {both} are given both as untranscribed and as transcribed training/validation parts")
+    if len(set(untranscribed)) != len(untranscribed):
+        raise SpeechkdError(f"untranscribed parts {list(untranscribed)} name a part twice")
 
 
 def check_lm_kd_inputs(cfg: AsrExperimentConfig, cuts_dir: PathLike) -> dict[str, Any]:

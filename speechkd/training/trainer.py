@@ -573,6 +573,8 @@ class Trainer:
         ratio = emission_ratio(counts, self.cfg.plateau)
         if ratio is not None:
             comps += f", emission_ratio={ratio:.3f}"
+        if counts.get("untranscribed_utts"):  # utterances of untranscribed parts (transcript-free losses only)
+            comps += f", untranscribed_utts={int(counts['untranscribed_utts'])}"
         log.info(
             "epoch %d step %d: loss/frame=%.4g%s, lr=%.3g, %.1f s audio/s, bad=%d",
             st.epoch, st.step, stats["loss"], f" ({comps})" if comps else "", self._lr(), speed, st.num_bad_batches,

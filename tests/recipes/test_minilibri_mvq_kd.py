@@ -39,3 +39,15 @@ def test_tiny_mvq_kd(tmp_path: Path) -> None:
     assert yaml.safe_load((student / "config.yaml").read_text())["loss"]["codebook_loss_scale"] == 0.1
     seeds = (tmp_path / "exp" / "wer-seeds.md").read_text()
     assert "| mvq-kd-transducer | greedy | 1 of 1 |" in seeds or "| mvq-kd-transducer | greedy | 0 of 1 | plateau |" in seeds
+
+    # A variant with an untranscribed pool (test-clean stands in for stage 5's train-real): its indexes are
+    # extracted beside train's, and the student trains on it with the codebook loss alone, in its own exp dir.
+    pool = run_recipe(tmp_path, "--stage", "11", "--stop-stage", "20", "--methods", "mvq_kd", "--quick", "true",
+                      "--mvq-untranscribed-parts", "test-clean", "--mvq-dir", "mvq_pool", timeout=900)
+    assert stages_run(pool.stderr) == [11, 12, 20]
+    exp_pool = tmp_path / "exp" / "mvq_pool"
+    meta = yaml.safe_load((exp_pool / "codebooks" / "metadata.yaml").read_text())
+    assert set(meta["parts"]) == {"train", "test-clean", "dev"}
+    run_cfg = yaml.safe_load((exp_pool / "student_seed0" / "config.yaml").read_text())
+    assert run_cfg["paths"]["train_parts"] == ["train"] and run_cfg["paths"]["untranscribed_parts"] == ["test-clean"]
+    assert "--untranscribed-parts test-clean" in (exp_pool / "student_seed0" / "command.sh").read_text()

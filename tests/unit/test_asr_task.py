@@ -273,3 +273,40 @@ def test_a_training_step_of_the_task_reads_back_only_what_it_needs(monkeypatch):
     assert per_frame["loss"] == pytest.approx(2 * float(out.loss) / frames)
     assert per_frame["ctc"] == pytest.approx(2 * float(out.info["ctc"]) / frames)
     assert meter.counts == {"ctc_hyp_tokens": 2 * float(out.counts["ctc_hyp_tokens"]), "ref_tokens": 10.0}
+
+
+def _aux_energy(model, enc, b):
+    """A stand-in transcript-free auxiliary term: the valid encoder frames' mean square, per row summed."""
+    mask = torch.arange(enc.out.shape[1])[None, :] < enc.out_lens[:, None]  # (N, T)
+    loss = (enc.out.pow(2).mean(-1) * mask).sum()
+    return 0.1 * loss, {"codebook": loss.detach() * 0.1}
+
+
+def test_untranscribed_rows_get_only_the_transcript_free_terms():
+    """A row marked untranscribed (batch["transcribed"] False) adds its auxiliary loss and nothing else: the
+    batch's loss is the CTC + transducer loss of its transcribed rows alone plus the auxiliary term of all
+    rows; a batch of untranscribed rows alone gets the auxiliary term only; without one it is an error."""
+    model = tiny_model(True, True)
+    torch.manual_seed(3)
+    x = torch.randn(3, 40, 20)
+    lens, toks = torch.tensor([40, 40, 33]), [[1, 2, 3], [], [4, 5]]
+    mixed = {"inputs": x, "input_lens": lens, "tokens": toks, "cut_ids": ["a", "pool", "c"],
+             "transcribed": [True, False, True]}
+    only = {"inputs": x[[0, 2]], "input_lens": lens[[0, 2]], "tokens": [toks[0], toks[2]], "cut_ids": ["a", "c"]}
+    cfg = AsrLossConfig(ctc_weight=0.3, transducer_weight=1.0, prune_range=4, warmup_steps=0, rnnt_backend="portable")
+    task, plain = AsrTask(cfg), AsrTask(cfg)
+    task.aux_terms.append(_aux_energy)
+    with torch.no_grad():
+        got = task.compute_loss(model, mixed, training=False)
+        asr = plain.compute_loss(model, only, training=False)
+        aux, _ = _aux_energy(model, model.encode(x, lens), mixed)
+        pool = {**mixed, "transcribed": [False, False, False], "tokens": [[], [], []]}
+        alone = task.compute_loss(model, pool, training=False)
+    assert float(got.loss) == pytest.approx(float(asr.loss) + float(aux), rel=1e-5)
+    assert float(got.info["ctc"]) == pytest.approx(float(asr.info["ctc"]), rel=1e-5)
+    assert got.counts["untranscribed_utts"] == 1.0 and got.counts["ref_tokens"] == 5.0
+    assert float(alone.loss) == pytest.approx(float(aux), rel=1e-5) and set(alone.info) == {"codebook"}
+    assert alone.counts == {"untranscribed_utts": 3.0}
+    with pytest.raises(SpeechkdError, match="untranscribed utterance.*no transcript-free loss"):
+        with torch.no_grad():
+            plain.compute_loss(model, mixed, training=False)

@@ -182,6 +182,28 @@ def test_filters_are_counted_and_logged(tmp_path, caplog):
 
 
 @pytest.mark.parametrize("num_workers", [0, 1])
+def test_untranscribed_cuts_are_kept_without_text_and_their_text_is_never_read(tmp_path, num_workers):
+    """Cuts of an untranscribed part reach the batch (not removed as empty text) with text "" and
+    ``transcribed`` False, even when they carry a text; transcribed cuts with empty text are still removed."""
+    from lhotse import combine
+
+    from speechkd.data.collate import mark_untranscribed
+
+    labelled = make_toy_cuts(tmp_path / "a", num_cuts=4, min_duration=1.0, max_duration=2.5, seed=7,
+                             empty_text_ids=[0])
+    pool = make_toy_cuts(tmp_path / "b", num_cuts=4, min_duration=1.0, max_duration=2.5, seed=8,
+                         empty_text_ids=[0, 1]).modify_ids(lambda i: f"pool-{i}")
+    batches = _epoch(_dm(num_workers=num_workers).train_dataloader(combine(labelled, mark_untranscribed(pool))))
+    rows = {i: (t, tr, tok) for b in batches for i, t, tr, tok in zip(b["cut_ids"], b["texts"], b["transcribed"], b["tokens"])}
+    assert set(rows) == {c.id for c in labelled if c.supervisions[0].text} | {c.id for c in pool}
+    for c in pool:
+        assert rows[c.id] == ("", False, [])  # text or not, it is never read
+    for c in labelled:
+        if c.id in rows:
+            assert rows[c.id][0] == c.supervisions[0].text and rows[c.id][1] is True and rows[c.id][2]
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
 def test_skip_batches_resumes_the_same_sequence(cuts, num_workers):
     loader = _dm(num_workers=num_workers).train_dataloader(cuts)
     full = [b["cut_ids"] for b in _epoch(loader, epoch=2)]

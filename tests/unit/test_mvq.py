@@ -267,6 +267,50 @@ def test_missing_indexes_and_frame_mismatch_fail_at_start(student_setup, tmp_pat
         attach_codebooks(cs, cb, ["train"], "codebook_indexes", 2)
 
 
+def test_an_untranscribed_pool_trains_on_the_codebook_loss_alone(setup, student_setup, tmp_path, caplog):
+    """``untranscribed_parts``: a pool without text (its indexes extracted like any part) joins training, its
+    batches count untranscribed utterances; without the codebook loss, or overlapping a transcribed part, the
+    run fails before anything trains."""
+    import logging
+    import re
+    import shutil
+
+    from lhotse import CutSet, fastcopy
+
+    from speechkd.targets.codebooks import extract_codebooks
+
+    cuts_dir, cb = tmp_path / "cuts", tmp_path / "cb"
+    shutil.copytree(student_setup["cuts_dir"], cuts_dir)
+    shutil.copytree(student_setup["cb_dir"], cb)
+    dev = CutSet.from_file(cuts_dir / "librispeech_cuts_dev.jsonl.gz")
+    pool = CutSet.from_cuts(
+        fastcopy(c, id=f"pool-{c.id}", supervisions=[fastcopy(x, id=f"pool-{x.id}", text=None) for x in c.supervisions])
+        for c in dev
+    )
+    pool.to_file(cuts_dir / "librispeech_cuts_pool.jsonl.gz")
+    extract_codebooks(pool, setup["teacher"], setup["quantizer"], cb, "pool", chunk_cuts=2)
+    s = dict(student_setup, cuts_dir=cuts_dir, cb_dir=cb)
+    from speechkd.training.asr_experiment import train_asr
+
+    def run(exp, overrides=(), untranscribed=("pool",), train_parts=("train",)):
+        train_asr(s["conf"], ["trainer.max_steps=4", "data.max_duration=4.5", "data.max_cut_duration=2.5", *overrides], exp, cuts_dir,
+                  list(train_parts), ["dev"], s["bpe"], codebook_dir=cb, untranscribed_parts=list(untranscribed))
+
+    with caplog.at_level(logging.INFO):
+        run(tmp_path / "exp")
+    # the pool's 2 cuts were trained (not removed as empty text) and counted in the logged intervals
+    assert "removed 0 of 6 cuts" in caplog.text
+    assert sum(int(n) for n in re.findall(r"untranscribed_utts=(\d+)", caplog.text)) == 2
+    import yaml
+
+    assert yaml.safe_load((tmp_path / "exp" / "config.yaml").read_text())["paths"]["untranscribed_parts"] == ["pool"]
+    with pytest.raises(SpeechkdError, match=r"untranscribed parts \['pool'\] need .*codebook_loss_scale > 0"):
+        run(tmp_path / "a", ["loss.codebook_loss_scale=0"])
+    with pytest.raises(SpeechkdError, match=r"parts \['train'\] are given both as untranscribed and as transcribed"):
+        run(tmp_path / "b", untranscribed=("train",))
+    assert not list((tmp_path / "a").glob("*.pt")) and not list((tmp_path / "b").glob("*.pt"))
+
+
 def test_time_warping_is_refused_when_distilling(student_setup, tmp_path):
     with pytest.raises(SpeechkdError, match="time_warp_factor=80 with loss.codebook_loss_scale"):
         _train(student_setup, tmp_path / "exp", ["data.spec_augment.enabled=true"])
