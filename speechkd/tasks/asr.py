@@ -333,8 +333,10 @@ class AsrTask:
                 return True
             self.transducer_start = cfg.ctc_only_steps
             return False
-        # The one per-step device read of this task, and only during the phase.
-        self._window.append((float(counts.get("ctc_hyp_tokens", 0.0)), float(counts.get("ref_tokens", 0.0))))
+        # The one per-step device read of this task, and only during the phase. A batch without transcribed
+        # rows adds nothing to the window but still joins the sum over ranks (a collective every rank must call).
+        if "ref_tokens" in counts:
+            self._window.append((float(counts.get("ctc_hyp_tokens", 0.0)), float(counts["ref_tokens"])))
         hyp, ref = _sum_over_ranks(sum(h for h, _ in self._window), sum(r for _, r in self._window))
         ratio = hyp / ref if ref > 0 else 0.0
         full = len(self._window) == self._window.maxlen and step >= cfg.ctc_only_min_steps
@@ -372,7 +374,9 @@ class AsrTask:
                     f"{num_untranscribed} untranscribed utterance(s) in a batch (e.g. {batch['cut_ids'][0]}) but no "
                     "transcript-free loss is configured (MVQ-KD's loss.codebook_loss_scale > 0)"
                 )
-        if not tokens:  # every utterance untranscribed: the auxiliary terms alone, no CTC-only phase bookkeeping
+        if not tokens:  # every utterance untranscribed: the auxiliary terms alone
+            if training and cfg.transducer_weight > 0:
+                self._in_ctc_only_phase(self.step_fn(), {})  # keeps the ranks' collectives in step
             for term in self.aux_terms:
                 aux, aux_info = term(model, enc, batch)
                 info.update(aux_info)
