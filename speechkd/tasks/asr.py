@@ -377,12 +377,7 @@ class AsrTask:
         if not tokens:  # every utterance untranscribed: the auxiliary terms alone
             if training and cfg.transducer_weight > 0:
                 self._in_ctc_only_phase(self.step_fn(), {})  # keeps the ranks' collectives in step
-            for term in self.aux_terms:
-                aux, aux_info = term(model, enc, batch)
-                info.update(aux_info)
-                total = aux if total is None else total + aux
-            assert total is not None
-            return LossOutput(loss=total, num_frames=num_frames, info=info, counts=counts)
+            return self._with_aux_terms(model, enc, batch, None, num_frames, info, counts)
         if cfg.ctc_weight > 0:
             ctc, bad, log_probs = ctc_term(model, asr_out, asr_lens, tokens)
             counts.update({
@@ -411,6 +406,13 @@ class AsrTask:
             info["pruned"] = pruned.detach()
             tr = cfg.transducer_weight * (s_scale * simple + p_scale * pruned)
             total = tr if total is None else total + tr
+        return self._with_aux_terms(model, enc, batch, total, num_frames, info, counts)
+
+    def _with_aux_terms(
+        self, model: Any, enc: Any, batch: dict[str, Any], total: Optional[torch.Tensor], num_frames: Any,
+        info: dict[str, Any], counts: dict[str, Any],
+    ) -> LossOutput:
+        """``total`` plus every auxiliary term (their logged parts added to ``info``), as the step's LossOutput."""
         for term in self.aux_terms:
             aux, aux_info = term(model, enc, batch)
             info.update(aux_info)
