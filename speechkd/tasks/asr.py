@@ -371,7 +371,8 @@ class AsrTask:
             counts["untranscribed_utts"] = float(num_untranscribed)
             if not self.aux_terms:
                 raise SpeechkdError(
-                    f"{num_untranscribed} untranscribed utterance(s) in a batch (e.g. {batch['cut_ids'][0]}) but no "
+                    f"{num_untranscribed} untranscribed utterance(s) in a batch (e.g. "
+                    f"{next(c for c, t in zip(batch['cut_ids'], batch['transcribed']) if not t)}) but no "
                     "transcript-free loss is configured (MVQ-KD's loss.codebook_loss_scale > 0)"
                 )
         if not tokens:  # every utterance untranscribed: the auxiliary terms alone
