@@ -6,7 +6,8 @@
 #
 # Stages: 10 prepare the teacher (convert the pip-packaged CTranslate2 model for the transformers backend),
 # 11 label the training part, 12 filter the labels (filter-report.tsv), 13 BPE model on the kept labels,
-# 14-15 the teacher's own WER on the test parts (<exp-dir>/decode/), 20-49 recipes/asr.sh on the
+# 14-15 the teacher's own WER on the test parts (<exp-dir>/decode/), 16 telephone-band copies of the student's
+# training parts (only with --narrowband-rate: <part>-nb<rate>, trained on beside the originals), 20-49 recipes/asr.sh on the
 # pseudo-labelled cuts for every --seeds entry (train, average, decode full context and chunk-wise,
 # ONNX export + sherpa-onnx decode),
 # students and their tables in <exp-dir>/student_seed<N>/.
@@ -47,6 +48,8 @@ overrides=                # space-separated student config overrides
 chunk_sizes="8 16"        # streaming decoding chunk sizes of the student (encoder frames)
 methods="greedy beam"     # student decoding methods (full context)
 avg=3                     # epoch checkpoints averaged
+narrowband_rate=          # stage 16: also train on copies of every training part band-limited to rate/2 Hz (8000: the
+                          # telephone band of 8 kHz test audio such as MiniLibri's test-other); empty: no copies
 seeds=0                   # student training seeds (space-separated): one student per seed in <exp-dir>/student_seed<N>
 help_message="Usage: $0 [options]   (Whisper pseudo-labelling stages 10-39)"
 
@@ -159,6 +162,19 @@ if [ "$stage" -le 15 ] && [ "$stop_stage" -ge 15 ]; then
   fi
 fi
 
+student_parts=("$train_part" "${labelled_arr[@]}")  # the student's training parts (+ their narrowband copies)
+if [ -n "$narrowband_rate" ]; then
+  [[ "$narrowband_rate" =~ ^[0-9]+$ ]] || die "--narrowband-rate: '$narrowband_rate' is not a sampling rate in Hz"
+  read -r -a student_parts <<<"${student_parts[*]} $(printf '%s-nb'"$narrowband_rate"' ' "${student_parts[@]}")"
+fi
+if [ "$stage" -le 16 ] && [ "$stop_stage" -ge 16 ] && [ -n "$narrowband_rate" ]; then
+  log "Stage 16: copies of $train_part${labelled_parts:+ $labelled_parts} band-limited to $((narrowband_rate / 2)) Hz"
+  link_labelled_parts
+  # reruns reuse a copy only while its input manifest is unchanged (speechkd data narrowband checks)
+  "$python" -m speechkd data narrowband --cuts-dir "$pl_cuts_dir" --parts "$train_part" "${labelled_arr[@]}" \
+    --rate "$narrowband_rate"
+fi
+
 if [ "$stop_stage" -ge 20 ]; then
   config_args=()
   [ -z "$config" ] || config_args=(--config "$config")
@@ -168,7 +184,7 @@ if [ "$stop_stage" -ge 20 ]; then
   for s in "${seed_arr[@]}"; do
     "$here/asr.sh" --stage "$stage" --stop-stage "$stop_stage" "${config_args[@]}" \
       --overrides "$overrides trainer.seed=$s" --exp-dir "$exp_dir/student_seed$s" --cuts-dir "$pl_cuts_dir" \
-      --test-cuts-dir "$cuts_dir" --bpe-model "$lang_dir/bpe.model" --train-parts "$train_part${labelled_parts:+ $labelled_parts}" --valid-parts "" \
+      --test-cuts-dir "$cuts_dir" --bpe-model "$lang_dir/bpe.model" --train-parts "${student_parts[*]}" --valid-parts "" \
       --test-parts "$test_parts" --methods "$methods" --chunk-sizes "$chunk_sizes" --avg "$avg"
   done
 fi

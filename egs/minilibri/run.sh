@@ -51,6 +51,8 @@ pl_max_new_tokens=       # whisper_pl: cap on teacher tokens per clip (empty: 44
 pl_teacher=packaged:tiny.en  # whisper_pl: the Whisper teacher (packaged:tiny.en, packaged:base, a CTranslate2 dir)
 pl_part=train            # whisper_pl: the part it labels: train (its transcripts unused) | train-real (the unlabelled real pool)
 pl_labelled_parts=       # whisper_pl: parts the student also trains on with their transcripts, e.g. train beside --pl-part train-real
+pl_narrowband_rate=      # whisper_pl: also train the student on copies band-limited to rate/2 (8000: telephone band, as
+                         # test-other's 8 kHz prompts); empty: none (recipes/whisper_pl.sh stage 16)
 pl_dir=whisper_pl        # whisper_pl: experiment directory under --exp-dir (give a variant its own, e.g. whisper_pl_real)
 distill_overrides=       # distilhubert: space-separated student/trainer overrides
 distill_parts=           # distilhubert: distillation audio (no transcripts needed); empty: the train part. "train train-real"
@@ -206,7 +208,7 @@ if [ "$stop_stage" -ge 10 ]; then
           --exp-dir "$exp_dir/$pl_dir" --cuts-dir "$fbank_dir" --train-part "$pl_part" \
           --labelled-parts "$pl_labelled_parts" --score-train-labels "$score_train_labels" \
           --test-parts "$pl_test_parts" --vocab-size "$vocab_size" --num-shards "$pl_shards" --beam-size "$pl_beam_size" \
-          --num-threads "$pl_threads" --max-new-tokens "$pl_max_new_tokens" \
+          --num-threads "$pl_threads" --max-new-tokens "$pl_max_new_tokens" --narrowband-rate "$pl_narrowband_rate" \
           --config conf/asr_transducer.yaml --overrides "$asr_overrides" --methods "$transducer_decode_methods" \
           --chunk-sizes "$chunk_sizes" --avg "$avg" --seeds "$seeds"
         for s in "${seed_arr[@]}"; do

@@ -106,6 +106,27 @@ def cmd_fbank(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_narrowband(args: argparse.Namespace) -> int:
+    from speechkd.data.features import compute_narrowband
+
+    out_dir = args.output_dir or args.cuts_dir
+    reports = compute_narrowband(
+        args.cuts_dir,
+        args.parts,
+        rate=args.rate,
+        output_dir=out_dir,
+        num_jobs=args.num_jobs,
+        num_mel_bins=args.num_mel_bins,
+        overwrite=args.overwrite,
+    )
+    _write_run_info(out_dir, args, "narrowband")
+    for r in reports.values():
+        failed = f"{len(r.failed_cut_ids)} failed, listed in {r.report_path}"
+        state = "reused" if r.reused else f"{r.num_cuts} cuts, {failed}"
+        print(f"{r.part}: {r.cuts_path} ({state})")
+    return 0
+
+
 def cmd_bpe(args: argparse.Namespace) -> int:
     from speechkd.text.tokenizer import MODEL_NAME, texts_from_manifests, train_bpe
 
@@ -259,6 +280,28 @@ def register(reg: Any) -> None:
     )
     p.add_argument("--num-mel-bins", type=int, default=80, help="feature dimension (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="recompute parts whose cuts manifest exists")
+
+    p = reg.command(
+        "data",
+        "narrowband",
+        help="band-limited (telephone-band) copies of parts, with fbank: <part>-nb<rate>",
+        description=(
+            "For each part, read CUTS_DIR/librispeech_cuts_<part>.jsonl.gz (cuts with recordings), resample\n"
+            "every cut's audio to --rate and back (lhotse's resampler: the band above rate/2 is removed, as\n"
+            "in 8 kHz telephone audio), and write OUTPUT_DIR/librispeech_cuts_<part>-nb<rate>.jsonl.gz with\n"
+            "fbank features. Texts and custom fields are kept; ids get the suffix _rs<rate>. Copies whose\n"
+            "manifest exists are skipped. Train on both, e.g. --train-parts train train-nb8000.\n"
+            "Example: speechkd data narrowband --cuts-dir data/fbank --parts train --rate 8000"
+        ),
+        func=cmd_narrowband,
+    )
+    p.add_argument("--cuts-dir", type=Path, default=Path(DEFAULT_FBANK_DIR), help="(default: %(default)s)")
+    p.add_argument("--parts", nargs="+", required=True, metavar="PART", help="parts to copy")
+    p.add_argument("--rate", type=int, default=8000, help="intermediate sampling rate in Hz (default: %(default)s)")
+    p.add_argument("--output-dir", type=Path, default=None, help="where the copies go (default: --cuts-dir)")
+    _add_num_jobs(p, "worker processes")
+    p.add_argument("--num-mel-bins", type=int, default=80, help="feature dimension (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="recompute copies whose cuts manifest exists")
 
     p = reg.command(
         "data",

@@ -8,7 +8,9 @@ Input: ``<manifest_dir>/librispeech_{recordings,supervisions}_<part>.jsonl.gz`` 
     <output_dir>/fbank-report-<part>.tsv            # cuts left out (audio lhotse could not load), as prepare's TSV
 
 Cut ids are the recording (= utterance) ids. Speed perturbation (``speed_perturb_parts``) adds ``<id>_sp<factor>`` copies of every cut, made by
-lhotse's own resampler (torch only; no torchaudio). A part whose cuts manifest already exists is
+lhotse's own resampler (torch only; no torchaudio). :func:`compute_narrowband` writes a band-limited
+copy of a part (``<part>-nb<rate>``, audio resampled to e.g. 8 kHz and back) from its cuts manifest, for
+training on telephone-band audio. A part whose cuts manifest already exists is
 skipped unless ``overwrite``. Cuts whose audio lhotse fails to load are dropped by lhotse: they are
 counted, logged by id, returned in :class:`FbankReport` and listed in ``fbank-report-<part>.tsv`` (the
 columns of preparation's report; :func:`speechkd.data.prepare.read_report` reads it) rather than lost
@@ -26,11 +28,11 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 from speechkd.data.prepare import MANIFEST_PREFIX, SkippedInput, SkipReason, manifest_paths, write_report
 from speechkd.errors import SpeechkdError
-from speechkd.utils.atomic import atomic_to_file
+from speechkd.utils.atomic import atomic_to_file, atomic_write_text
 
 if TYPE_CHECKING:
     from lhotse import CutSet, Fbank
@@ -177,26 +179,29 @@ def add_speed_perturbation(cuts: "CutSet", factors: Sequence[float]) -> "CutSet"
 def _compute_part(
     manifest_dir: Path, output_dir: Path, part: str, num_jobs: int, factors: Sequence[float], num_mel_bins: int
 ) -> FbankReport:
+    cuts = load_cuts(manifest_dir, part)
+    cuts = add_speed_perturbation(cuts, factors)
+    log.info("Part %s: %d cuts (speed factors %s)", part, len(cuts), list(factors) or "none")
+    return _store_features(cuts, output_dir, part, num_jobs, num_mel_bins, source=str(manifest_paths(manifest_dir, part)[0]))
+
+
+def _store_features(
+    cuts: "CutSet", output_dir: Path, part: str, num_jobs: int, num_mel_bins: int, source: str
+) -> FbankReport:
+    """Extract fbank for ``cuts`` into ``output_dir`` as ``part``: features under ``librispeech_feats_<part>``,
+    the manifest ``librispeech_cuts_<part>.jsonl.gz`` and the report of cuts whose audio failed to load.
+    ``source`` names the input in the error raised when no cut could be loaded."""
     import torch
     from lhotse import LilcomChunkyWriter
 
     _require_lilcom()
-    cuts = load_cuts(manifest_dir, part)
-    cuts = add_speed_perturbation(cuts, factors)
     expected_ids = [c.id for c in cuts]
     storage = feats_dir(os.path.abspath(output_dir), part)  # absolute: the manifest works from any directory
     if storage.exists():  # left by an interrupted run (no cuts manifest was written)
         log.info("Part %s: removing incomplete feature storage %s", part, storage)
         shutil.rmtree(storage)
     storage.mkdir(parents=True)
-    log.info(
-        "Part %s: %d cuts (speed factors %s), %d job(s) -> %s",
-        part,
-        len(cuts),
-        list(factors) or "none",
-        num_jobs,
-        storage,
-    )
+    log.info("Part %s: %d cuts, %d job(s) -> %s", part, len(expected_ids), num_jobs, storage)
     threads = torch.get_num_threads()
     if num_jobs > 1:
         torch.set_num_threads(1)  # lhotse warns that threads x processes can hang
@@ -218,11 +223,122 @@ def _compute_part(
     failed_cuts = {c.id: c for c in cuts if c.id in frozenset(failed)}
     write_report(tsv, [_failed_input(failed_cuts[cut_id]) for cut_id in failed])
     if len(with_feats) == 0:
-        raise SpeechkdError(f"part {part}: no cut's audio could be loaded from {manifest_paths(manifest_dir, part)[0]}")
+        raise SpeechkdError(f"part {part}: no cut's audio could be loaded from {source}")
     out = cuts_path(output_dir, part)
     atomic_to_file(with_feats, out)
     log.info("Part %s: wrote %s (%d cuts, %d failed, listed in %s)", part, out, len(with_feats), len(failed), tsv)
     return FbankReport(part, out, num_cuts=len(with_feats), failed_cut_ids=failed, report_path=tsv)
+
+
+# --------------------------------------------------------------------------------------------------
+# narrowband copies
+
+
+def narrowband_part(part: str, rate: int) -> str:
+    """Name of the band-limited copy of ``part``: ``<part>-nb<rate>`` (e.g. ``train-nb8000``)."""
+    return f"{part}-nb{rate}"
+
+
+def narrowband_copies(cuts: "CutSet", rate: int) -> "CutSet":
+    """Each cut band-limited to ``rate / 2`` Hz, as telephone audio is, at its own sampling rate.
+
+    The audio is resampled to ``rate`` and back by lhotse's resampler (a windowed-sinc low-pass; no
+    torchaudio), lazily on load, so the copy has the same length, rate and supervisions (text, custom
+    fields such as pseudo-label scores or the untranscribed mark) as the original. Ids (cut, recording,
+    supervisions) get lhotse's ``_rs<rate>`` suffix. Stored features are dropped: they belong to the
+    original audio.
+
+    Raises:
+        SpeechkdError: ``rate`` not below a cut's sampling rate, or a cut without a recording.
+    """
+    from lhotse import CutSet
+
+    if rate <= 0:
+        raise SpeechkdError(f"narrowband rate must be > 0 Hz, got {rate}")
+
+    def one(cut: Any) -> Any:
+        if not getattr(cut, "has_recording", False):
+            raise SpeechkdError(f"cut {cut.id} has no recording: a narrowband copy needs its audio")
+        if rate >= cut.sampling_rate:
+            raise SpeechkdError(
+                f"narrowband rate {rate} Hz is not below cut {cut.id}'s sampling rate {cut.sampling_rate} Hz"
+            )
+        return cut.drop_features().resample(rate, affix_id=True).resample(cut.sampling_rate)
+
+    return CutSet.from_cuts(one(c) for c in cuts)
+
+
+def compute_narrowband(
+    cuts_dir: Pathlike,
+    parts: Sequence[str],
+    rate: int = 8000,
+    output_dir: Optional[Pathlike] = None,
+    num_jobs: int = 1,
+    num_mel_bins: int = DEFAULT_NUM_MEL_BINS,
+    overwrite: bool = False,
+) -> dict[str, FbankReport]:
+    """Write a band-limited copy of each part as part ``<part>-nb<rate>``, with fbank features.
+
+    Input: ``<cuts_dir>/librispeech_cuts_<part>.jsonl.gz`` (cuts with recordings: the fbank stage's output,
+    or a pseudo-label recipe's data). Output: ``<output_dir>/librispeech_cuts_<part>-nb<rate>.jsonl.gz``
+    and its features, as :func:`compute_fbank` writes them (``output_dir`` defaults to ``cuts_dir``).
+    A copy whose manifest exists is skipped unless ``overwrite``.
+
+    Train on ``--train-parts <part> <part>-nb<rate>`` to teach a wideband-trained model telephone-band
+    audio (8 kHz sources such as MiniLibri's test-other).
+
+    Returns:
+        copy part -> :class:`FbankReport`.
+    """
+    import yaml
+    from lhotse import CutSet
+
+    cuts_dir = Path(cuts_dir)
+    output_dir = Path(output_dir) if output_dir is not None else cuts_dir
+    if num_jobs < 1:
+        raise SpeechkdError(f"num_jobs must be >= 1, got {num_jobs}")
+    inputs = {part: cuts_path(cuts_dir, part) for part in parts}
+    missing = [str(p) for p in inputs.values() if not p.is_file()]
+    if missing:
+        raise SpeechkdError(f"cuts manifest(s) not found: {' '.join(missing)}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    reports = {}
+    for part, src in inputs.items():
+        name = narrowband_part(part, rate)
+        out = cuts_path(output_dir, name)
+        source = _narrowband_source(src, rate, num_mel_bins)
+        sidecar = out.with_name(f"{name}.source.yaml")
+        if out.is_file() and not overwrite:
+            if _read_yaml(sidecar) == source:
+                log.info("Part %s: %s exists (made from this %s) - skipping", name, out, src)
+                reports[name] = FbankReport(name, out, num_cuts=0, reused=True)
+                continue
+            log.warning("Part %s: %s was made from another input (%s changed since?) - making it again",
+                        name, out, src)
+        cuts = narrowband_copies(CutSet.from_file(src).to_eager(), rate)
+        reports[name] = _store_features(cuts, output_dir, name, num_jobs, num_mel_bins, source=str(src))
+        atomic_write_text(sidecar, yaml.safe_dump(source, sort_keys=False))
+    return reports
+
+
+def _narrowband_source(src: Path, rate: int, num_mel_bins: int) -> dict[str, Any]:
+    """What a narrowband copy was made from: the input manifest (path and content hash) and the settings.
+    Kept beside the copy (``<copy>.source.yaml``), so a rerun after the input changed (e.g. new pseudo-labels)
+    makes the copy again instead of reusing a stale one."""
+    import hashlib
+
+    return {
+        "source": str(src.resolve()),
+        "source_sha256": hashlib.sha256(src.read_bytes()).hexdigest(),
+        "rate": rate,
+        "num_mel_bins": num_mel_bins,
+    }
+
+
+def _read_yaml(path: Path) -> Any:
+    import yaml
+
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
 
 
 def _failed_input(cut: object) -> SkippedInput:

@@ -50,17 +50,27 @@ def test_tiny_whisper_pl(tmp_path: Path) -> None:
     assert "| pseudo-label-transducer | greedy | 1 of 1 |" in table or "| pseudo-label-transducer | greedy | 0 of 1 | plateau |" in table
 
     # A second teacher run on another part, with a transcribed part beside it (the real-pool setup of issue 11:
-    # --pl-part train-real --pl-labelled-parts train); dev stands in for the unlabelled pool here.
+    # --pl-part train-real --pl-labelled-parts train); dev stands in for the unlabelled pool here. The student also
+    # trains on telephone-band copies of both (stage 16).
     mix = run_recipe(tmp_path, "--methods", "whisper_pl", "--quick", "true", "--stage", "11", "--stop-stage", "20",
-                     "--pl-part", "dev", "--pl-labelled-parts", "train", "--pl-dir", "whisper_pl_mix", timeout=900)
+                     "--pl-part", "dev", "--pl-labelled-parts", "train", "--pl-dir", "whisper_pl_mix",
+                     "--pl-narrowband-rate", "8000", timeout=900)
     assert "Stage 13: BPE model (48) on the kept pseudo-labels and the transcripts of train" in mix.stderr
+    assert 16 in stages_run(mix.stderr)
     exp_mix = tmp_path / "exp" / "whisper_pl_mix"
     linked = exp_mix / "data" / "librispeech_cuts_train.jsonl.gz"
     assert linked.is_symlink() and linked.resolve() == (tmp_path / "data" / "fbank" / "librispeech_cuts_train.jsonl.gz")
     assert (exp_mix / "data" / "librispeech_cuts_dev.jsonl.gz").is_file()  # the kept pseudo-labels of dev
     bpe_cmd = (exp_mix / "lang_bpe_48" / "command.sh").read_text()
     assert "librispeech_cuts_dev.jsonl.gz" in bpe_cmd and "librispeech_cuts_train.jsonl.gz" in bpe_cmd
-    assert "--train-parts dev train" in (exp_mix / "student_seed0" / "command.sh").read_text()
+    assert "--train-parts dev train dev-nb8000 train-nb8000" in (exp_mix / "student_seed0" / "command.sh").read_text()
+    # the copies carry the pseudo-labels / transcripts of their originals, under lhotse's _rs8000 ids
+    from lhotse import load_manifest
+
+    for part in ("dev", "train"):
+        orig = {c.id: c.supervisions[0].text for c in load_manifest(exp_mix / "data" / f"librispeech_cuts_{part}.jsonl.gz")}
+        copy = load_manifest(exp_mix / "data" / f"librispeech_cuts_{part}-nb8000.jsonl.gz")
+        assert {c.id.removesuffix("_rs8000"): c.supervisions[0].text for c in copy} == orig
     # dev is not the transcribed train part, so its labels are not scored as "train labels"
     mix_rows = (exp_mix / "decode" / "wer-summary.tsv").read_text()
     assert "labels-all" not in mix_rows and "teacher-faster-whisper-beam1" in mix_rows

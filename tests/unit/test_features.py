@@ -172,3 +172,90 @@ def _relative_audio(cut, root):
 
     sources = [dataclasses.replace(src, source=str(Path(src.source).relative_to(root))) for src in cut.recording.sources]
     return dataclasses.replace(cut, recording=dataclasses.replace(cut.recording, sources=sources))
+
+
+# ------------------------------------------------------------------------------------------------
+# narrowband copies
+
+
+def _energy_above(audio: np.ndarray, sr: int, hz: float) -> float:
+    """Fraction of the signal's energy above ``hz``."""
+    spec = np.abs(np.fft.rfft(audio)) ** 2
+    freqs = np.fft.rfftfreq(len(audio), 1 / sr)
+    return float(spec[freqs > hz].sum() / spec.sum())
+
+
+def test_narrowband_copy_removes_the_band_above_half_the_rate_and_keeps_the_rest(fbank, tmp_path):
+    from speechkd.data.features import compute_narrowband
+
+    info, root, _ = fbank
+    src = CutSet.from_file(cuts_path(root / "fbank", PART))
+    plain = CutSet.from_cuts(c for c in src if "_sp" not in c.id)
+    # custom fields (a pseudo-label score, the untranscribed mark) must survive the copy
+    marked = CutSet.from_cuts(c.with_custom("untranscribed", True) for c in plain)
+    (tmp_path / "in").mkdir()
+    marked.to_file(cuts_path(tmp_path / "in", "pool"))
+    reports = compute_narrowband(tmp_path / "in", ["pool"], rate=8000, output_dir=tmp_path / "out")
+    report = reports["pool-nb8000"]
+    assert report.num_cuts == len(plain) and report.failed_cut_ids == []
+    copies = load_manifest(cuts_path(tmp_path / "out", "pool-nb8000"))
+    assert sorted(c.id for c in copies) == sorted(f"{c.id}_rs8000" for c in plain)
+    extractor = make_fbank_extractor(80)
+    for cut in copies:
+        orig = plain[cut.id[: -len("_rs8000")]]
+        assert cut.sampling_rate == orig.sampling_rate == 16000
+        assert cut.supervisions[0].text == orig.supervisions[0].text
+        assert cut.custom["untranscribed"] is True
+        wide, narrow = orig.load_audio()[0], cut.load_audio()[0]
+        assert abs(len(narrow) - len(wide)) <= 1
+        # the fake audio has energy above 4 kHz; the copy keeps under 1% of it
+        assert _energy_above(wide, 16000, 4200) > 1e-3
+        assert _energy_above(narrow, 16000, 4200) < _energy_above(wide, 16000, 4200) / 100
+        # ... and keeps the band below (the copy is the same signal, low-passed)
+        n = min(len(wide), len(narrow))
+        lo = np.fft.rfftfreq(n, 1 / 16000) < 3000
+        a, b = np.abs(np.fft.rfft(wide[:n]))[lo], np.abs(np.fft.rfft(narrow[:n]))[lo]
+        assert (b**2).sum() == pytest.approx((a**2).sum(), rel=0.05)
+        assert np.corrcoef(a, b)[0, 1] > 0.95
+        # stored features are those of the band-limited audio
+        np.testing.assert_allclose(cut.load_features(), extractor.extract(narrow, 16000), atol=LILCOM_ATOL)
+    # a rerun reuses the copy; a changed input (e.g. new pseudo-labels) makes it again
+    again = compute_narrowband(tmp_path / "in", ["pool"], rate=8000, output_dir=tmp_path / "out")
+    assert again["pool-nb8000"].reused
+    relabelled = CutSet.from_cuts(c.map_supervisions(lambda s: s.transform_text(str.lower)) for c in marked)
+    relabelled.to_file(cuts_path(tmp_path / "in", "pool"))
+    third = compute_narrowband(tmp_path / "in", ["pool"], rate=8000, output_dir=tmp_path / "out")
+    assert not third["pool-nb8000"].reused and third["pool-nb8000"].num_cuts == len(plain)
+    remade = load_manifest(cuts_path(tmp_path / "out", "pool-nb8000"))
+    assert [c.supervisions[0].text for c in remade] == [c.supervisions[0].text.lower() for c in plain]
+
+
+def test_narrowband_bad_input_is_a_clear_error(fbank, tmp_path):
+    from speechkd.data.features import compute_narrowband, narrowband_copies
+
+    _, root, _ = fbank
+    with pytest.raises(SpeechkdError, match="librispeech_cuts_nope.jsonl.gz"):
+        compute_narrowband(root / "fbank", ["nope"], rate=8000, output_dir=tmp_path)
+    cuts = CutSet.from_file(cuts_path(root / "fbank", PART)).to_eager()
+    first = next(iter(cuts))
+    with pytest.raises(SpeechkdError, match=f"16000 Hz is not below cut {first.id}'s sampling rate 16000"):
+        narrowband_copies(cuts, 16000)
+    with pytest.raises(SpeechkdError, match="must be > 0"):
+        narrowband_copies(cuts, 0)
+    no_audio = CutSet.from_cuts([first.drop_recording()])
+    with pytest.raises(SpeechkdError, match=f"cut {first.id} has no recording"):
+        narrowband_copies(no_audio, 8000)
+
+
+def test_cli_narrowband_writes_the_copy_beside_the_input_and_describes_itself(fbank, tmp_path):
+    import shutil
+
+    _, root, _ = fbank
+    work = tmp_path / "fbank"
+    work.mkdir()
+    shutil.copy(cuts_path(root / "fbank", PART), cuts_path(work, PART))
+    assert main(["data", "narrowband", "--cuts-dir", str(work), "--parts", PART, "--rate", "4000"]) == 0
+    copies = load_manifest(cuts_path(work, f"{PART}-nb4000"))
+    assert all(c.id.endswith("_rs4000") for c in copies)
+    assert len(copies) == len(load_manifest(cuts_path(work, PART)))
+    assert "narrowband" in (work / "command.sh").read_text()
