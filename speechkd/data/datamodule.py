@@ -171,6 +171,7 @@ class CutFilter:
 
     def reset(self) -> None:
         self.seen = 0
+        self.untranscribed = 0  # cuts of untranscribed parts seen (kept without text)
         self.removed: dict[str, int] = {"too_short": 0, "too_long": 0, "empty_text": 0}
         self.examples: dict[str, list[str]] = {k: [] for k in self.removed}
 
@@ -179,12 +180,16 @@ class CutFilter:
             return "too_short"
         if cut.duration > self.max_s:
             return "too_long"
-        if self.drop_empty_text and not is_untranscribed(cut) and not cut_text(cut):
+        if self.drop_empty_text and not cut_text(cut):
+            if is_untranscribed(cut):
+                return None
             return "empty_text"
         return None
 
     def __call__(self, cut: Any) -> bool:
         self.seen += 1
+        if is_untranscribed(cut):
+            self.untranscribed += 1
         why = self.reason(cut)
         if why is None:
             return True
@@ -203,6 +208,7 @@ class CutFilter:
             + (f": {'; '.join(parts)}" if parts else "")
             + f" [kept durations in [{self.min_s}, {self.max_s}] s"
             + (", non-empty text]" if self.drop_empty_text else "]")
+            + (f"; {self.untranscribed} cuts of untranscribed parts kept without text" if self.untranscribed else "")
         )
 
 

@@ -203,6 +203,22 @@ def test_untranscribed_cuts_are_kept_without_text_and_their_text_is_never_read(t
             assert rows[c.id][0] == c.supervisions[0].text and rows[c.id][1] is True and rows[c.id][2]
 
 
+def test_cut_filter_report_says_untranscribed_cuts_were_kept_without_text(tmp_path):
+    from speechkd.data.collate import mark_untranscribed
+    from speechkd.data.datamodule import CutFilter
+
+    labelled = make_toy_cuts(tmp_path / "a", num_cuts=3, min_duration=1.0, max_duration=2.5, seed=7, empty_text_ids=[0])
+    pool = make_toy_cuts(tmp_path / "b", num_cuts=2, min_duration=1.0, max_duration=2.5, seed=8, empty_text_ids=[0, 1])
+    f = CutFilter(0.5, 30.0, drop_empty_text=True)
+    kept = [c.id for c in list(labelled) + list(mark_untranscribed(pool)) if f(c)]
+    assert len(kept) == 4 and f.removed["empty_text"] == 1 and f.untranscribed == 2
+    assert f.report("train").endswith("non-empty text]; 2 cuts of untranscribed parts kept without text")
+    plain = CutFilter(0.5, 30.0, drop_empty_text=True)
+    for c in labelled:
+        plain(c)
+    assert "untranscribed" not in plain.report("train")
+
+
 @pytest.mark.parametrize("num_workers", [0, 1])
 def test_skip_batches_resumes_the_same_sequence(cuts, num_workers):
     loader = _dm(num_workers=num_workers).train_dataloader(cuts)
