@@ -119,7 +119,11 @@ def cmd_narrowband(args: argparse.Namespace) -> int:
         num_mel_bins=args.num_mel_bins,
         overwrite=args.overwrite,
     )
-    _write_run_info(out_dir, args, "narrowband")
+    # the copies share their directory with the fbank stage's parts: append the command and leave that stage's
+    # config.yaml alone (each copy's settings and input are in its <copy>.source.yaml)
+    from speechkd.utils.runinfo import write_run_info
+
+    write_run_info(out_dir, None, name="narrowband")
     for r in reports.values():
         failed = f"{len(r.failed_cut_ids)} failed, listed in {r.report_path}"
         state = "reused" if r.reused else f"{r.num_cuts} cuts, {failed}"

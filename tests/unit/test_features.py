@@ -259,3 +259,6 @@ def test_cli_narrowband_writes_the_copy_beside_the_input_and_describes_itself(fb
     assert all(c.id.endswith("_rs4000") for c in copies)
     assert len(copies) == len(load_manifest(cuts_path(work, PART)))
     assert "narrowband" in (work / "command.sh").read_text()
+    assert not (work / "config.yaml").exists()  # a shared fbank dir keeps its own stage's config.yaml
+    source = (work / f"librispeech_cuts_{PART}-nb4000.source.yaml").read_text()
+    assert "rate: 4000" in source and "source_sha256:" in source
