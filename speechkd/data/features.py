@@ -307,7 +307,7 @@ def compute_narrowband(
         name = narrowband_part(part, rate)
         out = cuts_path(output_dir, name)
         source = _narrowband_source(src, rate, num_mel_bins)
-        sidecar = out.with_name(f"{name}.source.yaml")
+        sidecar = out.with_name(f"{MANIFEST_PREFIX}_cuts_{name}.source.yaml")
         if out.is_file() and not overwrite:
             if _read_yaml(sidecar) == source:
                 log.info("Part %s: %s exists (made from this %s) - skipping", name, out, src)
