@@ -244,9 +244,9 @@ def narrowband_copies(cuts: "CutSet", rate: int) -> "CutSet":
 
     The audio is resampled to ``rate`` and back by lhotse's resampler (a windowed-sinc low-pass; no
     torchaudio), lazily on load, so the copy has the same length, rate and supervisions (text, custom
-    fields such as pseudo-label scores or the untranscribed mark) as the original. Ids (cut, recording,
-    supervisions) get lhotse's ``_rs<rate>`` suffix. Stored features are dropped: they belong to the
-    original audio.
+    fields such as pseudo-label scores or the untranscribed mark) as the original. The cut id gets lhotse's
+    ``_rs<rate>`` suffix (recording and supervision ids stay, so the copy still names its source). Stored
+    features are dropped: they belong to the original audio.
 
     Raises:
         SpeechkdError: ``rate`` not below a cut's sampling rate, or a cut without a recording.
@@ -282,7 +282,9 @@ def compute_narrowband(
     Input: ``<cuts_dir>/librispeech_cuts_<part>.jsonl.gz`` (cuts with recordings: the fbank stage's output,
     or a pseudo-label recipe's data). Output: ``<output_dir>/librispeech_cuts_<part>-nb<rate>.jsonl.gz``
     and its features, as :func:`compute_fbank` writes them (``output_dir`` defaults to ``cuts_dir``).
-    A copy whose manifest exists is skipped unless ``overwrite``.
+    A copy whose manifest exists is skipped unless ``overwrite``, but only while its sidecar
+    ``librispeech_cuts_<part>-nb<rate>.source.yaml`` says it was made from the same input (sha256) and settings;
+    otherwise it is made again (e.g. after new pseudo-labels).
 
     Train on ``--train-parts <part> <part>-nb<rate>`` to teach a wideband-trained model telephone-band
     audio (8 kHz sources such as MiniLibri's test-other).
