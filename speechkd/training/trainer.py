@@ -67,6 +67,9 @@ from speechkd.training.scheduler import LrScheduler, SchedulerConfig
 
 log = logging.getLogger(__name__)
 
+# run_config["paths"] entries that must not change when a run resumes (the data it trains on)
+RESUME_DATA_KEYS = ("train_parts", "untranscribed_parts")
+
 AMP_KINDS = ("none", "fp16", "bf16")
 LR_SCALING_RULES = ("none", "linear", "sqrt")
 LOG_FORMAT = "%(asctime)s %(levelname)s [rank{rank}] [%(filename)s:%(lineno)d] %(message)s"
@@ -286,6 +289,7 @@ class Trainer:
                 remove_stale_tmp_files(self.exp_dir)
             resume_path = find_resume_checkpoint(self.exp_dir) if resume else None
             self._check_resume_fingerprints(resume_path)
+            self._check_resume_data(resume_path)
             self._setup()
             if resume:
                 self._maybe_resume(resume_path)
@@ -400,6 +404,32 @@ class Trainer:
     def _check_resume_fingerprints(self, path: Optional[Path]) -> None:
         if path is not None and self.fingerprints:
             check_fingerprints(load_checkpoint(path, mmap=True), self.fingerprints, path, "resume")
+
+    def _check_resume_data(self, path: Optional[Path]) -> None:
+        """Refuse to resume a run on other training data than it was started on.
+
+        The parts a run trains on are in its ``config.yaml`` (``paths``). Resuming with other parts (say the same
+        recipe rerun with a new option that adds parts) would go on training the old model on the new data, or, for
+        a finished run, train nothing and leave the old model to be decoded as the new one. To continue a model on
+        other data on purpose, copy its checkpoint into a new exp dir: that dir has no config.yaml to compare.
+        """
+        if path is None or self.run_config is None:
+            return
+        old_cfg = self.exp_dir / "config.yaml"
+        if not old_cfg.is_file():
+            return
+        import yaml
+
+        old_paths = (yaml.safe_load(old_cfg.read_text()) or {}).get("paths") or {}
+        new_paths = self.run_config.get("paths") or {}
+        for key in RESUME_DATA_KEYS:
+            if key in old_paths and key in new_paths and list(old_paths[key]) != list(new_paths[key]):
+                raise SpeechkdError(
+                    f"cannot resume from {path}: {self.exp_dir} was trained with {key} {list(old_paths[key])} "
+                    f"({old_cfg}), this run names {list(new_paths[key])}. Resuming would continue the old model "
+                    "on other data (a finished run would not train at all). Train into a new --exp-dir (copy "
+                    "the checkpoint there to continue from it on the new data), or pass --no-resume to start over."
+                )
 
     def _maybe_resume(self, path: Optional[Path]) -> None:
         if path is None:

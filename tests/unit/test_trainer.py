@@ -175,6 +175,38 @@ def test_resume_with_another_bpe_model_is_refused_before_config_is_rewritten(cut
     assert state.step == 4
 
 
+def test_resume_on_other_training_parts_is_refused_and_a_new_dir_may_continue_from_a_copied_checkpoint(cuts, tmp_path):
+    """Rerunning a recipe with an option that adds training parts (e.g. narrowband copies) used to resume the
+    finished run in the same dir: nothing was trained, and the old model was decoded as the new one."""
+    import shutil
+
+    def run(exp, parts, max_steps, resume=True):
+        dm = AsrDataModule(DataConfig(features="on_the_fly", max_duration=5.0, num_buckets=2, num_workers=0,
+                                      max_cut_duration=3.0), tokenizer=ToyTokenizer())
+        cfg = TrainerConfig(num_epochs=NUM_EPOCHS, max_steps=max_steps, save_every_n=3, progress_bar=False,
+                            tensorboard=False)
+        paths = {"cuts_dir": "data/fbank", "train_parts": parts, "untranscribed_parts": []}
+        trainer = Trainer(cfg, ToyModel(), ToyCtcTask(), dm, cuts, None, exp, run_config={"paths": paths})
+        return trainer.fit(resume=resume)
+
+    first = tmp_path / "first"
+    run(first, ["train"], 3)
+    config = (first / "config.yaml").read_text()
+    with pytest.raises(SpeechkdError) as err:
+        run(first, ["train", "train-nb8000"], 6)
+    msg = str(err.value)
+    for value in ("checkpoint-3.pt", "train_parts ['train']", "['train', 'train-nb8000']", "--no-resume", "new --exp-dir"):
+        assert value in msg, value
+    assert (first / "config.yaml").read_text() == config  # refused before anything was rewritten
+    assert run(first, ["train"], 4).step == 4  # the same parts resume
+    assert run(first, ["train", "train-nb8000"], 2, resume=False).step == 2  # --no-resume starts over
+    # continuing on purpose: the checkpoint copied into a new dir resumes there on the new parts
+    second = tmp_path / "second"
+    second.mkdir()
+    shutil.copy(first / "checkpoint-3.pt", second / "checkpoint-3.pt")
+    assert run(second, ["train", "train-nb8000"], 5).step == 5
+
+
 def test_checkpoint_without_fingerprint_resumes_with_a_warning(cuts, tmp_path, caplog):
     _run(cuts, tmp_path, max_steps=3)  # an older checkpoint: no fingerprints stored
     old = torch.load(tmp_path / "checkpoint-3.pt", weights_only=False)
