@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 from speechkd.data.prepare import MANIFEST_PREFIX, SkippedInput, SkipReason, manifest_paths, write_report
 from speechkd.errors import SpeechkdError
 from speechkd.utils.atomic import atomic_to_file, atomic_write_text
+from speechkd.utils.hashing import sha256_file
 
 if TYPE_CHECKING:
     from lhotse import CutSet, Fbank
@@ -327,11 +328,9 @@ def _narrowband_source(src: Path, rate: int, num_mel_bins: int) -> dict[str, Any
     """What a narrowband copy was made from: the input manifest (path and content hash) and the settings.
     Kept beside the copy (``<copy>.source.yaml``), so a rerun after the input changed (e.g. new pseudo-labels)
     makes the copy again instead of reusing a stale one."""
-    import hashlib
-
     return {
         "source": str(src.resolve()),
-        "source_sha256": hashlib.sha256(src.read_bytes()).hexdigest(),
+        "source_sha256": sha256_file(src),
         "rate": rate,
         "num_mel_bins": num_mel_bins,
     }

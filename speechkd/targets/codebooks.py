@@ -51,6 +51,7 @@ from speechkd.targets.hidden_states import (
     write_cuts_atomic,
 )
 from speechkd.utils.atomic import atomic_write_text
+from speechkd.utils.hashing import sha256_file as file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +86,6 @@ class QuantizerReport:
 
 
 # ----------------------------------------------------------------------------------------- quantizer
-def file_sha256(path: PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def cut_ids_sha256(ids: Iterable[str]) -> str:
     """sha256 over the cut ids in the given order (one per line)."""
     h = hashlib.sha256()

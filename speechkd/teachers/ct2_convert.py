@@ -14,7 +14,6 @@ Strings are NUL-terminated inside their length prefix.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import mmap
@@ -31,6 +30,7 @@ import torch
 
 from speechkd.errors import SpeechkdError
 from speechkd.utils.atomic import atomic_write_text
+from speechkd.utils.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -367,15 +367,6 @@ def _generation_fields(vocab: list[str], ct2_config: dict[str, Any], dims: dict[
         fields["lang_to_id"] = {vocab[i]: int(i) for i in ct2_config.get("lang_ids", [])}
         fields["task_to_id"] = {"transcribe": tid("<|transcribe|>"), "translate": tid("<|translate|>")}
     return fields
-
-
-def sha256_file(path: Union[str, Path], chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_bytes):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _load_json(path: Path) -> dict[str, Any]:

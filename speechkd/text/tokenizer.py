@@ -13,7 +13,6 @@ another layout fails loudly instead of silently shifting every label by a few id
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import shutil
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence, Union
 
 from speechkd.errors import SpeechkdError
+from speechkd.utils.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -178,14 +178,6 @@ def _write_metadata(path: Path, tok: "Tokenizer", model_type: str, coverage: flo
     }
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump(meta, f, sort_keys=False)
-
-
-def sha256_file(path: Pathlike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def texts_from_manifests(paths: Sequence[Pathlike]) -> Iterator[str]:
