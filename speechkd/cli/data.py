@@ -85,6 +85,14 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_fbank_reports(reports: dict[str, Any]) -> None:
+    """One line per written (or reused) part: its cuts manifest and what became of its cuts."""
+    for r in reports.values():
+        failed = f"{len(r.failed_cut_ids)} failed, listed in {r.report_path}"
+        state = "reused" if r.reused else f"{r.num_cuts} cuts, {failed}"
+        print(f"{r.part}: {r.cuts_path} ({state})")
+
+
 def cmd_fbank(args: argparse.Namespace) -> int:
     from speechkd.data.features import compute_fbank
 
@@ -99,10 +107,7 @@ def cmd_fbank(args: argparse.Namespace) -> int:
         speed_factors=args.speed_factors,
     )
     _write_run_info(args.output_dir, args, "fbank")
-    for r in reports.values():
-        failed = f"{len(r.failed_cut_ids)} failed, listed in {r.report_path}"
-        state = "reused" if r.reused else f"{r.num_cuts} cuts, {failed}"
-        print(f"{r.part}: {r.cuts_path} ({state})")
+    _print_fbank_reports(reports)
     return 0
 
 
@@ -124,10 +129,7 @@ def cmd_narrowband(args: argparse.Namespace) -> int:
     from speechkd.utils.runinfo import write_run_info
 
     write_run_info(out_dir, None, name="narrowband")
-    for r in reports.values():
-        failed = f"{len(r.failed_cut_ids)} failed, listed in {r.report_path}"
-        state = "reused" if r.reused else f"{r.num_cuts} cuts, {failed}"
-        print(f"{r.part}: {r.cuts_path} ({state})")
+    _print_fbank_reports(reports)
     return 0
 
 
@@ -293,8 +295,9 @@ def register(reg: Any) -> None:
             "For each part, read CUTS_DIR/librispeech_cuts_<part>.jsonl.gz (cuts with recordings), resample\n"
             "every cut's audio to --rate and back (lhotse's resampler: the band above rate/2 is removed, as\n"
             "in 8 kHz telephone audio), and write OUTPUT_DIR/librispeech_cuts_<part>-nb<rate>.jsonl.gz with\n"
-            "fbank features. Texts and custom fields are kept; ids get the suffix _rs<rate>. Copies whose\n"
-            "manifest exists are skipped. Train on both, e.g. --train-parts train train-nb8000.\n"
+            "fbank features. Texts and custom fields are kept; cut ids get the suffix _rs<rate>. A copy is\n"
+            "skipped while its <copy>.source.yaml matches the input manifest (sha256) and settings, and made\n"
+            "again when the input changed. Train on both, e.g. --train-parts train train-nb8000.\n"
             "Example: speechkd data narrowband --cuts-dir data/fbank --parts train --rate 8000"
         ),
         func=cmd_narrowband,
@@ -305,7 +308,7 @@ def register(reg: Any) -> None:
     p.add_argument("--output-dir", type=Path, default=None, help="where the copies go (default: --cuts-dir)")
     _add_num_jobs(p, "worker processes")
     p.add_argument("--num-mel-bins", type=int, default=80, help="feature dimension (default: %(default)s)")
-    p.add_argument("--overwrite", action="store_true", help="recompute copies whose cuts manifest exists")
+    p.add_argument("--overwrite", action="store_true", help="recompute copies even when their input is unchanged")
 
     p = reg.command(
         "data",

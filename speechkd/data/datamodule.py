@@ -180,9 +180,7 @@ class CutFilter:
             return "too_short"
         if cut.duration > self.max_s:
             return "too_long"
-        if self.drop_empty_text and not cut_text(cut):
-            if is_untranscribed(cut):
-                return None
+        if self.drop_empty_text and not is_untranscribed(cut) and not cut_text(cut):
             return "empty_text"
         return None
 
