@@ -69,6 +69,11 @@ class AsrLossConfig:
     # The ratio rule is judged from this step on: a fresh CTC head emits random tokens for the first tens of
     # steps (ratio ~0.5 at step 20 on MiniLibri) before it collapses to blank.
     ctc_only_min_steps: int = 100
+    # lr multiplier while the CTC-only phase lasts; once the transducer joins it rises linearly to 1 over
+    # ``ctc_only_lr_ramp_steps`` steps (0 = at once). With optimizer.lr at twice the lr that escapes the plateau and
+    # 0.5 here, the phase runs at the escaping lr and the transducer trains at twice it (AsrTask.lr_scale).
+    ctc_only_lr_scale: float = 1.0
+    ctc_only_lr_ramp_steps: int = 0
     # Auxiliary term: LM-to-CTC distillation through attention decoders (speechkd.tasks.lm_kd); off by default.
     lm_kd: LmKdLossConfig = field(default_factory=LmKdLossConfig)
 
@@ -95,6 +100,15 @@ class AsrLossConfig:
             raise SpeechkdError(
                 f"loss.ctc_only_window must be >= 1 (got {self.ctc_only_window}) and loss.ctc_only_min_steps "
                 f">= 0 (got {self.ctc_only_min_steps})"
+            )
+        phase = self.transducer_weight > 0 and (self.ctc_only_steps > 0 or self.ctc_only_until_emission_ratio > 0)
+        if self.ctc_only_lr_scale <= 0 or self.ctc_only_lr_ramp_steps < 0 or (
+            (self.ctc_only_lr_scale != 1.0 or self.ctc_only_lr_ramp_steps > 0) and not phase
+        ):
+            raise SpeechkdError(
+                f"loss.ctc_only_lr_scale={self.ctc_only_lr_scale} must be > 0 and loss.ctc_only_lr_ramp_steps="
+                f"{self.ctc_only_lr_ramp_steps} >= 0, and they act only with a CTC-only phase "
+                "(loss.ctc_only_steps or loss.ctc_only_until_emission_ratio > 0, and loss.transducer_weight > 0)"
             )
         if self.codebook_loss_scale < 0:
             raise SpeechkdError(f"loss.codebook_loss_scale must be >= 0, got {self.codebook_loss_scale}")
@@ -321,6 +335,18 @@ class AsrTask:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "transducer_start" in state:
             self.transducer_start = state["transducer_start"]
+
+    def lr_scale(self, step: int) -> float:
+        """Multiplier of the scheduler's lr at training ``step`` (the trainer asks after the step's loss, so the
+        phase decision of this step counts): ``loss.ctc_only_lr_scale`` during the CTC-only phase, then a linear
+        rise to 1 over ``loss.ctc_only_lr_ramp_steps``."""
+        cfg, start = self.cfg, self.transducer_start
+        if start is None or step < start:
+            return cfg.ctc_only_lr_scale
+        done = step - start
+        if done >= cfg.ctc_only_lr_ramp_steps:
+            return 1.0
+        return cfg.ctc_only_lr_scale + (1.0 - cfg.ctc_only_lr_scale) * done / cfg.ctc_only_lr_ramp_steps
 
     def _in_ctc_only_phase(self, step: int, counts: dict[str, float]) -> bool:
         """Whether this training step leaves the transducer out; ends the phase (once, for good) when

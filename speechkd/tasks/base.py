@@ -69,7 +69,11 @@ class LossOutput:
 
 @runtime_checkable
 class Task(Protocol):
-    """What the trainer needs from a task."""
+    """What the trainer needs from a task.
+
+    Optional: ``lr_scale(step: int) -> float``, a multiplier of the scheduler's lr that the trainer reads after
+    each training step's loss (AsrTask: a lower lr during its CTC-only phase).
+    """
 
     def compute_loss(self, model: "torch.nn.Module", batch: dict[str, Any], training: bool) -> LossOutput:
         """Run ``model`` on ``batch`` (a datamodule batch dict already on the model's device).

@@ -84,10 +84,11 @@ class LrScheduler:
         self.base_lrs = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
         self.step = 0
         self.completed_epochs = 0
+        self.scale = 1.0  # the task's multiplier (set_scale); recomputed by the task every step, not saved
         self._apply()
 
     def _apply(self) -> None:
-        f = lr_factor(self.cfg, self.step, self.completed_epochs)
+        f = lr_factor(self.cfg, self.step, self.completed_epochs) * self.scale
         for g, base in zip(self.optimizer.param_groups, self.base_lrs):
             g["lr"] = base * f
 
@@ -98,6 +99,12 @@ class LrScheduler:
     def step_batch(self, step: int) -> None:
         self.step = step
         self._apply()
+
+    def set_scale(self, scale: float) -> None:
+        """Multiply the schedule by ``scale`` from now on (a task's phase, e.g. AsrTask.lr_scale)."""
+        if scale != self.scale:
+            self.scale = scale
+            self._apply()
 
     def get_last_lr(self) -> list[float]:
         return [g["lr"] for g in self.optimizer.param_groups]

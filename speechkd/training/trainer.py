@@ -541,6 +541,9 @@ class Trainer:
         dev_batch = move_batch(batch, self.device)
         with self._autocast():
             out = self.task.compute_loss(self.module, dev_batch, True)
+        task_lr_scale = getattr(self.task, "lr_scale", None)
+        if task_lr_scale is not None:  # after the loss: the task's phase for this step is decided
+            self.scheduler.set_scale(task_lr_scale(st.step))
         local_skip = out.loss is None
         local_bad = not local_skip and not bool(torch.isfinite(out.loss.detach()).all())
         flags = sdist.all_reduce_sum(torch.tensor([float(local_skip), float(local_bad)], device=self.device))

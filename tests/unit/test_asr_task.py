@@ -237,6 +237,32 @@ def test_ctc_only_phase_can_last_until_the_encoder_emits_tokens():
         AsrLossConfig(ctc_weight=0.0, ctc_only_until_emission_ratio=0.5).validate()
 
 
+def test_lr_scale_is_low_during_the_ctc_only_phase_and_ramps_to_one_after_it():
+    model = tiny_model(use_ctc=True, use_transducer=True)
+    b = batch([40, 31], [[3, 4, 5], [6, 1]])
+    step = {"n": 0}
+    cfg = AsrLossConfig(ctc_weight=0.3, ctc_only_steps=4, ctc_only_lr_scale=0.5, ctc_only_lr_ramp_steps=4)
+    task = AsrTask(cfg, step_fn=lambda: step["n"])
+    scales = []
+    for n in range(10):
+        step["n"] = n
+        task.compute_loss(model, b, training=True)
+        scales.append(task.lr_scale(n))
+    assert task.transducer_start == 4
+    assert scales == pytest.approx([0.5] * 4 + [0.5, 0.625, 0.75, 0.875, 1.0, 1.0])
+    # before the task has decided (ratio rule, phase not over) the phase's scale holds
+    undecided = AsrTask(AsrLossConfig(ctc_weight=0.3, ctc_only_until_emission_ratio=0.5, ctc_only_lr_scale=0.3))
+    assert undecided.lr_scale(10_000) == 0.3
+    # defaults: no scaling at all
+    assert AsrTask(AsrLossConfig(ctc_weight=0.3)).lr_scale(0) == 1.0
+    for bad in (dict(ctc_only_lr_scale=0.5),  # no phase to scale
+                dict(ctc_only_steps=4, ctc_only_lr_scale=0.0),
+                dict(ctc_only_steps=4, ctc_only_lr_ramp_steps=-1),
+                dict(ctc_only_lr_ramp_steps=10)):
+        with pytest.raises(SpeechkdError, match="ctc_only_lr"):
+            AsrLossConfig(ctc_weight=0.3, **bad).validate()
+
+
 def _count_host_reads(monkeypatch) -> dict:
     """Counts the tensor-to-Python conversions (each a device sync on CUDA) made while patched."""
     calls = {"n": 0}

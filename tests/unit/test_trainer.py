@@ -103,6 +103,27 @@ def test_task_skip_counted_by_reason(cuts, tmp_path):
     assert state.num_bad_batches == 0
 
 
+class _PhasedToyTask(ToyCtcTask):
+    """A task with a phase: lr x 0.25 before step 3, then x 1 (what AsrTask.lr_scale does for its CTC-only phase)."""
+
+    def lr_scale(self, step):
+        return 0.25 if step < 3 else 1.0
+
+
+def test_the_tasks_lr_scale_multiplies_the_schedule_on_the_step_it_is_asked_for(cuts, tmp_path):
+    seen = []  # (step just trained, lr it trained with)
+    hook = lambda tr: seen.append((tr.state.step - 1, tr.optimizer.param_groups[0]["lr"]))  # noqa: E731
+    trainer, _ = _run(cuts, tmp_path, task=_PhasedToyTask(), hooks=[hook], num_epochs=1)
+    sched = trainer.scheduler.cfg
+    assert len(seen) >= 5
+    for step, lr in seen:
+        expected = 1e-3 * lr_factor(sched, step, 0) * (0.25 if step < 3 else 1.0)
+        assert lr == pytest.approx(expected), step
+    # and a task without lr_scale trains on the schedule alone
+    plain, _ = _run(cuts, tmp_path / "plain", num_epochs=1)
+    assert plain.scheduler.scale == 1.0
+
+
 def test_average_checkpoints_hand_made(tmp_path):
     a = {"w": torch.tensor([1.0, 2.0]), "h": torch.tensor([1.0], dtype=torch.float16), "n": torch.tensor(3)}
     b = {"w": torch.tensor([3.0, 6.0]), "h": torch.tensor([2.0], dtype=torch.float16), "n": torch.tensor(7)}
