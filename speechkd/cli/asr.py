@@ -9,7 +9,8 @@ The config YAML has sections model / loss / data / trainer and a model_preset
 (speechkd/models/presets/<name>.yaml). Any value can be overridden:
   --set trainer.num_epochs=5 --set loss.ctc_weight=0.3 --set model.encoder.causal=true
 The resolved config, the exact command and library versions are written to EXP_DIR.
-Training resumes from the newest checkpoint in EXP_DIR unless --no-resume is given.
+Training resumes from the newest checkpoint in EXP_DIR unless --no-resume is given (which moves the
+earlier run's checkpoints to EXP_DIR/previous-run-N/, so a later resume or --avg never mixes the two runs).
 Multi-GPU: torchrun --nproc_per_node N -m speechkd asr train ... (one code path)."""
 
 
@@ -79,7 +80,10 @@ def register(reg) -> None:  # noqa: ANN001 - CommandRegistry (avoid import cycle
     p.add_argument("--train-parts", nargs="+", required=True, help="training parts, e.g. train-clean-100")
     p.add_argument("--valid-parts", nargs="*", default=[], help="validation parts, e.g. dev-clean")
     p.add_argument("--bpe-model", required=True, help="sentencepiece model (data/lang_bpe_N/bpe.model)")
-    p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints in --exp-dir")
+    p.add_argument(
+        "--no-resume", action="store_true",
+        help="start over: the checkpoints of an earlier run in --exp-dir are moved to previous-run-N/ there",
+    )
     p.add_argument("--codebook-dir", default=None,
                    help="MVQ-KD codebook indexes (speechkd distill extract-codebooks); needs loss.codebook_loss_scale > 0")
     p.add_argument("--untranscribed-parts", nargs="*", default=[],

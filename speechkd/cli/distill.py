@@ -83,7 +83,10 @@ def register(reg) -> None:  # noqa: ANN001 - CommandRegistry (avoid an import cy
     p.add_argument("--train-parts", nargs="+", required=True)
     p.add_argument("--valid-parts", nargs="*", default=[])
     p.add_argument("--targets-dir", default=None, help="pre-extracted targets (loss.mode=stored); cuts are read there")
-    p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints in --exp-dir")
+    p.add_argument(
+        "--no-resume", action="store_true",
+        help="start over: the checkpoints of an earlier run in --exp-dir are moved to previous-run-N/ there",
+    )
 
     p = reg.command("distill", "export", help="write the student as a standard transformers checkpoint", func=_export)
     p.add_argument("--exp-dir", required=True)

@@ -159,6 +159,32 @@ def find_resume_checkpoint(exp_dir: PathLike) -> Optional[Path]:
     return None if best is None else best[1]
 
 
+def set_aside_checkpoints(exp_dir: PathLike) -> Optional[Path]:
+    """Move the step/epoch checkpoints and ``averaged.pt`` of an earlier run into ``exp_dir/previous-run-<N>/``
+    (the first free N) and return that folder (None when there were none).
+
+    For a run started over in a used exp dir (``--no-resume``): left in place, an old ``checkpoint-2400.pt``
+    would be the one a later resume picks, the pruning of step checkpoints would keep it over the new ones, and
+    ``--avg`` would average old epochs with new ones. Call it on rank 0 only, before training saves anything.
+    """
+    exp_dir = Path(exp_dir)
+    old = [p for _, p in step_checkpoints(exp_dir) + epoch_checkpoints(exp_dir)]
+    if (exp_dir / "averaged.pt").is_file():
+        old.append(exp_dir / "averaged.pt")
+    if not old:
+        return None
+    n = 1
+    while (exp_dir / f"previous-run-{n}").exists():
+        n += 1
+    dest = exp_dir / f"previous-run-{n}"
+    dest.mkdir()
+    for p in old:
+        p.rename(dest / p.name)
+    log.warning("starting over in %s: moved the %d checkpoint file(s) of the earlier run (%s) to %s", exp_dir,
+                len(old), ", ".join(p.name for p in old), dest)
+    return dest
+
+
 TMP_GLOB = ".*.tmp-*"  # what save_checkpoint_atomic writes before its rename
 
 

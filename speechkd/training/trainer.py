@@ -61,6 +61,7 @@ from speechkd.training.checkpoint import (
     restore_rng_state,
     save_checkpoint_atomic,
     seed_everything,
+    set_aside_checkpoints,
 )
 from speechkd.training.plateau import PlateauConfig, PlateauMonitor, emission_ratio
 from speechkd.training.scheduler import LrScheduler, SchedulerConfig
@@ -287,6 +288,8 @@ class Trainer:
         try:
             if self.dist.is_main:
                 remove_stale_tmp_files(self.exp_dir)
+                if not resume:
+                    set_aside_checkpoints(self.exp_dir)
             resume_path = find_resume_checkpoint(self.exp_dir) if resume else None
             self._check_resume_fingerprints(resume_path)
             self._check_resume_data(resume_path)

@@ -124,6 +124,22 @@ def test_the_tasks_lr_scale_multiplies_the_schedule_on_the_step_it_is_asked_for(
     assert plain.scheduler.scale == 1.0
 
 
+def test_starting_over_sets_the_earlier_runs_checkpoints_aside(cuts, tmp_path):
+    _run(cuts, tmp_path)  # 2 epochs: step checkpoints and epoch-1.pt, epoch-2.pt
+    old = sorted(p.name for p in tmp_path.glob("*.pt"))
+    assert "epoch-2.pt" in old
+    trainer, state = _run(cuts, tmp_path, resume=False, num_epochs=1)
+    aside = tmp_path / "previous-run-1"
+    assert sorted(p.name for p in aside.glob("*.pt")) == old
+    # only the new run's files are left: a resume takes its newest, an average its epochs
+    from speechkd.training.checkpoint import epoch_checkpoints
+    assert [e for e, _ in epoch_checkpoints(tmp_path)] == [1]
+    assert all(int(p.stem.split("-")[1]) <= state.step for p in tmp_path.glob("checkpoint-*.pt"))
+    assert "moved the" in (tmp_path / "log" / "train.log.rank0").read_text()
+    _run(cuts, tmp_path, resume=False, num_epochs=1)
+    assert (tmp_path / "previous-run-2" / "epoch-1.pt").is_file()  # a second start-over gets its own folder
+
+
 def test_average_checkpoints_hand_made(tmp_path):
     a = {"w": torch.tensor([1.0, 2.0]), "h": torch.tensor([1.0], dtype=torch.float16), "n": torch.tensor(3)}
     b = {"w": torch.tensor([3.0, 6.0]), "h": torch.tensor([2.0], dtype=torch.float16), "n": torch.tensor(7)}
@@ -221,10 +237,11 @@ def test_resume_on_other_training_parts_is_refused_and_a_new_dir_may_continue_fr
     assert (first / "config.yaml").read_text() == config  # refused before anything was rewritten
     assert run(first, ["train"], 4).step == 4  # the same parts resume
     assert run(first, ["train", "train-nb8000"], 2, resume=False).step == 2  # --no-resume starts over
+    # (the earlier run's checkpoints were set aside in previous-run-1/)
     # continuing on purpose: the checkpoint copied into a new dir resumes there on the new parts
     second = tmp_path / "second"
     second.mkdir()
-    shutil.copy(first / "checkpoint-3.pt", second / "checkpoint-3.pt")
+    shutil.copy(first / "previous-run-1" / "checkpoint-3.pt", second / "checkpoint-3.pt")
     assert run(second, ["train", "train-nb8000"], 5).step == 5
 
 
