@@ -40,6 +40,21 @@ def test_tiny_mvq_kd(tmp_path: Path) -> None:
     seeds = (tmp_path / "exp" / "wer-seeds.md").read_text()
     assert "| mvq-kd-transducer | greedy | 1 of 1 |" in seeds or "| mvq-kd-transducer | greedy | 0 of 1 | plateau |" in seeds
 
+    # stages 40-49, which the main command runs too: the student exports without its codebook head and
+    # sherpa-onnx decodes it (offline and chunk-8 streaming, fp32 and int8)
+    export = run_recipe(tmp_path, "--stage", "40", "--stop-stage", "49", "--methods", "mvq_kd", "--quick", "true",
+                        "--transducer-decode-methods", "greedy", "--chunk-sizes", "8", timeout=900)
+    assert stages_run(export.stderr) == [40, 41, 49]
+    rows = (student / "decode" / "wer-summary.tsv").read_text().splitlines()[1:]
+    tags = {r.split("\t")[1] for r in rows if r.split("\t")[0] == "dev"}
+    assert {"sherpa-offline", "sherpa-offline-int8", "sherpa-streaming-chunk8-left64",
+            "sherpa-streaming-chunk8-left64-int8"} <= tags
+    import onnx
+
+    for name in ("offline-transducer", "streaming-chunk8-left64"):
+        names = [i.name for i in onnx.load(student / "export" / name / "encoder.onnx").graph.initializer]
+        assert names and not [n for n in names if "codebook" in n or "training_heads" in n]
+
     # A variant with an untranscribed pool (test-clean stands in for stage 5's train-real): its indexes are
     # extracted beside train's, and the student trains on it with the codebook loss alone, in its own exp dir.
     pool = run_recipe(tmp_path, "--stage", "11", "--stop-stage", "20", "--methods", "mvq_kd", "--quick", "true",
