@@ -266,3 +266,43 @@ def test_pad_tokens_builds_once_on_the_host():
     assert out.tolist() == [[5, 6, 7], [-1, -1, -1], [8, -1, -1]] and lens.tolist() == [3, 0, 1]
     out, lens = pad_tokens([[], []], pad=0, device=torch.device("cpu"))
     assert out.shape == (2, 0) and lens.tolist() == [0, 0]
+
+
+def test_time_shared_dropout_draws_one_mask_per_utterance_and_channel():
+    from speechkd.models.conformer import TimeSharedDropout
+
+    torch.manual_seed(0)
+    drop = TimeSharedDropout(0.25).train()
+    x = torch.rand(6, 50, 64) + 0.5  # no zeros in the input
+    y = drop(x)
+    ratio = y / x  # (6, 50, 64): 0 where dropped, 1 / (1 - p) where kept
+    assert torch.allclose(ratio, ratio[:, :1, :].expand_as(ratio))  # every frame has its utterance's mask
+    kept = ratio[:, 0, :]
+    assert torch.all((kept == 0) | torch.isclose(kept, torch.tensor(1 / 0.75)))
+    assert 0.15 < (kept == 0).float().mean().item() < 0.35  # 384 draws at p = 0.25
+    assert not torch.equal(kept[0], kept[1])  # utterances draw their own masks
+    assert torch.equal(drop.eval()(x), x)
+    assert torch.equal(TimeSharedDropout(0.0).train()(x), x)
+    with pytest.raises(SpeechkdError, match="p=1.0"):
+        TimeSharedDropout(1.0)
+
+
+def test_ff_dropout_shared_time_switches_only_the_feed_forward_hidden_dropout():
+    from speechkd.models.conformer import TimeSharedDropout
+
+    base = EncoderConfig(d_model=32, num_layers=2, num_heads=2, ff_dim=64, subsampling_channels=8)
+    shared = EncoderConfig(**{**base.__dict__, "ff_dropout_shared_time": True})
+    enc_base, enc_shared = ConformerEncoder(base), ConformerEncoder(shared)
+    kinds = [type(m).__name__ for m in enc_shared.modules() if isinstance(m, (torch.nn.Dropout, TimeSharedDropout))]
+    assert kinds.count("TimeSharedDropout") == 2 * 2  # ff1 and ff2 hidden, per layer
+    assert not any(isinstance(m, TimeSharedDropout) for m in enc_base.modules())
+    for layer in enc_shared.layers:
+        for ff in (layer.ff1, layer.ff2):
+            assert isinstance(ff.net[2], TimeSharedDropout) and isinstance(ff.net[4], torch.nn.Dropout)
+    # Same parameters and names: checkpoints load across the switch, and eval outputs are equal.
+    enc_shared.load_state_dict(enc_base.state_dict())
+    x, lens = torch.randn(2, 60, 80), torch.tensor([60, 45])
+    enc_base.eval(), enc_shared.eval()
+    assert torch.equal(enc_base(x, lens).out, enc_shared(x, lens).out)
+    with pytest.raises(SpeechkdError, match="dropout=1.5"):
+        EncoderConfig(dropout=1.5).validate()
