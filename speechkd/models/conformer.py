@@ -56,6 +56,8 @@ class EncoderConfig:
     # Feed-forward hidden dropout with one mask per utterance and channel, shared by every frame (as Zipformer's
     # feed-forward modules do): draws T times fewer random numbers than per-element dropout, which costs the
     # ``mini`` transducer about a fifth of its CPU step (bench/README.md). The other dropouts stay per element.
+    # Measured at stop 17: 1.16x the CPU training steps per second, but test-clean 2.6 points worse on 1 h of
+    # MiniLibri (egs/minilibri/RESULTS.md, 2 seeds), so it is off by default.
     ff_dropout_shared_time: bool = False
     rope_base: float = 10000.0
     # Causal subsampling and depthwise convolution; required for streaming.
