@@ -35,7 +35,7 @@ def _train(args: argparse.Namespace) -> int:
 def _average(args: argparse.Namespace) -> int:
     from speechkd.training.asr_experiment import average_asr
 
-    out = average_asr(args.exp_dir, args.avg, by=args.by, last=args.last, cap=args.cap)
+    out = average_asr(args.exp_dir, args.avg, by=args.by, last=args.last, cap=args.cap, output=args.output)
     print(out)
     return 0
 
@@ -59,6 +59,7 @@ def _decode(args: argparse.Namespace) -> int:
         lm_weight=args.lm_weight,
         insertion_bonus=args.insertion_bonus,
         device=args.device,
+        out_dir=args.out_dir,
     )
     for (part, tag), stats in results.items():
         print(f"{part}\t{tag}\tWER {stats.wer:.2f}%")
@@ -96,8 +97,10 @@ def register(reg) -> None:  # noqa: ANN001 - CommandRegistry (avoid import cycle
     p.add_argument("--by", choices=("epoch", "step"), default="epoch", help="average epoch-* or checkpoint-* files")
     p.add_argument("--last", type=int, default=None, help="newest epoch/step to include (default: the newest)")
     p.add_argument("--cap", action="store_true", help="average fewer when fewer than --avg checkpoints exist")
+    p.add_argument("--output", default=None,
+                   help="file to write (default: EXP_DIR/averaged.pt); e.g. EXP_DIR/avg-epoch6-3.pt for a learning curve")
 
-    p = reg.command("asr", "decode", help="decode test sets and score them (WER files in EXP_DIR/decode)", func=_decode)
+    p = reg.command("asr", "decode", help="decode test sets and score them (WER files in EXP_DIR/decode or --out-dir)", func=_decode)
     p.add_argument("--exp-dir", required=True)
     p.add_argument("--parts", nargs="+", required=True, help="test parts, e.g. test-clean test-other")
     p.add_argument(
@@ -124,4 +127,6 @@ def register(reg) -> None:  # noqa: ANN001 - CommandRegistry (avoid import cycle
     p.add_argument("--ngram-lm", default=None, help="token n-gram LM (speechkd lm2ctc train-ngram) fused into ctc-beam")
     p.add_argument("--lm-weight", type=float, default=0.5, help="shallow-fusion weight of --ngram-lm")
     p.add_argument("--insertion-bonus", type=float, default=0.0, help="ctc-beam: score added per emitted token")
+    p.add_argument("--out-dir", default=None,
+                   help="result files go here (default: EXP_DIR/decode); its decode-log.tsv names each call's checkpoint")
     _add_device(p)

@@ -13,8 +13,9 @@
 encoder fed chunk by chunk with its caches, decoder state carried across chunks); the other
 methods encode with the same chunked attention mask (simulated streaming, identical outputs).
 
-Results go to ``<exp_dir>/decode/`` (``recogs-/errs-<set>-<tag>.txt``, trn files) and one
-``wer-summary.tsv`` row per (set, tag), via :func:`speechkd.decoding.scoring.write_results`.
+Results go to ``<exp_dir>/decode/`` or another ``out_dir`` (``recogs-/errs-<set>-<tag>.txt``, trn files), one
+``wer-summary.tsv`` row per (set, tag), via :func:`speechkd.decoding.scoring.write_results`, and a
+``decode-log.tsv`` row per call naming the checkpoint decoded.
 """
 
 from __future__ import annotations
@@ -58,10 +59,33 @@ def decode_tag(method: str, beam_size: int, chunk_size: int, left_context: int, 
     return tag
 
 
+def resolve_checkpoint(exp_dir: PathLike, checkpoint: Optional[PathLike]) -> Path:
+    """The checkpoint file a decode of ``exp_dir`` reads: ``checkpoint`` (a path, or a name inside ``exp_dir``);
+    by default ``averaged.pt`` when present, else the newest ``epoch-<e>.pt``."""
+    from speechkd.training.asr_experiment import AVERAGED_NAME
+    from speechkd.training.checkpoint import epoch_checkpoints
+
+    if checkpoint is None:
+        avg = Path(exp_dir) / AVERAGED_NAME
+        epochs = epoch_checkpoints(exp_dir)
+        if avg.is_file():
+            return avg
+        if epochs:
+            return epochs[-1][1]
+        raise SpeechkdError(f"no averaged.pt or epoch-*.pt checkpoint in {exp_dir}")
+    path = Path(checkpoint)
+    if not path.is_absolute() and not path.is_file():
+        path = Path(exp_dir) / path
+    return path
+
+
 def load_model_for_decoding(
     exp_dir: PathLike, checkpoint: Optional[PathLike], tokenizer: Any = None
 ) -> tuple[Any, Any, dict[str, Any]]:
     """(model in eval mode, experiment config, paths) from ``exp_dir`` and a checkpoint file.
+
+    ``paths`` is the training config's ``paths`` section plus ``checkpoint`` (the file read, see
+    :func:`resolve_checkpoint`) and ``averaged_from`` (the checkpoints it averages; None for a plain one).
 
     The model has no training-only heads (:func:`speechkd.models.asr.decoding_config`): LM-KD attention
     decoders are neither built nor loaded. ``checkpoint`` defaults to ``averaged.pt`` when present, else the newest epoch checkpoint.
@@ -69,22 +93,11 @@ def load_model_for_decoding(
     the checksum, from an older speechkd, only gets a warning).
     """
     from speechkd.models.asr import AsrModel, decoding_config, decoding_state_dict
-    from speechkd.training.asr_experiment import AVERAGED_NAME, read_experiment
-    from speechkd.training.checkpoint import check_fingerprints, epoch_checkpoints, load_checkpoint
+    from speechkd.training.asr_experiment import read_experiment
+    from speechkd.training.checkpoint import check_fingerprints, load_checkpoint
 
     cfg, paths = read_experiment(exp_dir)
-    if checkpoint is None:
-        avg = Path(exp_dir) / AVERAGED_NAME
-        epochs = epoch_checkpoints(exp_dir)
-        if avg.is_file():
-            checkpoint = avg
-        elif epochs:
-            checkpoint = epochs[-1][1]
-        else:
-            raise SpeechkdError(f"no averaged.pt or epoch-*.pt checkpoint in {exp_dir}")
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_absolute() and not checkpoint.is_file():
-        checkpoint = Path(exp_dir) / checkpoint
+    checkpoint = resolve_checkpoint(exp_dir, checkpoint)
     state = load_checkpoint(checkpoint)
     if tokenizer is not None:
         check_fingerprints(state, {"bpe_model": tokenizer.fingerprint()}, checkpoint, "decode")
@@ -98,6 +111,7 @@ def load_model_for_decoding(
         raise SpeechkdError(f"checkpoint {checkpoint} has encoder.global_cmvn=true but no CMVN statistics")
     log.info("loaded %s", checkpoint)
     model.eval()
+    paths = {**paths, "checkpoint": str(checkpoint), "averaged_from": state.get("averaged_from")}
     return model, cfg, paths
 
 
@@ -162,6 +176,7 @@ def decode_asr(
     lm_weight: float = 0.5,
     insertion_bonus: float = 0.0,
     device: Optional[str] = None,
+    out_dir: Optional[PathLike] = None,
 ) -> dict[tuple[str, str], Any]:
     """Decode ``parts`` with every (method, chunk size) and score them, on ``device``
     (:func:`speechkd.training.dist.resolve_device`: default CUDA when available, ``cuda:$LOCAL_RANK``
@@ -172,6 +187,10 @@ def decode_asr(
 
     Returns ``{(part, tag): WerStats}``. ``cuts_dir`` and ``bpe_model`` default to the ones
     recorded at training time. Every combination is checked before any decoding starts.
+
+    ``out_dir`` (default ``<exp_dir>/decode``) receives the result files; each call appends a row to its
+    ``decode-log.tsv`` (time, checkpoint, the checkpoints it averages, parts, tags), so a directory that holds
+    the decodes of several checkpoints (e.g. a learning curve) says which file each row came from.
     """
     from speechkd.data.datamodule import AsrDataModule
     from speechkd.text.tokenizer import Tokenizer
@@ -209,7 +228,9 @@ def decode_asr(
     data_cfg = cfg.data
     data_cfg.max_duration = max_duration
     dm = AsrDataModule(data_cfg, tokenizer=None)
-    out_dir = Path(exp_dir) / "decode"
+    out_dir = Path(out_dir) if out_dir is not None else Path(exp_dir) / "decode"
+    tags = [decode_tag(m, beam_size, c, left_context, length_norm, fusion) for m in methods for c in chunk_sizes]
+    append_decode_log(out_dir, paths["checkpoint"], paths["averaged_from"], parts, tags)
     results: dict[tuple[str, str], Any] = {}
     for part in parts:
         cuts = load_cuts(cuts_dir, [part])
@@ -221,6 +242,28 @@ def decode_asr(
                     fusion,
                 )
     return results
+
+
+DECODE_LOG = "decode-log.tsv"
+DECODE_LOG_COLUMNS = ("time", "checkpoint", "averaged_from", "parts", "tags")
+
+
+def append_decode_log(
+    out_dir: PathLike, checkpoint: str, averaged_from: Optional[Sequence[str]], parts: Sequence[str],
+    tags: Sequence[str],
+) -> Path:
+    """Append one row (``DECODE_LOG_COLUMNS``, tab-separated; lists comma-separated) to ``out_dir/decode-log.tsv``,
+    writing the header first when the file is new. ``averaged_from`` None is written as ``-``."""
+    out = Path(out_dir) / DECODE_LOG
+    out.parent.mkdir(parents=True, exist_ok=True)
+    new = not out.is_file()
+    row = (time.strftime("%Y-%m-%dT%H:%M:%S"), checkpoint, ",".join(averaged_from) if averaged_from else "-",
+           ",".join(parts), ",".join(tags))
+    with open(out, "a", encoding="utf-8") as f:
+        if new:
+            f.write("\t".join(DECODE_LOG_COLUMNS) + "\n")
+        f.write("\t".join(row) + "\n")
+    return out
 
 
 def _decode_part(

@@ -298,10 +298,12 @@ def read_experiment(exp_dir: PathLike) -> tuple[AsrExperimentConfig, dict[str, A
 
 
 def average_asr(
-    exp_dir: PathLike, avg: int, by: str = "epoch", last: Optional[int] = None, cap: bool = False
+    exp_dir: PathLike, avg: int, by: str = "epoch", last: Optional[int] = None, cap: bool = False,
+    output: Optional[PathLike] = None,
 ) -> Path:
-    """Average the last ``avg`` checkpoints of ``exp_dir`` into ``exp_dir/averaged.pt`` (the deployable model:
-    training-only heads such as LM-KD attention decoders are left out).
+    """Average the last ``avg`` checkpoints of ``exp_dir`` (ending at number ``last``) into ``output``, by default
+    ``exp_dir/averaged.pt`` (the deployable model: training-only heads such as LM-KD attention decoders are left
+    out). Another ``output`` leaves ``averaged.pt`` alone, e.g. for a learning curve of averages.
 
     ``cap``: average all available checkpoints when there are fewer than ``avg`` (logged) instead
     of failing — for short smoke runs.
@@ -328,7 +330,8 @@ def average_asr(
 
     fingerprints = common_fingerprints(paths)
     state = decoding_state_dict(average_checkpoints(paths))  # training-only heads are not averaged
-    out = Path(exp_dir) / AVERAGED_NAME
+    out = Path(output) if output is not None else Path(exp_dir) / AVERAGED_NAME
+    out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint_atomic(
         {"model": state, "averaged_from": [p.name for p in paths], "torch": torch.__version__, "argv": sys.argv,
          FINGERPRINTS_KEY: fingerprints},

@@ -75,3 +75,28 @@ def test_train_from_another_directory_then_resume_with_another_bpe_is_refused(da
     capfd.readouterr()
     assert main([*decode, "--bpe-model", str(bpe_b)]) == 1
     assert "cannot decode" in capfd.readouterr().err
+
+
+def test_average_and_decode_elsewhere_for_a_learning_curve(data, tmp_path):
+    """`asr average --last N --output F` leaves averaged.pt alone; `asr decode --checkpoint F --out-dir D` writes
+    only to D, and D's decode-log.tsv names the checkpoint (and what it averages) of each call."""
+    egs, bpe_a, _ = data
+    exp = tmp_path / "exp"
+    assert _train(egs, exp, bpe_a, max_steps=3) == 0
+    out = exp / "avg-step2-2.pt"
+    avg = ["asr", "average", "--exp-dir", str(exp), "--avg", "2", "--by", "step", "--last", "2"]
+    assert main([*avg, "--output", str(out)]) == 0
+    assert not (exp / "averaged.pt").exists()
+    assert torch.load(out, weights_only=False)["averaged_from"] == ["checkpoint-1.pt", "checkpoint-2.pt"]
+    curve = tmp_path / "curve"
+    decode = ["asr", "decode", "--exp-dir", str(exp), "--parts", PART, "--methods", "ctc-greedy", "--out-dir", str(curve)]
+    assert main([*decode, "--checkpoint", str(out)]) == 0
+    assert main([*decode, "--checkpoint", "checkpoint-3.pt"]) == 0  # a name inside the exp dir
+    assert not (exp / "decode").exists()
+    assert (curve / "wer-summary.tsv").is_file()
+    rows = [line.split("\t") for line in (curve / "decode-log.tsv").read_text().splitlines()]
+    assert rows[0] == ["time", "checkpoint", "averaged_from", "parts", "tags"]
+    assert [r[1:] for r in rows[1:]] == [
+        [str(out), "checkpoint-1.pt,checkpoint-2.pt", PART, "ctc-greedy"],
+        [str(exp / "checkpoint-3.pt"), "-", PART, "ctc-greedy"],
+    ]
