@@ -50,6 +50,10 @@ help_message="Usage: $0 [options]   (LibriSpeech data stages 0-5, then the metho
 # shellcheck source=../../recipes/lib/parse_options.sh
 . "$SPEECHKD_ROOT/recipes/lib/parse_options.sh"
 
+# Every stage that runs appends its seconds and the machine's load to one file (recipes/lib/lib.sh, "Stage times").
+case $exp_dir in /*) times_dir=$exp_dir ;; *) times_dir=$PWD/$exp_dir ;; esac
+export SPEECHKD_STAGE_TIMES=${SPEECHKD_STAGE_TIMES:-$times_dir/stage_times.tsv}
+
 if [ "$download" = true ]; then
   corpus_dir=$download_dir/LibriSpeech
 fi
@@ -139,4 +143,4 @@ if [ "$stop_stage" -ge 10 ]; then
 fi
 # ==================================================================================================
 
-log "Done (stages $stage-$stop_stage)"
+log "Done (stages $stage-$stop_stage) in $((SECONDS / 60)) min $((SECONDS % 60)) s; stage times: $SPEECHKD_STAGE_TIMES"

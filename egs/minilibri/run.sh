@@ -75,6 +75,10 @@ help_message="Usage: $0 [options]   (MiniLibri data stages 0-4, then the method 
 # shellcheck source=../../recipes/lib/parse_options.sh
 . "$SPEECHKD_ROOT/recipes/lib/parse_options.sh"
 
+# Every stage that runs appends its seconds and the machine's load to one file (recipes/lib/lib.sh, "Stage times").
+case $exp_dir in /*) times_dir=$exp_dir ;; *) times_dir=$PWD/$exp_dir ;; esac
+export SPEECHKD_STAGE_TIMES=${SPEECHKD_STAGE_TIMES:-$times_dir/stage_times.tsv}
+
 # --quick true: the tiny corpus and tiny models through every stage (what the recipe tests run).
 quick_model="trainer.num_epochs=2 trainer.progress_bar=false trainer.tensorboard=false data.num_workers=0 \
 data.num_buckets=2 data.drop_last=false model.encoder.num_layers=2 model.encoder.d_model=64 model.encoder.ff_dim=128 \
@@ -289,4 +293,4 @@ if [ "$stage" -le 39 ] && [ "$stop_stage" -ge 39 ] && [ ${#seed_summaries[@]} -g
     --sets "${table_sets[@]}" --output "$exp_dir/wer-seeds.md" --output-tsv "$exp_dir/wer-seeds.tsv"
 fi
 
-log "Done (stages $stage-$stop_stage)"
+log "Done (stages $stage-$stop_stage) in $((SECONDS / 60)) min $((SECONDS % 60)) s; stage times: $SPEECHKD_STAGE_TIMES"

@@ -21,6 +21,12 @@
 #
 # Markers live in DIR/.done/stage<N>.<hash of KEY>; a changed KEY (e.g. another vocab size) runs the stage
 # again, and removing the marker forces a rerun. A marker holds the key and the time it was written.
+#
+# Stage times: stage_done stamps the start of a stage it lets run, and mark_done appends one row to the stage-times
+# file ($SPEECHKD_STAGE_TIMES, default DIR/stage_times.tsv; egs/*/run.sh points it at <exp-dir>/stage_times.tsv):
+#   end  seconds  script  stage  load_start  load_end  dir  key
+# (load_*: the 1-minute load average of /proc/loadavg at start and end, "-" where unreadable: above the number of
+# cores, the stage shared the machine and its seconds overstate what it takes alone).
 
 log() {
   local caller=${BASH_SOURCE[1]:-$0}
@@ -60,6 +66,12 @@ stage_marker() {
   echo "$dir/.done/stage$n.$sum"
 }
 
+# load1: the 1-minute load average ("-" where /proc/loadavg cannot be read).
+load1() {
+  local l
+  read -r l _ </proc/loadavg 2>/dev/null && echo "$l" || echo -
+}
+
 stage_done() {
   local marker
   marker=$(stage_marker "$@")
@@ -67,13 +79,26 @@ stage_done() {
     echo "$(date '+%F %T') (${BASH_SOURCE[1]##*/}:${BASH_LINENO[0]:-0}) Stage $1: already done (remove $marker to redo)" >&2
     return 0
   fi
+  mkdir -p "$(dirname "$marker")"
+  echo "$(date +%s) $(load1)" >"$marker.start"
   return 1
 }
 
 mark_done() {
-  local marker
+  local marker n=$1 dir=$2 start=- load_start=- seconds=- now times
   marker=$(stage_marker "$@")
   mkdir -p "$(dirname "$marker")"
   shift 2
   { printf 'key:'; printf ' %q' "$@"; printf '\ndone: %s\n' "$(date '+%F %T')"; } >"$marker"
+  if [ -f "$marker.start" ]; then
+    read -r start load_start <"$marker.start" || true
+    rm -f "$marker.start"
+  fi
+  now=$(date +%s)
+  [ "$start" != - ] && seconds=$((now - start))
+  times=${SPEECHKD_STAGE_TIMES:-$dir/stage_times.tsv}
+  mkdir -p "$(dirname "$times")"
+  [ -s "$times" ] || printf 'end\tseconds\tscript\tstage\tload_start\tload_end\tdir\tkey\n' >"$times"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date '+%F %T')" "$seconds" "${BASH_SOURCE[1]##*/}" "$n" \
+    "${load_start:--}" "$(load1)" "$dir" "$*" >>"$times"
 }

@@ -56,6 +56,12 @@ def test_tiny_asr_stages(tmp_path: Path) -> None:
         table = (exp / "decode" / "wer-table.md").read_text()
         assert table.splitlines()[0] == "| decoding | dev | test-clean | test-other |"
 
+    # one stage-times file for the whole run: a row per stage that ran (data and both models), with its seconds
+    times = [r.split("\t") for r in (tmp_path / "exp" / "stage_times.tsv").read_text().splitlines()[1:]]
+    assert [(r[2], r[3]) for r in times if r[3] in ("0", "20")] == [("run.sh", "0"), ("asr.sh", "20"), ("asr.sh", "20")]
+    assert all(int(r[1]) >= 0 for r in times)
+    assert "min" in first.stderr.splitlines()[-1] and "stage_times.tsv" in first.stderr.splitlines()[-1]
+
     # the same command again: every stage is already done, nothing retrains
     second = run_recipe(tmp_path, "--stop-stage", "39", "--methods", "asr", "--quick", "true", timeout=900)
     assert [n for n in stages_run(second.stderr) if n < 39] == []

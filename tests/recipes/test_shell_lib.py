@@ -3,6 +3,7 @@ shellcheck on every shell script of the repository."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import textwrap
@@ -141,6 +142,28 @@ def test_stage_markers_skip_same_key_and_rerun_new_key(tmp_path: Path) -> None:
     markers[0].unlink()
     redo = run_bash(script, str(tmp_path / "d"), "vocab=256")
     assert redo.stdout == "RAN\n"
+
+
+def test_stage_times_rows_for_stages_that_ran(tmp_path: Path) -> None:
+    """mark_done appends end/seconds/script/stage/loads/dir/key to the stage-times file, only for stages that ran,
+    and leaves no start stamp behind; $SPEECHKD_STAGE_TIMES moves the file."""
+    script = tmp_path / "lib_demo.sh"
+    script.write_text(LIB_SCRIPT.replace("echo RAN", "sleep 1; echo RAN").format(lib=LIB))
+    d = tmp_path / "d"
+    assert run_bash(script, str(d), "vocab=256").returncode == 0
+    assert run_bash(script, str(d), "vocab=256").stdout == ""  # skipped: no row
+    rows = [line.split("\t") for line in (d / "stage_times.tsv").read_text().splitlines()]
+    assert rows[0] == ["end", "seconds", "script", "stage", "load_start", "load_end", "dir", "key"]
+    assert len(rows) == 2
+    end, seconds, script_name, stage, load_start, load_end, dir_, key = rows[1]
+    assert 1 <= int(seconds) <= 10 and (script_name, stage, dir_, key) == ("lib_demo.sh", "3", str(d), "vocab=256")
+    assert float(load_start) >= 0 and float(load_end) >= 0
+    assert not list((d / ".done").glob("*.start"))
+    elsewhere = tmp_path / "all" / "times.tsv"
+    res = run_bash(script, str(d), "vocab=500", env={**os.environ, "SPEECHKD_STAGE_TIMES": str(elsewhere)})
+    assert res.stdout == "RAN\n"
+    assert elsewhere.read_text().splitlines()[1].split("\t")[7] == "vocab=500"
+    assert len((d / "stage_times.tsv").read_text().splitlines()) == 2
 
 
 def test_require_file_names_missing_file(tmp_path: Path) -> None:
