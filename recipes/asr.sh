@@ -64,7 +64,7 @@ config_args=()
 launcher=("$python")
 [ "$nproc" -le 1 ] || launcher=("$python" -m torch.distributed.run --standalone --nproc_per_node "$nproc")
 config_sum=
-[ -z "$config" ] || config_sum=$(cksum <"$config")  # an edited config retrains; a moved one does not
+[ -z "$config" ] || config_sum=$(config_sum "$config")  # an edited config (or base) retrains; a moved one does not
 key="config=$config_sum overrides=$overrides train=$train_parts bpe=$bpe_model"
 codebook_args=()
 if [ -n "$codebook_dir" ]; then

@@ -75,15 +75,15 @@ probe_config_args=()
 [ -z "$probe_config" ] || probe_config_args=(--config "$probe_config")
 launcher=("$python")
 [ "$nproc" -le 1 ] || launcher=("$python" -m torch.distributed.run --standalone --nproc_per_node "$nproc")
-# the loss mode as training will see it (the last loss.mode= override wins, else the config's)
-effective_mode=$(awk '/^loss:/ {f = 1; next} /^[^ #]/ {f = 0} f && $1 == "mode:" {print $2; exit}' "$config")
-for o in "${override_arr[@]}"; do case $o in loss.mode=*) effective_mode=${o#loss.mode=} ;; esac; done
+# the loss mode as training will see it (the config with its bases, then the overrides; the last loss.mode= wins)
+effective_mode=$("$python" -m speechkd config show "$config" "${set_args[@]}" --key loss.mode) ||
+  die "cannot read the config $config (message above)"
 key="config=$config overrides=${override_arr[*]} teacher=$teacher train=$train_parts"
 # Training, evaluation and export also rerun when the config files are edited (stage 11 keys on paths only:
 # training checks the stored targets' teacher metadata and fails clearly on a mismatch).
-train_key="$key config_sum=$(cksum <"$config")"
+train_key="$key config_sum=$(config_sum "$config")"
 probe_sum=
-[ -z "$probe_config" ] || probe_sum=$(cksum <"$probe_config")
+[ -z "$probe_config" ] || probe_sum=$(config_sum "$probe_config")
 
 if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ] && [ -n "$teacher_ct2_dir" ]; then
   [ -n "$teacher_dir" ] || die "--teacher-ct2-dir needs --teacher-dir (where the converted teacher goes)"

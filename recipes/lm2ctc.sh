@@ -100,7 +100,7 @@ if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ] && [ "$trained_lm" = true ]; 
   lm_cfg=()
   [ -z "$lm_config" ] || lm_cfg=(--config "$lm_config")
   lm_sum=
-  [ -z "$lm_config" ] || lm_sum=$(cksum <"$lm_config")
+  [ -z "$lm_config" ] || lm_sum=$(config_sum "$lm_config")
   key="config=$lm_sum overrides=$lm_overrides train=$train_parts text=$lm_text_source"
   if ! stage_done 10 "$exp_dir" "$key"; then
     "$python" -m speechkd lm2ctc train-lm --cuts "${train_cuts[@]}" "${text_args[@]}" --exclude-cuts "${held_cuts[@]}" \

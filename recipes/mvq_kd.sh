@@ -74,7 +74,7 @@ read -r -a override_arr <<<"$overrides"
 set_args=()
 for o in "${override_arr[@]}"; do set_args+=(--set "$o"); done
 quantizer=$codebook_dir/quantizer.pt
-config_sum=$(cksum <"$config")
+config_sum=$(config_sum "$config")
 key="config_sum=$config_sum overrides=${override_arr[*]}"
 
 if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ] && [ -n "$teacher_ct2_dir" ]; then

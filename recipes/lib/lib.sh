@@ -7,6 +7,7 @@
 #   stage_done N DIR KEY...           -> 0 (and logs "Stage N: already done (remove <marker> to redo)")
 #                                        when stage N finished before with the same KEY
 #   mark_done N DIR KEY...            -> records that stage N finished with KEY
+#   config_sum FILE                   -> checksum of the config FILE stands for, its _base_ files merged in
 #
 # Stage pattern (every stage is exactly one `python -m speechkd ...` call):
 #
@@ -101,4 +102,13 @@ mark_done() {
   [ -s "$times" ] || printf 'end\tseconds\tscript\tstage\tload_start\tload_end\tdir\tkey\n' >"$times"
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date '+%F %T')" "$seconds" "${BASH_SOURCE[1]##*/}" "$n" \
     "${load_start:--}" "$(load1)" "$dir" "$*" >>"$times"
+}
+
+# config_sum FILE: a checksum of the config FILE stands for (`speechkd config show`: its _base_ files merged in),
+# for stage keys: editing the file or one of its bases reruns the stage, moving it does not. A config that cannot
+# be read ends the recipe here, naming the file, not hours later in the stage that reads it.
+config_sum() {
+  local text
+  text=$("${python:-python}" -m speechkd config show "$1") || die "cannot read the config $1 (message above)"
+  printf '%s\n' "$text" | cksum | cut -d' ' -f1
 }

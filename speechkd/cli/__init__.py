@@ -41,6 +41,7 @@ COMMAND_MODULES = (
     "speechkd.cli.pseudo_label",
     "speechkd.cli.export",
     "speechkd.cli.lm2ctc",
+    "speechkd.cli.config",
 )
 
 GROUP_HELP = {
@@ -52,6 +53,7 @@ GROUP_HELP = {
     "pseudo": "Whisper pseudo-labelling and label filtering",
     "export": "deployable students: ONNX export in sherpa-onnx's contracts, sherpa-onnx decoding",
     "lm2ctc": "LM-to-CTC distillation: stand-in masked LM, top-k soft labels",
+    "config": "YAML configs: show one with its _base_ files merged in",
 }
 
 

@@ -16,6 +16,18 @@ Usage::
 
 Unknown keys and values of the wrong type are errors that name the key: a typo in a config must
 not be silently ignored.
+
+A YAML file may start from other files: ``_base_: asr_transducer.yaml`` (or a list of files, merged in
+order) names configs, relative to the file that names them, whose mappings the file's own keys are merged
+over, section by section; a list or a scalar in the file replaces the base's value. So a recipe variant is
+the few keys it changes::
+
+    # conf/asr_transducer_4h.yaml
+    _base_: asr_transducer.yaml
+    model: {encoder: {dropout: 0.0}}
+    trainer: {num_epochs: 8}
+
+The experiment dir's ``config.yaml`` is always the resolved config, with no ``_base_``.
 """
 
 from __future__ import annotations
@@ -141,8 +153,18 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     return data
 
 
-def load_yaml(path: Union[str, Path]) -> dict[str, Any]:
-    path = Path(path)
+BASE_KEY = "_base_"
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` merged in: mappings merge key by key, any other value of ``over`` replaces."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def _read_yaml_mapping(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise SpeechkdError(f"config file not found: {path}")
     with open(path) as f:
@@ -153,6 +175,48 @@ def load_yaml(path: Union[str, Path]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SpeechkdError(f"config file {path} must hold a mapping at top level")
     return data
+
+
+def _base_paths(path: Path, value: Any) -> list[Path]:
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        raise SpeechkdError(f"config file {path}: {BASE_KEY} must be a file name or a list of them, got {value!r}")
+    return [Path(n) if Path(n).is_absolute() else path.parent / n for n in names]
+
+
+def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], list[Path]]:
+    """(mapping of ``path`` merged over its bases, every file read: bases first, each once)."""
+    here = path.resolve()
+    if here in chain:
+        loop = " -> ".join(str(p) for p in (*chain[chain.index(here) :], here))
+        raise SpeechkdError(f"config files name each other as {BASE_KEY} in a loop: {loop}")
+    data = _read_yaml_mapping(path)
+    if BASE_KEY not in data:
+        return data, [path]
+    merged: dict[str, Any] = {}
+    files: list[Path] = []
+    for base in _base_paths(path, data.pop(BASE_KEY)):
+        if not base.is_file():
+            raise SpeechkdError(f"config file {path}: {BASE_KEY} file not found: {base}")
+        base_data, base_files = _read_with_bases(base, (*chain, here))
+        merged = deep_merge(merged, base_data)
+        files += [f for f in base_files if f not in files]
+    return deep_merge(merged, data), files + [path]
+
+
+def load_yaml(path: Union[str, Path]) -> dict[str, Any]:
+    """The mapping in YAML file ``path``, merged over its ``_base_`` files (recursively).
+
+    Raises:
+        SpeechkdError: the file or a base is missing, not YAML, not a mapping, or the bases name each other
+            in a loop.
+    """
+    return _read_with_bases(Path(path), ())[0]
+
+
+def config_files(path: Union[str, Path]) -> list[Path]:
+    """Every file the config ``path`` is made of: its bases first (each once), ``path`` last."""
+    return _read_with_bases(Path(path), ())[1]
 
 
 def load_config(

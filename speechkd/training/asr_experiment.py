@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from speechkd.config import apply_overrides, from_dict, load_yaml, read_experiment_config, to_dict
+from speechkd.config import apply_overrides, deep_merge, from_dict, load_yaml, read_experiment_config, to_dict
 from speechkd.data.datamodule import DataConfig
 from speechkd.errors import SpeechkdError
 from speechkd.models.asr import AsrModelConfig
@@ -48,13 +48,6 @@ class AsrExperimentConfig:
         self.loss.lm_kd.check_model(self.model.attention_decoders.layers)
 
 
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def load_experiment_config(
     path: Optional[PathLike], overrides: Sequence[str] = (), vocab_size: Optional[int] = None
 ) -> AsrExperimentConfig:
@@ -67,7 +60,7 @@ def load_experiment_config(
     preset_path = PRESET_DIR / f"{preset}.yaml"
     if not preset_path.is_file():
         raise SpeechkdError(f"unknown model_preset '{preset}'; available: {', '.join(list_presets())}")
-    data["model"] = _deep_merge(load_yaml(preset_path), data.get("model") or {})
+    data["model"] = deep_merge(load_yaml(preset_path), data.get("model") or {})
     if vocab_size is not None:
         given = data["model"].get("vocab_size")
         overridden = any(o.split("=", 1)[0].strip() == "model.vocab_size" for o in overrides)

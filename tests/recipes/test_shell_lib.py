@@ -166,6 +166,42 @@ def test_stage_times_rows_for_stages_that_ran(tmp_path: Path) -> None:
     assert len((d / "stage_times.tsv").read_text().splitlines()) == 2
 
 
+def test_config_sum_follows_the_bases_not_the_path(tmp_path: Path) -> None:
+    """config_sum keys a stage on the config with its _base_ files merged: editing a base changes it, moving the
+    files or reformatting them does not, and an unreadable config ends the script naming the file."""
+    import sys
+
+    script = tmp_path / "sum.sh"
+    script.write_text(f"set -euo pipefail\n. {LIB}/lib.sh\nconfig_sum \"$1\"\necho after\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "base.yaml").write_text("trainer:\n  num_epochs: 12\n  lr: 0.002\n")
+    (conf / "variant.yaml").write_text("_base_: base.yaml\ntrainer: {num_epochs: 8}\n")
+
+    def sum_of(path: Path) -> str:
+        res = subprocess.run(["bash", str(script), str(path)], capture_output=True, text=True, timeout=60,
+                             env={**env, "python": sys.executable})
+        assert res.returncode == 0, res.stderr
+        value, after = res.stdout.split()
+        assert after == "after"
+        return value
+
+    first = sum_of(conf / "variant.yaml")
+    (conf / "base.yaml").write_text("trainer:\n  num_epochs: 12\n  lr: 0.004\n")
+    edited = sum_of(conf / "variant.yaml")
+    assert edited != first
+    (conf / "base.yaml").write_text("# a comment\ntrainer: {num_epochs: 12, lr: 0.004}\n")
+    assert sum_of(conf / "variant.yaml") == edited  # the same config written otherwise
+    shutil.copytree(conf, tmp_path / "moved")
+    assert sum_of(tmp_path / "moved" / "variant.yaml") == edited
+    (conf / "variant.yaml").write_text("_base_: gone.yaml\n")
+    res = subprocess.run(["bash", str(script), str(conf / "variant.yaml")], capture_output=True, text=True,
+                         timeout=60, env={**env, "python": sys.executable})
+    assert res.returncode == 1 and "after" not in res.stdout
+    assert "gone.yaml" in res.stderr and f"cannot read the config {conf / 'variant.yaml'}" in res.stderr
+
+
 def test_require_file_names_missing_file(tmp_path: Path) -> None:
     script = tmp_path / "req.sh"
     present = tmp_path / "present.txt"

@@ -323,20 +323,38 @@ def test_time_warping_is_refused_when_distilling(student_setup, tmp_path):
 def test_recipe_configs_are_their_baseline_plus_the_codebook_loss(corpus, mvq_conf, baseline):
     import yaml
 
+    from speechkd.config import load_yaml
     from speechkd.training.asr_experiment import load_experiment_config
 
     conf = Path(__file__).resolve().parents[2] / "egs" / corpus / "conf"
-    mvq, base = (yaml.safe_load((conf / n).read_text()) for n in (mvq_conf, baseline))
-    loss = mvq.pop("loss")
-    assert loss.pop("codebook_loss_scale") > 0 and mvq.pop("mvq")["num_codebooks"] in (8, 16)
-    assert loss == base.pop("loss")
+    own = yaml.safe_load((conf / mvq_conf).read_text())  # what the file itself says, before its base
+    assert own.pop("_base_") == baseline
+    assert own.pop("loss") == {"codebook_loss_scale": 0.1} and own.pop("mvq")["num_codebooks"] in (8, 16)
     # the only other difference allowed: no time warping on top of SpecAugment's masks
-    sa = mvq["data"].get("spec_augment")
-    if sa:
-        assert sa.pop("time_warp_factor") == 0
-    assert mvq == base
+    data = own.pop("data", None)
+    if data is not None:
+        assert data == {"spec_augment": {"enabled": True, "time_warp_factor": 0}}
+    assert own == {}
+    mvq, base = load_yaml(conf / mvq_conf), load_yaml(conf / baseline)
+    assert {k: v for k, v in mvq.items() if k not in ("loss", "data", "mvq")} == \
+        {k: v for k, v in base.items() if k not in ("loss", "data")}
     cfg = load_experiment_config(conf / mvq_conf)  # validates (student layer inside the encoder, no time warp)
     assert 1 <= cfg.mvq.student_layer <= cfg.model.encoder.num_layers
+    base_cfg = load_experiment_config(conf / baseline)
+    assert cfg.loss.ctc_only_until_emission_ratio == base_cfg.loss.ctc_only_until_emission_ratio
+    assert cfg.trainer == base_cfg.trainer and cfg.model == base_cfg.model
+
+
+def test_the_yardstick_transducer_is_the_default_with_three_changes():
+    from speechkd.training.asr_experiment import load_experiment_config
+
+    conf = Path(__file__).resolve().parents[2] / "egs" / "minilibri" / "conf"
+    base, ys = load_experiment_config(conf / "asr_transducer.yaml"), load_experiment_config(conf / "asr_transducer_4h.yaml")
+    assert (base.model.encoder.dropout, ys.model.encoder.dropout) == (0.1, 0.0)
+    assert (ys.trainer.num_epochs, ys.trainer.scheduler.lr_epochs) == (8, 2)
+    ys.model.encoder.dropout, ys.trainer.num_epochs = base.model.encoder.dropout, base.trainer.num_epochs
+    ys.trainer.scheduler.lr_epochs = base.trainer.scheduler.lr_epochs
+    assert ys == base
 
 
 def test_uint8_storage_has_no_per_cut_overhead_and_reads_slices(tmp_path):
