@@ -27,7 +27,9 @@ def _show(args: argparse.Namespace) -> Optional[int]:
     data = apply_overrides(load_yaml(args.config), args.set)
     if args.key:
         value = _lookup(data, args.key)
-        if value is not None:
+        if isinstance(value, bool):
+            print("true" if value else "false")  # as YAML (and the recipes' options) write it, not Python's True
+        elif value is not None:
             print(value if not isinstance(value, (dict, list)) else yaml.safe_dump(value, sort_keys=False).rstrip())
         return 0
     print(yaml.safe_dump(data, sort_keys=False).rstrip())

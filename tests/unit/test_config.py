@@ -144,6 +144,10 @@ def test_config_show_prints_the_merged_config_a_key_or_the_files(tmp_path, capsy
     assert capsys.readouterr().out == "stored\n"
     assert main(["config", "show", str(child), "--key", "loss.missing"]) == 0
     assert capsys.readouterr().out == ""
+    assert main(["config", "show", str(child), "--set", "loss.flag=true", "--key", "loss.flag"]) == 0
+    assert capsys.readouterr().out == "true\n"
+    assert main(["config", "show", str(child), "--key", "loss.absent"]) == 0
+    assert capsys.readouterr().out == ""
     assert main(["config", "show", str(child), "--files"]) == 0
     assert capsys.readouterr().out.split() == [str(tmp_path / "a.yaml"), str(child)]
     assert main(["config", "show", str(tmp_path / "none.yaml")]) != 0
