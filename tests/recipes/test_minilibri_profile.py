@@ -16,7 +16,7 @@ printf '%s\\n' "$(basename "$0") $*" >>"$CALLS"
 """
 
 
-def run_profile(tmp: Path, *args: str) -> tuple[dict[str, str], str]:
+def run_profile(tmp: Path, *args: str, rc: int = 0) -> tuple[dict[str, str], str]:
     """Runs a stubbed run.sh --stage 10; returns {recipe: its arguments} (the last call of each) and the log."""
     tree = tmp / "tree"
     shutil.copytree(ROOT / "recipes" / "lib", tree / "recipes" / "lib")
@@ -28,16 +28,17 @@ def run_profile(tmp: Path, *args: str) -> tuple[dict[str, str], str]:
     egs.mkdir(parents=True)
     for name in ("run.sh", "path.sh"):
         shutil.copy2(ROOT / "egs" / "minilibri" / name, egs / name)
+    shutil.copytree(ROOT / "egs" / "minilibri" / "conf", egs / "conf")
     calls = tmp / "calls.txt"
     env = dict(os.environ, PYTHON="true", CALLS=str(calls))  # stage 39's seed table: nothing to tabulate
     res = subprocess.run(["bash", str(egs / "run.sh"), "--stage", "10", "--exp-dir", str(tmp / "exp"), *args],
                          capture_output=True, text=True, timeout=60, env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.returncode == rc, res.stderr[-3000:]
     recipes = {}
-    for line in calls.read_text().splitlines():
+    for line in (calls.read_text() if calls.exists() else "").splitlines():
         name, _, rest = line.partition(" ")
         recipes[name] = rest
-    calls.unlink()
+    calls.unlink(missing_ok=True)
     return recipes, res.stderr
 
 
@@ -70,3 +71,22 @@ def test_main_command_leaves_the_extras_out_and_all_stages_brings_them_back(tmp_
     assert "--systems hard --seeds" in mixed["lm2ctc.sh"]
     assert "--probe-overrides upstreams=[teacher]" in mixed["distilhubert.sh"]
     assert "whisper_pl.sh" not in mixed and "mvq_kd.sh" not in mixed
+
+
+def test_student_configs_are_options_and_are_checked_before_any_stage(tmp_path: Path) -> None:
+    main, _ = run_profile(tmp_path)
+    assert option(main["whisper_pl.sh"], "--config") == "conf/asr_transducer.yaml"
+    assert option(main["mvq_kd.sh"], "--config") == "conf/mvq_kd_whisper_tiny.yaml"
+    assert option(main["lm2ctc.sh"], "--config") == "conf/lm2ctc.yaml"
+    ys, _ = run_profile(tmp_path / "ys", "--pl-config", "conf/asr_transducer_4h.yaml",
+                        "--mvq-config", "conf/mvq_kd_whisper_tiny_4h.yaml")
+    assert option(ys["whisper_pl.sh"], "--config") == "conf/asr_transducer_4h.yaml"
+    assert option(ys["mvq_kd.sh"], "--config") == "conf/mvq_kd_whisper_tiny_4h.yaml"
+    # a missing config of a later method ends the run before the first recipe runs, naming the file
+    calls, log = run_profile(tmp_path / "bad", "--mvq-config", "conf/nope.yaml", rc=1)
+    assert calls == {} and "config conf/nope.yaml not found" in log
+    calls, log = run_profile(tmp_path / "bad2", "--asr-models", "ctc transducer_9h", "--methods", "asr", rc=1)
+    assert calls == {} and "config conf/asr_transducer_9h.yaml not found" in log
+    # a method left out is not checked
+    calls, _ = run_profile(tmp_path / "ok", "--mvq-config", "conf/nope.yaml", "--methods", "asr")
+    assert set(calls) == {"data.sh", "asr.sh"}

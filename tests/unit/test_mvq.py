@@ -357,6 +357,20 @@ def test_the_yardstick_transducer_is_the_default_with_three_changes():
     assert ys == base
 
 
+def test_the_yardstick_mvq_student_is_the_yardstick_transducer_plus_the_codebook_head():
+    """conf/mvq_kd_whisper_tiny_4h.yaml differs from its baseline conf/asr_transducer_4h.yaml by the codebook loss and
+    the mvq section alone, and those are the 1 h MVQ student's: the order of its two bases matters."""
+    from speechkd.config import load_yaml
+
+    conf = Path(__file__).resolve().parents[2] / "egs" / "minilibri" / "conf"
+    mvq_ys, ys, mvq = (load_yaml(conf / f) for f in ("mvq_kd_whisper_tiny_4h.yaml", "asr_transducer_4h.yaml",
+                                                       "mvq_kd_whisper_tiny.yaml"))
+    assert mvq_ys["mvq"] == mvq["mvq"]
+    assert mvq_ys["loss"].pop("codebook_loss_scale") == mvq["loss"]["codebook_loss_scale"] > 0
+    del mvq_ys["mvq"]
+    assert mvq_ys == ys
+
+
 def test_uint8_storage_has_no_per_cut_overhead_and_reads_slices(tmp_path):
     from lhotse.features.io import NumpyHdf5Writer, get_reader
 
