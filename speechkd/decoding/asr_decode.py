@@ -122,6 +122,8 @@ def _check_method(model: Any, method: str, chunk_size: int) -> None:
         raise SpeechkdError("ctc-greedy decoding needs a model with a CTC head (model.use_ctc=true)")
     if method in ("greedy", "beam") and model.joiner is None:
         raise SpeechkdError(f"{method} decoding needs a transducer (model.use_transducer=true)")
+    if chunk_size > 0 and model.cfg.encoder_type != "conformer":
+        raise SpeechkdError(f"chunk_size={chunk_size}: the {model.cfg.encoder_type} encoder is full-context only")
     if chunk_size > 0 and not model.cfg.encoder.causal:
         raise SpeechkdError(
             f"chunk_size={chunk_size} needs a causal (streaming) encoder; this model has encoder.causal=false"

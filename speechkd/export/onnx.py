@@ -158,6 +158,11 @@ def quantize_int8(src: PathLike, dst: PathLike) -> None:
 def _check_model(model: AsrModel, kind: str, tokens: dict[int, str]) -> None:
     if kind not in KINDS:
         raise SpeechkdError(f"unknown export kind {kind!r}; choose from {', '.join(KINDS)}")
+    if model.cfg.encoder_type != "conformer":
+        raise SpeechkdError(
+            f"model.encoder_type={model.cfg.encoder_type!r} reads raw audio through Whisper's log-mel, but the "
+            "sherpa-onnx runtime feeds the encoder Kaldi fbank frames: only conformer students export"
+        )
     if model.blank_id != 0:
         raise SpeechkdError(f"sherpa-onnx hard-codes blank id 0; this model has blank_id={model.blank_id}")
     if len(tokens) != model.vocab_size:

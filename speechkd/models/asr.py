@@ -30,8 +30,12 @@ from speechkd.errors import SpeechkdError
 from speechkd.models.attention_decoder import AttentionDecoder, AttentionDecodersConfig
 from speechkd.models.conformer import FULL_CONTEXT, ConformerEncoder, EncoderConfig, EncoderOutput
 from speechkd.models.transducer import Joiner, StatelessDecoder
+from speechkd.models.whisper_encoder import WhisperEncoderConfig, WhisperStudentEncoder
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
+#: ``model.encoder_type``: conformer (``model.encoder``, fbank input) | whisper (``model.whisper``: Whisper encoder
+#: layers, raw audio input, a teacher-initialised student; :mod:`speechkd.models.whisper_encoder`)
+ENCODER_TYPES = ("conformer", "whisper")
 T = TypeVar("T")
 #: state-dict prefix of MVQ-KD-style training-only heads (``AsrModel.training_heads``)
 TRAINING_HEADS_PREFIX = "training_heads."
@@ -46,9 +50,12 @@ def decoding_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
 
 @dataclass
 class AsrModelConfig:
-    """Whole-model config; ``encoder`` holds the size/streaming knobs."""
+    """Whole-model config; ``encoder`` holds the conformer's size/streaming knobs, ``whisper`` the Whisper-layer
+    encoder's (``encoder_type`` picks one)."""
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    encoder_type: str = "conformer"
+    whisper: WhisperEncoderConfig = field(default_factory=WhisperEncoderConfig)
     vocab_size: int = 500
     blank_id: int = 0
     use_ctc: bool = True
@@ -61,9 +68,18 @@ class AsrModelConfig:
     # Training-only attention decoders on encoder layers (LM-to-CTC KD); empty layers: none.
     attention_decoders: AttentionDecodersConfig = field(default_factory=AttentionDecodersConfig)
 
+    @property
+    def num_encoder_layers(self) -> int:
+        return self.whisper.num_layers if self.encoder_type == "whisper" else self.encoder.num_layers
+
     def validate(self) -> None:
-        self.encoder.validate()
-        self.attention_decoders.validate(self.encoder.num_layers)
+        if self.encoder_type not in ENCODER_TYPES:
+            raise SpeechkdError(f"model.encoder_type={self.encoder_type!r}: use one of {ENCODER_TYPES}")
+        if self.encoder_type == "whisper":
+            self.whisper.validate()
+        else:
+            self.encoder.validate()
+        self.attention_decoders.validate(self.num_encoder_layers)
         if not (self.use_ctc or self.use_transducer):
             raise SpeechkdError("model config: enable at least one of use_ctc / use_transducer")
         if not 0 <= self.blank_id < self.vocab_size:
@@ -85,7 +101,7 @@ class AsrModel(nn.Module):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
-        self.encoder = ConformerEncoder(cfg.encoder)
+        self.encoder = WhisperStudentEncoder(cfg.whisper) if cfg.encoder_type == "whisper" else ConformerEncoder(cfg.encoder)
         d = self.encoder.output_dim
         self.ctc_output: Optional[nn.Linear] = nn.Linear(d, cfg.vocab_size) if cfg.use_ctc else None
         self.decoder: Optional[StatelessDecoder] = None

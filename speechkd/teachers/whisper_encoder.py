@@ -19,23 +19,16 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
 from speechkd.errors import SpeechkdError
-from speechkd.teachers.base import SAMPLE_RATE, Teacher, TeacherOutput, lengths_to_mask
+from speechkd.models.whisper_encoder import whisper_encode, whisper_log_mel
+from speechkd.teachers.base import SAMPLE_RATE, Teacher, TeacherOutput
 
 logger = logging.getLogger(__name__)
 
 WHISPER_MODEL_TYPE = "whisper"
-
-
-def additive_key_mask(lens: torch.Tensor, max_len: int, dtype: torch.dtype) -> torch.Tensor:
-    """``(N,)`` lengths -> ``(N, 1, max_len, max_len)`` additive mask: 0 for valid keys, dtype-min for padding."""
-    valid = lengths_to_mask(lens, max_len)
-    mask = torch.zeros(valid.shape, dtype=dtype, device=lens.device).masked_fill(~valid, torch.finfo(dtype).min)
-    return mask[:, None, None, :].expand(-1, 1, max_len, max_len)
 
 
 class WhisperEncoderTeacher(Teacher):
@@ -121,26 +114,12 @@ class WhisperEncoderTeacher(Teacher):
     # --- forward --------------------------------------------------------------------------------------
     def log_mel(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-utterance log-mel, zero padded: ``(N, S)`` -> ``((N, n_mels, T_mel), mel_lens (N,))``."""
-        too_long = [i for i, n in enumerate(wav_lens.tolist()) if n > self.max_samples]
-        if too_long:
-            raise SpeechkdError(
-                f"teacher {self.name}: utterances {too_long} are longer than {self.max_samples} samples "
-                f"({self.max_samples / self.sample_rate:.0f} s), the Whisper encoder's position table"
-            )
-        device = "cpu" if self.device.type == "cpu" else str(self.device)
-        mels = []
-        for i, n in enumerate(wav_lens.tolist()):
-            wav = wavs[i, :n].detach().cpu().numpy().astype(np.float32)
-            feats = self.feature_extractor(
-                wav, sampling_rate=self.sample_rate, padding="longest", return_tensors="pt", device=device
-            ).input_features  # (1, n_mels, T_mel)
-            mels.append(feats[0].T)
-        mel_lens = torch.tensor([m.shape[0] for m in mels], dtype=torch.long, device=self.device)
-        mel = nn.utils.rnn.pad_sequence(mels, batch_first=True).transpose(1, 2)  # (N, n_mels, T_mel)
-        return mel.to(self.device), mel_lens
+        return whisper_log_mel(self.feature_extractor, wavs.to(self.device), wav_lens.to(self.device),
+                               self.max_samples, f"teacher {self.name}")
 
     def encode(self, mel: torch.Tensor, mel_lens: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Encoder with the position table sliced to the input length.
+        """Encoder with the position table sliced to the input length
+        (:func:`speechkd.models.whisper_encoder.whisper_encode`).
 
         Args:
             mel: ``(N, n_mels, T_mel)`` log-mel, zero padded.
@@ -149,24 +128,7 @@ class WhisperEncoderTeacher(Teacher):
         Returns:
             ``(hidden_states, lens)``: ``num_layers + 1`` tensors ``(N, T, D)`` and ``(N,)`` frames.
         """
-        enc = self.model
-        act = nn.functional.gelu
-        mel = mel.to(self.dtype)
-        x = act(enc.conv1(mel)) * lengths_to_mask(mel_lens, mel.shape[-1]).to(mel.dtype)[:, None, :]
-        x = act(enc.conv2(x)).transpose(1, 2)  # (N, T, D)
-        lens = enc._get_feat_extract_output_lengths(mel_lens).to(torch.long)
-        frames = x.shape[1]
-        if frames > enc.embed_positions.num_embeddings:
-            raise SpeechkdError(f"teacher {self.name}: {frames} frames exceed the position table")
-        x = x + enc.embed_positions.weight[:frames]
-        mask = None if bool((lens == frames).all()) else additive_key_mask(lens, frames, x.dtype)
-        hidden = [x]
-        for layer in enc.layers:
-            x = layer(x, mask)
-            x = x[0] if isinstance(x, tuple) else x
-            hidden.append(x)
-        hidden[-1] = enc.layer_norm(x)
-        return hidden, lens
+        return whisper_encode(self.model, mel.to(self.dtype), mel_lens, f"teacher {self.name}")
 
     def _forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> TeacherOutput:
         mel, mel_lens = self.log_mel(wavs, wav_lens)

@@ -44,6 +44,11 @@ class AsrExperimentConfig:
 
     def validate(self) -> None:
         self.loss.check_model(self.model.use_ctc, self.model.use_transducer)
+        if self.model.encoder_type == "whisper" and (self.data.input != "audio" or self.data.sampling_rate != 16000):
+            raise SpeechkdError(
+                f"model.encoder_type=whisper reads 16 kHz audio (Whisper's own log-mel), but data.input="
+                f"{self.data.input!r} and data.sampling_rate={self.data.sampling_rate}: set data.input=audio"
+            )
         check_mvq_experiment(self)
         self.loss.lm_kd.check_model(self.model.attention_decoders.layers)
 
@@ -162,12 +167,18 @@ def train_asr(
     warn_if_chained([*train_parts, *untranscribed_parts])
     valid_cuts = load_cuts(cuts_dir, valid_parts) if valid_parts else None
     model = build_asr_model(cfg)
+    teacher_init = None
+    if cfg.model.encoder_type == "whisper" and cfg.model.whisper.init_from:
+        from speechkd.training.teacher_init import init_whisper_encoder
+
+        teacher_init = init_whisper_encoder(model.encoder, cfg.model.whisper.init_from)  # a resumed run then loads its own
     log.info(
-        "model: %.2fM parameters (encoder %.2fM), preset %s, causal=%s",
+        "model: %.2fM parameters (encoder %.2fM, %s), preset %s, causal=%s",
         model.num_params() / 1e6,
         model.num_params(model.encoder) / 1e6,
+        cfg.model.encoder_type,
         cfg.model_preset,
-        cfg.model.encoder.causal,
+        cfg.model.encoder_type == "conformer" and cfg.model.encoder.causal,
     )
     codebook = codebook_meta = None
     if cfg.loss.codebook_loss_scale > 0:
@@ -192,6 +203,8 @@ def train_asr(
     }
     if codebook_meta is not None:
         run_config["paths"]["codebook_dir"] = str(codebook_dir)
+    if teacher_init is not None:
+        run_config["paths"]["teacher_init"] = teacher_init
     if lm_meta is not None:
         run_config["paths"]["lm_soft_labels"] = {k: lm_meta.get(k) for k in ("lm", "lm_fingerprint", "k", "temperature")}
     if model.encoder.input_norm is not None:
