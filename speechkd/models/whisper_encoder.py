@@ -10,7 +10,8 @@ with the teacher's weights (``speechkd.training.teacher_init``); decoding rebuil
 Input is raw 16 kHz audio (``data.input: audio``): each utterance gets Whisper's own log-mel (transformers'
 ``WhisperFeatureExtractor``, no 30 s padding) and the position table is sliced to the input length, as the
 Whisper teacher of :mod:`speechkd.teachers.whisper_encoder` does; both use :func:`whisper_log_mel` and
-:func:`whisper_encode` below. Full context only: no chunked attention, no streaming.
+:func:`whisper_encode` below. An utterance longer than the table (30 s) is read in consecutive 30 s windows whose
+frames are concatenated. Full context only: no chunked attention, no streaming.
 """
 
 from __future__ import annotations
@@ -217,9 +218,33 @@ class WhisperStudentEncoder(nn.Module):
                 f"the Whisper-layer encoder reads raw audio (N, S) (data.input: audio), got a {x.dim()}-d input "
                 f"{tuple(x.shape)}: fbank features?"
             )
+        if bool((x_lens > self.max_samples).any()):
+            return self._forward_windows(x, x_lens)
         mel, mel_lens = whisper_log_mel(self.feature_extractor, x, x_lens, self.max_samples, "whisper-layer encoder")
         hidden, lens = whisper_encode(self, mel, mel_lens, "whisper-layer encoder")
         return EncoderOutput(out=hidden[-1], out_lens=lens, layer_outputs=hidden[1:])
+
+    def _forward_windows(self, x: torch.Tensor, x_lens: torch.Tensor) -> EncoderOutput:
+        """Utterances longer than the position table (30 s) as Whisper reads long audio: consecutive windows of at
+        most ``max_samples``, each encoded on its own (positions from 0), their frames concatenated."""
+        spans = [(i, start, min(start + self.max_samples, n))
+                 for i, n in enumerate(x_lens.tolist()) for start in range(0, n, self.max_samples)]
+        width = max(end - start for _, start, end in spans)
+        windows = x.new_zeros(len(spans), width)
+        for k, (i, start, end) in enumerate(spans):
+            windows[k, : end - start] = x[i, start:end]
+        w_lens = torch.tensor([end - start for _, start, end in spans], device=x.device)
+        enc = self.forward(windows, w_lens)
+        outputs = []
+        for layer in enc.layer_outputs:
+            per_utt: list[list[torch.Tensor]] = [[] for _ in range(x.shape[0])]
+            for k, (i, _, _) in enumerate(spans):
+                per_utt[i].append(layer[k, : int(enc.out_lens[k])])
+            outputs.append(nn.utils.rnn.pad_sequence([torch.cat(p) for p in per_utt], batch_first=True))
+        lens = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        for k, (i, _, _) in enumerate(spans):
+            lens[i] += enc.out_lens[k]
+        return EncoderOutput(out=outputs[-1], out_lens=lens, layer_outputs=outputs)
 
 
 def teacher_layer_map(layers: Sequence[int]) -> dict[str, str]:

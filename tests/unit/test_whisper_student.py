@@ -147,3 +147,21 @@ def test_the_minilibri_config_is_the_transducer_baseline_on_whisper_layers() -> 
     assert (ours.model.encoder_type, ours.model.whisper.init_from, ours.data.input) == ("whisper", "packaged:tiny.en", "audio")
     assert ours.loss == base.loss and ours.trainer.num_epochs == base.trainer.num_epochs
     assert ours.model.use_transducer and ours.model.use_ctc and ours.data.max_duration == base.data.max_duration
+
+
+def test_audio_longer_than_the_position_table_is_read_in_windows() -> None:
+    """An utterance over max_samples is encoded as consecutive windows (each as if alone), frames concatenated;
+    the other utterances of the batch are unchanged."""
+    cfg = WhisperEncoderConfig(layers=[0], max_source_positions=25, **SIZES)  # 25 frames = 0.5 s = 8000 samples
+    torch.manual_seed(0)
+    enc = WhisperStudentEncoder(cfg).eval()
+    assert enc.max_samples == 8000
+    wavs = torch.randn(2, 20000, generator=torch.Generator().manual_seed(4)) * 0.1
+    lens = torch.tensor([20000, 5000])
+    with torch.no_grad():
+        out = enc(wavs, lens)
+        parts = [enc(wavs[:1, a:b], torch.tensor([b - a])) for a, b in ((0, 8000), (8000, 16000), (16000, 20000))]
+        short = enc(wavs[1:, :5000], torch.tensor([5000]))
+    assert out.out_lens.tolist() == [sum(int(p.out_lens[0]) for p in parts), int(short.out_lens[0])] == [63, 16]
+    torch.testing.assert_close(out.out[0, :63], torch.cat([p.out[0] for p in parts]), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.out[1, :16], short.out[0], atol=1e-5, rtol=1e-5)
