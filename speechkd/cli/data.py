@@ -173,8 +173,9 @@ def cmd_shuffle_cuts(args: argparse.Namespace) -> int:
 
     output = cuts_path(args.cuts_dir, args.name)
     n = shuffle_manifests([cuts_path(args.cuts_dir, p) for p in args.parts], output, seed=args.seed,
-                          lines_per_bucket=args.lines_per_bucket)
-    print(f"{output}: {n} cuts of {' '.join(args.parts)} in random order (seed {args.seed})")
+                          lines_per_bucket=args.lines_per_bucket, max_cuts=args.max_cuts)
+    subset = f", the first {n} kept" if args.max_cuts else ""
+    print(f"{output}: {n} cuts of {' '.join(args.parts)} in random order (seed {args.seed}{subset})")
     return 0
 
 
@@ -358,6 +359,8 @@ def register(reg: Any) -> None:
     p.add_argument("--name", default="train-all-shuf", help="name of the shuffled part (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     p.add_argument("--lines-per-bucket", type=int, default=50_000, help="cuts in memory at once (default: %(default)s)")
+    p.add_argument("--max-cuts", type=int, default=None,
+                   help="keep only the first N cuts of the random order: a uniform random subset (default: all)")
 
     p = reg.command(
         "data",

@@ -21,7 +21,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Sequence, Union
+from typing import Any, Iterable, Optional, Sequence, Union
 
 from speechkd.errors import SpeechkdError
 
@@ -81,9 +81,11 @@ def shuffle_manifests(
     output: PathLike,
     seed: int = 0,
     lines_per_bucket: int = DEFAULT_LINES_PER_BUCKET,
+    max_cuts: Optional[int] = None,
 ) -> int:
     """Write the non-empty lines of ``inputs`` (``.jsonl`` or ``.jsonl.gz`` manifests) to ``output`` in a
-    uniformly random order fixed by ``seed``; returns the number of lines.
+    uniformly random order fixed by ``seed``; returns the number of lines written. ``max_cuts``: write only the
+    first ``max_cuts`` of that order, a uniformly random subset (e.g. part of an unlabelled pool).
 
     Two passes over the inputs (count, scatter into ``ceil(N / lines_per_bucket)`` temporary buckets next
     to ``output``), then each bucket is shuffled in memory and appended. ``output`` appears atomically.
@@ -97,6 +99,8 @@ def shuffle_manifests(
         raise SpeechkdError(f"cannot shuffle: manifest(s) not found: {', '.join(missing)}")
     if lines_per_bucket < 1:
         raise SpeechkdError(f"lines_per_bucket must be >= 1, got {lines_per_bucket}")
+    if max_cuts is not None and max_cuts < 1:
+        raise SpeechkdError(f"max_cuts must be >= 1, got {max_cuts}")
     total = _count_lines(paths)
     if total == 0:
         raise SpeechkdError(f"cannot shuffle: no cuts in {', '.join(map(str, paths))}")
@@ -117,15 +121,19 @@ def shuffle_manifests(
             for b in buckets:
                 b.close()
         tmp_out = tmp_dir / out.name
+        left = total if max_cuts is None else min(max_cuts, total)
+        written = left
         with _open_text(tmp_out, "w") as w:
             for i in range(num_buckets):
                 with open(tmp_dir / f"{i}.jsonl", encoding="utf-8") as f:
                     lines = f.readlines()
                 rng.shuffle(lines)
-                w.writelines(lines)
+                w.writelines(lines[:left])
+                left -= min(left, len(lines))
                 os.remove(tmp_dir / f"{i}.jsonl")
         os.replace(tmp_out, out)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-    log.info("shuffled %d cuts of %s into %s (%d buckets)", total, ", ".join(p.name for p in paths), out, num_buckets)
-    return total
+    log.info("shuffled %d cuts of %s into %s (%d buckets), wrote %d", total, ", ".join(p.name for p in paths), out,
+             num_buckets, written)
+    return written

@@ -72,6 +72,19 @@ def test_shuffled_manifest_is_a_bounded_memory_permutation_that_mixes_parts_from
         assert min(pos) < 0.05 and max(pos) > 0.95, part
 
 
+def test_max_cuts_keeps_the_head_of_the_same_random_order(cuts_dir, tmp_path):
+    """--max-cuts N: the first N lines of the order the full shuffle writes (a uniform subset without repeats),
+    across bucket boundaries; more than there are keeps all; 0 is refused."""
+    inputs = [cuts_dir / f"librispeech_cuts_{p}.jsonl.gz" for p in PARTS]
+    full, head = tmp_path / "full.jsonl.gz", tmp_path / "head.jsonl.gz"
+    total = shuffle_manifests(inputs, full, seed=5, lines_per_bucket=100)
+    assert shuffle_manifests(inputs, head, seed=5, lines_per_bucket=100, max_cuts=150) == 150
+    assert _lines(head) == _lines(full)[:150] and len(set(_lines(head))) == 150
+    assert shuffle_manifests(inputs, head, seed=5, lines_per_bucket=100, max_cuts=total + 7) == total
+    with pytest.raises(SpeechkdError, match="max_cuts must be >= 1"):
+        shuffle_manifests(inputs, head, max_cuts=0)
+
+
 def test_shuffle_rejects_missing_and_empty_inputs(tmp_path):
     with pytest.raises(SpeechkdError, match="not found: .*nope.jsonl.gz"):
         shuffle_manifests([tmp_path / "nope.jsonl.gz"], tmp_path / "out.jsonl.gz")
