@@ -49,6 +49,9 @@ class AsrExperimentConfig:
                 f"model.encoder_type=whisper reads 16 kHz audio (Whisper's own log-mel), but data.input="
                 f"{self.data.input!r} and data.sampling_rate={self.data.sampling_rate}: set data.input=audio"
             )
+        if self.model.encoder_type == "whisper" and self.loss.codebook_loss_scale > 0:
+            raise SpeechkdError("loss.codebook_loss_scale > 0 (MVQ-KD) needs the conformer encoder: the codebook "
+                                "frames are aligned to fbank frames, not to the whisper encoder's raw-audio input")
         check_mvq_experiment(self)
         self.loss.lm_kd.check_model(self.model.attention_decoders.layers)
 

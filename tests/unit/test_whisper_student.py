@@ -147,6 +147,8 @@ def test_the_minilibri_config_is_the_transducer_baseline_on_whisper_layers() -> 
     assert (ours.model.encoder_type, ours.model.whisper.init_from, ours.data.input) == ("whisper", "packaged:tiny.en", "audio")
     assert ours.loss == base.loss and ours.trainer.num_epochs == base.trainer.num_epochs
     assert ours.model.use_transducer and ours.model.use_ctc and ours.data.max_duration == base.data.max_duration
+    with pytest.raises(SpeechkdError, match="MVQ-KD.*needs the conformer"):
+        load_experiment_config(conf / "asr_whisper_init.yaml", ["loss.codebook_loss_scale=0.1"])
 
 
 def test_audio_longer_than_the_position_table_is_read_in_windows() -> None:
