@@ -84,10 +84,58 @@ class OptimizerConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     weight_decay: float = 1e-2
     eps: float = 1e-8
+    # lr multipliers by parameter-name prefix (a module path of the model, e.g. {encoder: 0.05}); the longest
+    # matching prefix wins, 0 freezes the parameters (requires_grad off, left out of the optimizer). Fine-tuning a
+    # teacher-initialised encoder at a fraction of the heads' lr keeps what it knows. Nested mappings are read as
+    # dotted prefixes, so the override trainer.optimizer.lr_scales.encoder.layers=0 means prefix encoder.layers.
+    lr_scales: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.lr <= 0 or len(self.betas) != 2:
             raise SpeechkdError(f"optimizer: lr must be > 0 and betas two numbers (got {self.lr}, {self.betas})")
+        for prefix, scale in flat_lr_scales(self.lr_scales).items():
+            if not isinstance(scale, (int, float)) or isinstance(scale, bool) or scale < 0:
+                raise SpeechkdError(f"trainer.optimizer.lr_scales.{prefix} must be a number >= 0, got {scale!r}")
+
+
+def flat_lr_scales(scales: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"encoder": {"layers": 0}, "joiner": 2}`` -> ``{"encoder.layers": 0, "joiner": 2}``."""
+    out: dict[str, Any] = {}
+    for key, value in scales.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flat_lr_scales(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def lr_param_groups(model: torch.nn.Module, lr: float, scales: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """AdamW parameter groups of ``model``: one per distinct lr multiplier of ``scales`` (see
+    ``OptimizerConfig.lr_scales``), each ``{"params": [...], "lr": lr * scale, "name": prefix}``. Parameters whose
+    multiplier is 0 get ``requires_grad = False`` and no group. A prefix that names no parameter is an error
+    (a typo would otherwise train the whole model at full lr)."""
+    flat = {k: float(v) for k, v in flat_lr_scales(scales).items()}
+    names = [n for n, _ in model.named_parameters()]
+    for prefix in flat:
+        if not any(n == prefix or n.startswith(prefix + ".") for n in names):
+            tops = sorted({n.split(".")[0] for n in names})
+            raise SpeechkdError(f"trainer.optimizer.lr_scales.{prefix}: no parameter of the model is under "
+                                f"{prefix!r} (top-level modules: {', '.join(tops)})")
+    groups: dict[str, dict[str, Any]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        matches = [p for p in flat if name == p or name.startswith(p + ".")]
+        key = max(matches, key=len) if matches else ""
+        scale = flat.get(key, 1.0)
+        if scale == 0.0:
+            param.requires_grad_(False)
+            continue
+        groups.setdefault(key, {"params": [], "lr": lr * scale, "name": key or "(rest)"})["params"].append(param)
+    if not groups:
+        raise SpeechkdError("trainer.optimizer.lr_scales freezes every parameter: nothing left to train")
+    return list(groups.values())
 
 
 @dataclass
@@ -333,8 +381,12 @@ class Trainer:
             log.info("%d processes (config written for %d): lr %.3g -> %.3g (%s), warm-up %d -> %d steps",
                      self.dist.world_size, cfg.reference_world_size, cfg.optimizer.lr, oc.lr,
                      cfg.scale_lr_with_world_size, cfg.scheduler.warmup_steps, sc.warmup_steps)
+        groups = lr_param_groups(self.model, oc.lr, oc.lr_scales)
+        if oc.lr_scales:
+            log.info("lr groups: %s", ", ".join(
+                f"{g['name']} x{g['lr'] / oc.lr:g} ({sum(p.numel() for p in g['params']):,} params)" for g in groups))
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=oc.lr, betas=tuple(oc.betas), weight_decay=oc.weight_decay, eps=oc.eps
+            groups, lr=oc.lr, betas=tuple(oc.betas), weight_decay=oc.weight_decay, eps=oc.eps
         )
         self.scheduler = LrScheduler(self.optimizer, sc)
         self.plateau = PlateauMonitor(cfg.plateau, self.exp_dir, write=self.dist.is_main)

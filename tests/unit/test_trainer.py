@@ -304,3 +304,33 @@ def test_lr_and_schedule_follow_the_world_size_rule():
     cfg.scale_lr_with_world_size = "cubic"
     with pytest.raises(SpeechkdError, match="scale_lr_with_world_size"):
         cfg.validate()
+
+
+def test_lr_scales_freeze_and_scale_parameter_groups_by_name(cuts, tmp_path):
+    from speechkd.training.trainer import OptimizerConfig
+
+    torch.manual_seed(0)
+    before = ToyModel(dropout=0.3).state_dict()  # the model _run builds after the same seed
+    seen = []  # (lr of the "out" group, lr of the rest) at every step
+    hook = lambda tr: seen.append({g["name"]: g["lr"] for g in tr.optimizer.param_groups})  # noqa: E731
+    trainer, _ = _run(cuts, tmp_path, hooks=[hook], num_epochs=1,
+                      optimizer=OptimizerConfig(lr_scales={"inp": 0, "out": {"weight": 0.5}}))
+    after = trainer.model.state_dict()
+    assert torch.equal(after["inp.weight"], before["inp.weight"]) and torch.equal(after["inp.bias"], before["inp.bias"])
+    assert not trainer.model.inp.weight.requires_grad
+    assert not torch.equal(after["out.weight"], before["out.weight"])  # trained, at half the lr
+    assert not torch.equal(after["out.bias"], before["out.bias"])  # not under out.weight: full lr
+    assert len(seen) >= 3 and all(set(s) == {"out.weight", "(rest)"} for s in seen)
+    for s in seen:
+        assert s["out.weight"] == pytest.approx(0.5 * s["(rest)"]) and s["(rest)"] > 0
+
+
+def test_lr_scales_typo_and_bad_values_are_refused(cuts, tmp_path):
+    from speechkd.training.trainer import OptimizerConfig, lr_param_groups
+
+    with pytest.raises(SpeechkdError, match=r"lr_scales.encoder: no parameter .*\(top-level modules: inp, norm, out\)"):
+        lr_param_groups(ToyModel(), 1e-3, {"encoder": 0.1})
+    with pytest.raises(SpeechkdError, match=r"lr_scales.out must be a number >= 0, got -1"):
+        OptimizerConfig(lr_scales={"out": -1}).validate()
+    with pytest.raises(SpeechkdError, match="freezes every parameter"):
+        lr_param_groups(ToyModel(), 1e-3, {"inp": 0, "norm": 0, "out": 0})
