@@ -238,7 +238,7 @@ if [ "$stop_stage" -ge 10 ]; then
               --config "conf/asr_$model.yaml" --overrides "$asr_overrides trainer.seed=$s" \
               --exp-dir "$exp_dir/asr_${model}_seed$s" \
               --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" --train-parts "$train_part" \
-              --valid-parts dev --test-parts "dev test-clean test-other" --methods "$model_methods" \
+              --valid-parts dev --test-parts "$(real_test_parts dev test-clean test-other)" --methods "$model_methods" \
               --chunk-sizes "$chunks" --avg "$avg"
             seed_summaries+=("$exp_dir/asr_${model}_seed$s/decode/wer-summary.tsv")
             seed_titles+=("$model")

@@ -4,6 +4,8 @@ teacher computes, a layer subset copies the right layers, sizes that disagree fa
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 import pytest
@@ -136,6 +138,15 @@ def test_train_and_decode_end_to_end_and_what_it_refuses(data, random_whisper: P
     fbank[fbank.index("--exp-dir") + 1] = str(tmp_path / "exp_fbank")
     assert main(fbank) == 1
     assert "set data.input=audio" in capfd.readouterr().err
+    # the encoder's layers frozen by name (a dotted prefix written as an override): the teacher's, unchanged
+    frozen = [*train, "--set", "trainer.optimizer.lr_scales.encoder.layers=0"]
+    frozen[frozen.index("--exp-dir") + 1] = str(tmp_path / "exp_frozen")
+    assert main(frozen) == 0
+    state = torch.load(tmp_path / "exp_frozen" / "checkpoint-2.pt", weights_only=False)["model"]
+    for ours, theirs in (("layers.0", "layers.0"), ("layers.1", "layers.2")):
+        for name in ("fc1.weight", "self_attn.q_proj.weight", "final_layer_norm.bias"):
+            assert torch.equal(state[f"encoder.{ours}.{name}"], teacher[f"{theirs}.{name}"]), (ours, name)
+    assert not torch.equal(state["encoder.conv1.weight"], teacher["conv1.weight"])  # not under encoder.layers
 
 
 def test_the_minilibri_config_is_the_transducer_baseline_on_whisper_layers() -> None:
@@ -145,7 +156,9 @@ def test_the_minilibri_config_is_the_transducer_baseline_on_whisper_layers() -> 
     base = load_experiment_config(conf / "asr_transducer.yaml")
     ours = load_experiment_config(conf / "asr_whisper_init.yaml")
     assert (ours.model.encoder_type, ours.model.whisper.init_from, ours.data.input) == ("whisper", "packaged:tiny.en", "audio")
-    assert ours.loss == base.loss and ours.trainer.num_epochs == base.trainer.num_epochs
+    assert dataclasses.replace(ours.loss, ctc_only_lr_scale=base.loss.ctc_only_lr_scale) == base.loss
+    assert ours.trainer.num_epochs == base.trainer.num_epochs
+    assert ours.trainer.optimizer.lr_scales == {"encoder": 0}  # frozen, as distil-whisper's copied encoder
     assert ours.model.use_transducer and ours.model.use_ctc and ours.data.max_duration == base.data.max_duration
     with pytest.raises(SpeechkdError, match="MVQ-KD.*needs the conformer"):
         load_experiment_config(conf / "asr_whisper_init.yaml", ["loss.codebook_loss_scale=0.1"])
