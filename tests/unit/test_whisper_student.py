@@ -158,7 +158,7 @@ def test_the_minilibri_config_is_the_transducer_baseline_on_whisper_layers() -> 
     assert (ours.model.encoder_type, ours.model.whisper.init_from, ours.data.input) == ("whisper", "packaged:tiny.en", "audio")
     assert dataclasses.replace(ours.loss, ctc_only_lr_scale=base.loss.ctc_only_lr_scale) == base.loss
     assert ours.trainer.num_epochs == base.trainer.num_epochs
-    assert ours.trainer.optimizer.lr_scales == {"encoder": 0}  # frozen, as distil-whisper's copied encoder
+    assert ours.trainer.optimizer.lr_scales == {"encoder": 0.2}  # the teacher's layers at a fifth of the lr
     assert ours.model.use_transducer and ours.model.use_ctc and ours.data.max_duration == base.data.max_duration
     with pytest.raises(SpeechkdError, match="MVQ-KD.*needs the conformer"):
         load_experiment_config(conf / "asr_whisper_init.yaml", ["loss.codebook_loss_scale=0.1"])
