@@ -35,7 +35,9 @@ max_new_tokens=           # cap on teacher tokens per clip (empty: the model's 4
                           # cap and holds up its batch, so about 6 per second of the longest clip bounds that cost
 exp_dir=                  # experiment directory (labels, filtered cuts, student)
 cuts_dir=                 # directory with librispeech_cuts_<part>.jsonl.gz (features + recordings)
-train_part=train          # part to pseudo-label (its transcripts are never used for training)
+train_part=train          # part(s) to pseudo-label (their transcripts are never used for training); several (space-
+                          # separated, e.g. slices of a pool) are labelled and filtered one by one (labels/<part>,
+                          # filter/<part>), so adding a slice later relabels nothing
 labelled_parts=           # parts of --cuts-dir the student also trains on with their own transcripts (e.g. train beside
                           # a pseudo-labelled train-real: semi-supervised); their text joins the BPE model's; empty: none
 test_parts="dev test-clean test-other"  # parts to decode and to score the teacher on
@@ -73,10 +75,16 @@ for o in "${filter_arr[@]}"; do filter_args+=(--set "$o"); done
 label_args=(--teacher "$teacher_dir" --backend "$backend" --beam-size "$beam_size" --batch-size "$batch_size"
   --num-shards "$num_shards" --device "$device" --num-threads "$num_threads" --language "$language")
 [ -z "$max_new_tokens" ] || label_args+=(--max-new-tokens "$max_new_tokens")
+read -r -a train_arr <<<"$train_part"
+[ ${#train_arr[@]} -gt 0 ] || die "--train-part needs at least one part"
 read -r -a labelled_arr <<<"$labelled_parts"
 for p in "${labelled_arr[@]}"; do
-  [ "$p" != "$train_part" ] || die "--labelled-parts: $p is the pseudo-labelled part (--train-part)"
+  for t in "${train_arr[@]}"; do
+    [ "$p" != "$t" ] || die "--labelled-parts: $p is a pseudo-labelled part (--train-part)"
+  done
 done
+# One part keeps the single-part layout (filter/ holds its report); several get filter/<part>/ each.
+filter_dir() { if [ ${#train_arr[@]} -eq 1 ]; then echo "$exp_dir/filter"; else echo "$exp_dir/filter/$1"; fi; }
 # The labelled parts are linked beside the pseudo-labelled cuts, so the student reads every training part from one
 # directory; their features stay where the data stages wrote them.
 link_labelled_parts() {
@@ -101,32 +109,42 @@ if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ] && [ "$teacher_dir" != "$teac
 fi
 
 if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
-  log "Stage 11: pseudo-label $train_part with $teacher ($backend, beam $beam_size)"
-  require_file "$cuts_dir/librispeech_cuts_$train_part.jsonl.gz" -- "run the data stages first"
-  if ! stage_done 11 "$exp_dir" "$key part=$train_part"; then
-    "$python" -m speechkd pseudo pseudo-label --cuts "$cuts_dir/librispeech_cuts_$train_part.jsonl.gz" \
-      --output-dir "$label_dir/$train_part" "${label_args[@]}"
-    mark_done 11 "$exp_dir" "$key part=$train_part"
-  fi
+  for p in "${train_arr[@]}"; do  # every part checked before the first one is labelled (hours)
+    require_file "$cuts_dir/librispeech_cuts_$p.jsonl.gz" -- "run the data stages first"
+  done
+  for p in "${train_arr[@]}"; do
+    log "Stage 11: pseudo-label $p with $teacher ($backend, beam $beam_size)"
+    if ! stage_done 11 "$exp_dir" "$key part=$p"; then
+      "$python" -m speechkd pseudo pseudo-label --cuts "$cuts_dir/librispeech_cuts_$p.jsonl.gz" \
+        --output-dir "$label_dir/$p" "${label_args[@]}"
+      mark_done 11 "$exp_dir" "$key part=$p"
+    fi
+  done
 fi
 
 if [ "$stage" -le 12 ] && [ "$stop_stage" -ge 12 ]; then
   log "Stage 12: filter the labels -> $exp_dir/filter/filter-report.tsv"
   fkey="$key reference_filter=$reference_filter filters=$filter_overrides"
-  if ! stage_done 12 "$exp_dir" "$fkey"; then
-    "$python" -m speechkd pseudo filter-labels --cuts "$label_dir/$train_part/cuts.jsonl.gz" \
-      --output-cuts "$pl_cuts_dir/librispeech_cuts_$train_part.jsonl.gz" --report-dir "$exp_dir/filter" \
-      "${filter_args[@]}"
-    mark_done 12 "$exp_dir" "$fkey"
-  fi
+  for p in "${train_arr[@]}"; do
+    pkey=$fkey
+    [ ${#train_arr[@]} -eq 1 ] || pkey="$fkey part=$p"  # the single-part key of earlier runs is kept
+    if ! stage_done 12 "$exp_dir" "$pkey"; then
+      "$python" -m speechkd pseudo filter-labels --cuts "$label_dir/$p/cuts.jsonl.gz" \
+        --output-cuts "$pl_cuts_dir/librispeech_cuts_$p.jsonl.gz" --report-dir "$(filter_dir "$p")" \
+        "${filter_args[@]}"
+      mark_done 12 "$exp_dir" "$pkey"
+    fi
+  done
 fi
 
 if [ "$stage" -le 13 ] && [ "$stop_stage" -ge 13 ]; then
   log "Stage 13: BPE model ($vocab_size) on the kept pseudo-labels${labelled_parts:+ and the transcripts of $labelled_parts}"
   bkey="$key reference_filter=$reference_filter filters=$filter_overrides vocab=$vocab_size"
   [ -z "$labelled_parts" ] || bkey="$bkey labelled=$labelled_parts"
+  [ ${#train_arr[@]} -eq 1 ] || bkey="$bkey parts=${train_arr[*]}"
   link_labelled_parts
-  bpe_cuts=("$pl_cuts_dir/librispeech_cuts_$train_part.jsonl.gz")
+  bpe_cuts=()
+  for p in "${train_arr[@]}"; do bpe_cuts+=("$pl_cuts_dir/librispeech_cuts_$p.jsonl.gz"); done
   for p in "${labelled_arr[@]}"; do bpe_cuts+=("$pl_cuts_dir/librispeech_cuts_$p.jsonl.gz"); done
   if ! stage_done 13 "$exp_dir" "$bkey"; then
     "$python" -m speechkd data bpe --cuts "${bpe_cuts[@]}" \
@@ -154,24 +172,26 @@ if [ "$stage" -le 15 ] && [ "$stop_stage" -ge 15 ]; then
   done
   if [ "$score_train_labels" = true ]; then
     # Label quality only: the student never sees these transcripts.
-    log "Stage 15: WER of the $train_part pseudo-labels before (labels-all) and after (labels-kept) filtering"
-    "$python" -m speechkd pseudo score-labels --cuts "$label_dir/$train_part/cuts.jsonl.gz" \
-      --out-dir "$exp_dir/decode" --test-set "$train_part" --tag labels-all
-    "$python" -m speechkd pseudo score-labels --cuts "$pl_cuts_dir/librispeech_cuts_$train_part.jsonl.gz" \
-      --out-dir "$exp_dir/decode" --test-set "$train_part" --tag labels-kept
+    for p in "${train_arr[@]}"; do
+      log "Stage 15: WER of the $p pseudo-labels before (labels-all) and after (labels-kept) filtering"
+      "$python" -m speechkd pseudo score-labels --cuts "$label_dir/$p/cuts.jsonl.gz" \
+        --out-dir "$exp_dir/decode" --test-set "$p" --tag labels-all
+      "$python" -m speechkd pseudo score-labels --cuts "$pl_cuts_dir/librispeech_cuts_$p.jsonl.gz" \
+        --out-dir "$exp_dir/decode" --test-set "$p" --tag labels-kept
+    done
   fi
 fi
 
-student_parts=("$train_part" "${labelled_arr[@]}")  # the student's training parts (+ their narrowband copies)
+student_parts=("${train_arr[@]}" "${labelled_arr[@]}")  # the student's training parts (+ their narrowband copies)
 if [ -n "$narrowband_rate" ]; then
   [[ "$narrowband_rate" =~ ^[0-9]+$ ]] || die "--narrowband-rate: '$narrowband_rate' is not a sampling rate in Hz"
   read -r -a student_parts <<<"${student_parts[*]} $(printf '%s-nb'"$narrowband_rate"' ' "${student_parts[@]}")"
 fi
 if [ "$stage" -le 16 ] && [ "$stop_stage" -ge 16 ] && [ -n "$narrowband_rate" ]; then
-  log "Stage 16: copies of $train_part${labelled_parts:+ $labelled_parts} band-limited to $((narrowband_rate / 2)) Hz"
+  log "Stage 16: copies of ${train_arr[*]}${labelled_parts:+ $labelled_parts} band-limited to $((narrowband_rate / 2)) Hz"
   link_labelled_parts
   # reruns reuse a copy only while its input manifest is unchanged (speechkd data narrowband checks)
-  "$python" -m speechkd data narrowband --cuts-dir "$pl_cuts_dir" --parts "$train_part" "${labelled_arr[@]}" \
+  "$python" -m speechkd data narrowband --cuts-dir "$pl_cuts_dir" --parts "${train_arr[@]}" "${labelled_arr[@]}" \
     --rate "$narrowband_rate"
 fi
 

@@ -52,10 +52,13 @@ pl_beam_size=5           # whisper_pl: teacher beam size (1 = greedy)
 pl_threads=2             # whisper_pl: CPU threads of the teacher (1 on a busy machine: spinning threads oversubscribe)
 pl_max_new_tokens=       # whisper_pl: cap on teacher tokens per clip (empty: 448); 96 bounds repetition loops on clips of <= 15 s
 pl_teacher=packaged:tiny.en  # whisper_pl: the Whisper teacher (packaged:tiny.en, packaged:base, a CTranslate2 dir)
-pl_part=train            # whisper_pl: the part it labels: train (its transcripts unused) | train-real (the unlabelled real pool)
+pl_part=train            # whisper_pl: the part(s) it labels: train (its transcripts unused) | train-real (the unlabelled real pool);
+                         # several (space-separated, e.g. slices of the pool from data shuffle-cuts --skip-cuts) are labelled
+                         # and filtered one by one, so a pool grows without relabelling what is done
 pl_labelled_parts=       # whisper_pl: parts the student also trains on with their transcripts, e.g. train beside --pl-part train-real
 pl_narrowband_rate=      # whisper_pl: also train the student on copies band-limited to rate/2 (8000: telephone band, as
                          # test-other's 8 kHz prompts); empty: none (recipes/whisper_pl.sh stage 16)
+pl_vocab_size=           # whisper_pl: the student's BPE vocabulary (trained on its labels); empty: --vocab-size
 pl_config=conf/asr_transducer.yaml  # whisper_pl: the student's config (the yardstick: conf/asr_transducer_4h.yaml)
 pl_dir=whisper_pl        # whisper_pl: experiment directory under --exp-dir (give a variant its own, e.g. whisper_pl_real)
 distill_overrides=       # distilhubert: space-separated student/trainer overrides
@@ -255,7 +258,7 @@ if [ "$stop_stage" -ge 10 ]; then
           "$SPEECHKD_ROOT/recipes/whisper_pl.sh" --stage "$stage" --stop-stage "$student_stop_stage" --teacher "$pl_teacher" \
             --exp-dir "$exp_dir/$pl_dir" --cuts-dir "$fbank_dir" --train-part "$pl_part" \
             --labelled-parts "$pl_labelled_parts" --score-train-labels "$score_train_labels" \
-            --test-parts "$pl_test_parts" --vocab-size "$vocab_size" --num-shards "$pl_shards" --beam-size "$pl_beam_size" \
+            --test-parts "$pl_test_parts" --vocab-size "${pl_vocab_size:-$vocab_size}" --num-shards "$pl_shards" --beam-size "$pl_beam_size" \
             --num-threads "$pl_threads" --max-new-tokens "$pl_max_new_tokens" --narrowband-rate "$pl_narrowband_rate" \
             --config "$pl_config" --overrides "$asr_overrides" --methods "$transducer_decode_methods" \
             --chunk-sizes "$chunk_sizes" --avg "$avg" --seeds "$seeds"

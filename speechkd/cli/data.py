@@ -173,8 +173,8 @@ def cmd_shuffle_cuts(args: argparse.Namespace) -> int:
 
     output = cuts_path(args.cuts_dir, args.name)
     n = shuffle_manifests([cuts_path(args.cuts_dir, p) for p in args.parts], output, seed=args.seed,
-                          lines_per_bucket=args.lines_per_bucket, max_cuts=args.max_cuts)
-    subset = f", the first {n} kept" if args.max_cuts else ""
+                          lines_per_bucket=args.lines_per_bucket, max_cuts=args.max_cuts, skip_cuts=args.skip_cuts)
+    subset = f", {n} kept after the first {args.skip_cuts}" if args.max_cuts or args.skip_cuts else ""
     print(f"{output}: {n} cuts of {' '.join(args.parts)} in random order (seed {args.seed}{subset})")
     return 0
 
@@ -361,6 +361,9 @@ def register(reg: Any) -> None:
     p.add_argument("--lines-per-bucket", type=int, default=50_000, help="cuts in memory at once (default: %(default)s)")
     p.add_argument("--max-cuts", type=int, default=None,
                    help="keep only the first N cuts of the random order: a uniform random subset (default: all)")
+    p.add_argument("--skip-cuts", type=int, default=0,
+                   help="leave out the first N cuts of the random order: with the same --seed, a slice disjoint from "
+                        "an earlier --max-cuts N subset (a pool labelled slice by slice; default: %(default)s)")
 
     p = reg.command(
         "data",

@@ -82,10 +82,13 @@ def shuffle_manifests(
     seed: int = 0,
     lines_per_bucket: int = DEFAULT_LINES_PER_BUCKET,
     max_cuts: Optional[int] = None,
+    skip_cuts: int = 0,
 ) -> int:
     """Write the non-empty lines of ``inputs`` (``.jsonl`` or ``.jsonl.gz`` manifests) to ``output`` in a
     uniformly random order fixed by ``seed``; returns the number of lines written. ``max_cuts``: write only the
     first ``max_cuts`` of that order, a uniformly random subset (e.g. part of an unlabelled pool).
+    ``skip_cuts``: leave out the first ``skip_cuts`` of that order, so that slices taken with the same seed
+    (``skip_cuts=0, max_cuts=n`` then ``skip_cuts=n, max_cuts=n``) are disjoint: a pool labelled slice by slice.
 
     Two passes over the inputs (count, scatter into ``ceil(N / lines_per_bucket)`` temporary buckets next
     to ``output``), then each bucket is shuffled in memory and appended. ``output`` appears atomically.
@@ -101,9 +104,13 @@ def shuffle_manifests(
         raise SpeechkdError(f"lines_per_bucket must be >= 1, got {lines_per_bucket}")
     if max_cuts is not None and max_cuts < 1:
         raise SpeechkdError(f"max_cuts must be >= 1, got {max_cuts}")
+    if skip_cuts < 0:
+        raise SpeechkdError(f"skip_cuts must be >= 0, got {skip_cuts}")
     total = _count_lines(paths)
     if total == 0:
         raise SpeechkdError(f"cannot shuffle: no cuts in {', '.join(map(str, paths))}")
+    if skip_cuts >= total:
+        raise SpeechkdError(f"skip_cuts={skip_cuts} leaves nothing of the {total} cuts of {', '.join(map(str, paths))}")
     num_buckets = -(-total // lines_per_bucket)
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -121,13 +128,17 @@ def shuffle_manifests(
             for b in buckets:
                 b.close()
         tmp_out = tmp_dir / out.name
-        left = total if max_cuts is None else min(max_cuts, total)
+        skip = skip_cuts
+        left = total - skip if max_cuts is None else min(max_cuts, total - skip)
         written = left
         with _open_text(tmp_out, "w") as w:
             for i in range(num_buckets):
                 with open(tmp_dir / f"{i}.jsonl", encoding="utf-8") as f:
                     lines = f.readlines()
-                rng.shuffle(lines)
+                rng.shuffle(lines)  # every bucket is shuffled, whatever is skipped: the order never depends on the slice
+                dropped = min(skip, len(lines))
+                lines = lines[dropped:]
+                skip -= dropped
                 w.writelines(lines[:left])
                 left -= min(left, len(lines))
                 os.remove(tmp_dir / f"{i}.jsonl")

@@ -486,6 +486,27 @@ class Trainer:
                     "the checkpoint there to continue from it on the new data), or pass --no-resume to start over."
                 )
 
+    def _check_optimizer_groups(self, path: Path, saved: Mapping[str, Any]) -> None:
+        """Refuse a checkpoint whose optimizer groups (``trainer.optimizer.lr_scales``: names, parameter counts,
+        lr ratios between groups) differ from this config's: torch would fail on the counts, or silently keep
+        the checkpoint's multipliers. The base lr may differ (it is the checkpoint's that continues)."""
+
+        def describe(groups: Sequence[Mapping[str, Any]]) -> list[tuple[str, int, float]]:
+            base = float(groups[0].get("initial_lr", groups[0]["lr"])) if groups else 1.0
+            return [(str(g.get("name", "(rest)")), len(g["params"]),
+                     float(g.get("initial_lr", g["lr"])) / base if base else 0.0) for g in groups]
+
+        old, new = describe(saved.get("param_groups", [])), describe(self.optimizer.param_groups)
+        same = len(old) == len(new) and all(
+            a[:2] == b[:2] and math.isclose(a[2], b[2], rel_tol=1e-6) for a, b in zip(old, new))
+        if not same:
+            fmt = lambda gs: ", ".join(f"{n} ({c} tensors, x{r:.3g})" for n, c, r in gs)  # noqa: E731
+            raise SpeechkdError(
+                f"cannot resume from {path}: its optimizer groups are [{fmt(old)}], this config's are [{fmt(new)}] "
+                "(lr ratios relative to the first group). trainer.optimizer.lr_scales changed since it was written? "
+                f"Keep the old lr_scales, train into a new --exp-dir, or pass --no-resume to start over in {self.exp_dir}."
+            )
+
     def _maybe_resume(self, path: Optional[Path]) -> None:
         if path is None:
             log.info("no checkpoint in %s: starting from scratch", self.exp_dir)
@@ -498,6 +519,7 @@ class Trainer:
                 f"cannot resume from {path}: it holds a different model (changed config or vocabulary?). "
                 f"Train into a new --exp-dir, or pass --no-resume to start over in {self.exp_dir}.\n{e}"
             ) from e
+        self._check_optimizer_groups(path, ckpt["optimizer"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["grad_scaler"])
@@ -650,7 +672,11 @@ class Trainer:
 
     # ================================================================ logging / validation
     def _lr(self) -> float:
-        return self.scheduler.get_last_lr()[0]
+        """The lr logged: that of the parameters without an ``lr_scales`` multiplier (the base lr), else the
+        largest of the groups (every group is scaled)."""
+        lrs = self.scheduler.get_last_lr()
+        names = [g.get("name") for g in self.optimizer.param_groups]
+        return lrs[names.index("(rest)")] if "(rest)" in names else max(lrs)
 
     def _log_train(self, bar: Any) -> None:
         m, st = self._meter, self.state

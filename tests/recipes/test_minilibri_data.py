@@ -17,12 +17,12 @@ SPLITS = ("train", "dev", "test-clean", "test-other")
 TINY_VOCAB = 48  # run.sh's default --tiny-vocab-size
 
 
-def run_recipe(tmp: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_recipe(tmp: Path, *args: str, timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHON=sys.executable)  # one job: process start-up dominates on tiny data
     cmd = ["bash", str(RUN), "--tiny", "true", "--nj", "1", "--download-dir", str(tmp / "download"),
            "--data-dir", str(tmp / "data"), "--exp-dir", str(tmp / "exp"), *args]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.returncode == 0 or not check, res.stdout[-3000:] + res.stderr[-3000:]
     return res
 
 

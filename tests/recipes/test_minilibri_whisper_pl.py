@@ -74,3 +74,22 @@ def test_tiny_whisper_pl(tmp_path: Path) -> None:
     # dev is not the transcribed train part, so its labels are not scored as "train labels"
     mix_rows = (exp_mix / "decode" / "wer-summary.tsv").read_text()
     assert "labels-all" not in mix_rows and "teacher-faster-whisper-beam1" in mix_rows
+
+    # The pool grows by a slice: several --pl-part parts are labelled and filtered one by one; the part labelled
+    # above is not labelled again, the new one is, and the BPE model and the student read both.
+    grow = run_recipe(tmp_path, "--methods", "whisper_pl", "--quick", "true", "--stage", "11", "--stop-stage", "13",
+                      "--pl-part", "dev test-clean", "--pl-labelled-parts", "train", "--pl-dir", "whisper_pl_mix",
+                      timeout=900)
+    assert "Stage 11: pseudo-label dev with" in grow.stderr and "Stage 11: already done" in grow.stderr
+    assert "Stage 11: pseudo-label test-clean with" in grow.stderr
+    assert (exp_mix / "labels" / "test-clean" / "cuts.jsonl.gz").is_file()
+    for part in ("dev", "test-clean"):
+        assert (exp_mix / "filter" / part / "filter-report.tsv").read_text().splitlines()[-1].startswith("TOTAL")
+        assert (exp_mix / "data" / f"librispeech_cuts_{part}.jsonl.gz").is_file()
+    bpe_cmd = (exp_mix / "lang_bpe_48" / "command.sh").read_text()
+    assert all(f"librispeech_cuts_{p}.jsonl.gz" in bpe_cmd for p in ("dev", "test-clean", "train")), bpe_cmd
+    # a part that does not exist fails before anything is labelled
+    bad = run_recipe(tmp_path, "--methods", "whisper_pl", "--quick", "true", "--stage", "11", "--stop-stage", "11",
+                     "--pl-part", "dev no-such-part", "--pl-dir", "whisper_pl_mix", timeout=300, check=False)
+    assert bad.returncode != 0 and "librispeech_cuts_no-such-part.jsonl.gz" in bad.stderr
+    assert "Stage 11: pseudo-label dev with" not in bad.stderr

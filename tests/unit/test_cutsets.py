@@ -85,6 +85,23 @@ def test_max_cuts_keeps_the_head_of_the_same_random_order(cuts_dir, tmp_path):
         shuffle_manifests(inputs, head, max_cuts=0)
 
 
+def test_skip_cuts_takes_the_next_slice_of_the_same_order(cuts_dir, tmp_path):
+    """--skip-cuts N --max-cuts M: lines N..N+M of the full order (across bucket boundaries), disjoint from the
+    --max-cuts N head, so that a pool grows slice by slice; skipping everything is refused."""
+    inputs = [cuts_dir / f"librispeech_cuts_{p}.jsonl.gz" for p in PARTS]
+    full, head, nxt, rest = (tmp_path / f"{n}.jsonl.gz" for n in ("full", "head", "next", "rest"))
+    total = shuffle_manifests(inputs, full, seed=5, lines_per_bucket=100)
+    shuffle_manifests(inputs, head, seed=5, lines_per_bucket=100, max_cuts=130)
+    assert shuffle_manifests(inputs, nxt, seed=5, lines_per_bucket=100, max_cuts=130, skip_cuts=130) == 130
+    assert _lines(nxt) == _lines(full)[130:260] and not set(_lines(nxt)) & set(_lines(head))
+    assert shuffle_manifests(inputs, rest, seed=5, lines_per_bucket=100, skip_cuts=260) == total - 260
+    assert _lines(head) + _lines(nxt) + _lines(rest) == _lines(full)
+    with pytest.raises(SpeechkdError, match=f"skip_cuts={total} leaves nothing"):
+        shuffle_manifests(inputs, rest, skip_cuts=total)
+    with pytest.raises(SpeechkdError, match="skip_cuts must be >= 0"):
+        shuffle_manifests(inputs, rest, skip_cuts=-1)
+
+
 def test_shuffle_rejects_missing_and_empty_inputs(tmp_path):
     with pytest.raises(SpeechkdError, match="not found: .*nope.jsonl.gz"):
         shuffle_manifests([tmp_path / "nope.jsonl.gz"], tmp_path / "out.jsonl.gz")

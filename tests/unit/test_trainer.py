@@ -323,6 +323,25 @@ def test_lr_scales_freeze_and_scale_parameter_groups_by_name(cuts, tmp_path):
     assert len(seen) >= 3 and all(set(s) == {"out.weight", "(rest)"} for s in seen)
     for s in seen:
         assert s["out.weight"] == pytest.approx(0.5 * s["(rest)"]) and s["(rest)"] > 0
+    # the lr the trainer logs is the base lr, also where a scaled group comes first (the Whisper student's encoder)
+    torch.manual_seed(0)
+    trainer, _ = _run(cuts, tmp_path / "first", num_epochs=1, optimizer=OptimizerConfig(lr_scales={"inp": 0.25}))
+    assert [g["name"] for g in trainer.optimizer.param_groups] == ["inp", "(rest)"]
+    assert trainer._lr() == trainer.optimizer.param_groups[1]["lr"] == pytest.approx(4 * trainer.optimizer.param_groups[0]["lr"])
+
+
+def test_resume_with_changed_lr_scales_is_refused(cuts, tmp_path):
+    """A checkpoint written with other lr_scales: a clear error naming both group lists (torch would fail on a
+    changed group count, or keep the old multipliers without a word); the same lr_scales resume."""
+    from speechkd.training.trainer import OptimizerConfig
+
+    _run(cuts, tmp_path, num_epochs=1, optimizer=OptimizerConfig(lr_scales={"out": 0.5}))
+    for changed in ({"out": 0.25}, {"out": 0.5, "inp": 0.5}, {}):
+        with pytest.raises(SpeechkdError, match=r"optimizer groups are \[\(rest\) \(4 tensors, x1\), out \(2 tensors, "
+                                                r"x0.5\)\], this config's are .*lr_scales changed"):
+            _run(cuts, tmp_path, num_epochs=2, optimizer=OptimizerConfig(lr_scales=changed))
+    _, state = _run(cuts, tmp_path, num_epochs=2, optimizer=OptimizerConfig(lr_scales={"out": 0.5}, lr=2e-3))
+    assert state.epoch >= 2
 
 
 def test_lr_scales_typo_and_bad_values_are_refused(cuts, tmp_path):
