@@ -306,6 +306,32 @@ def read_experiment(exp_dir: PathLike) -> tuple[AsrExperimentConfig, dict[str, A
     return read_experiment_config(exp_dir, AsrExperimentConfig, "speechkd asr train")
 
 
+def transducer_warmup_checkpoints(exp_dir: PathLike, paths: Sequence[Path]) -> dict[Path, str]:
+    """The checkpoints among ``paths`` written while the transducer of a run with a CTC-only phase was untrained:
+    in the phase (it had not joined) or within its ``loss.warmup_steps`` after joining (from ``exp_dir/config.yaml``).
+    Averaged with later epochs they pull the transducer back towards blanks (a 3-epoch run whose phase ended in
+    epoch 1 decoded mostly deletions). Runs without a phase (``transducer_start`` 0) and checkpoints without task
+    state are never listed. Returns ``{path: why}``."""
+    from speechkd.training.checkpoint import load_checkpoint
+
+    cfg_path = Path(exp_dir) / "config.yaml"
+    loss = (load_yaml(cfg_path).get("loss") or {}) if cfg_path.is_file() else {}
+    warmup = int(loss.get("warmup_steps", AsrLossConfig.warmup_steps))
+    early: dict[Path, str] = {}
+    for p in paths:
+        ckpt = load_checkpoint(p, mmap=True)
+        task, step = ckpt.get("task") or {}, (ckpt.get("train_state") or {}).get("step")
+        if "transducer_start" not in task or step is None:
+            continue
+        start = task["transducer_start"]
+        if start is None:
+            early[p] = f"written at step {step} in the CTC-only phase (the transducer had not joined)"
+        elif start > 0 and step < start + warmup:
+            early[p] = (f"written at step {step}, {step - start} steps after the transducer joined at step {start} "
+                        f"(loss.warmup_steps {warmup})")
+    return early
+
+
 def average_asr(
     exp_dir: PathLike, avg: int, by: str = "epoch", last: Optional[int] = None, cap: bool = False,
     output: Optional[PathLike] = None,
@@ -334,6 +360,14 @@ def average_asr(
             avg = found
 
     paths = select_checkpoints(exp_dir, avg, by=by, last=last)
+    early = transducer_warmup_checkpoints(exp_dir, paths)
+    if early and len(early) < len(paths):
+        for p, why in early.items():
+            log.warning("leaving %s out of the average: %s", p.name, why)
+        paths = [p for p in paths if p not in early]
+    elif early:
+        log.warning("every checkpoint to average was written before the transducer's warm-up ended (%s): averaging "
+                    "them anyway (a short run?)", "; ".join(f"{p.name}: {why}" for p, why in early.items()))
     log.info("averaging %s", ", ".join(p.name for p in paths))
     from speechkd.models.asr import decoding_state_dict
 

@@ -94,3 +94,24 @@ def test_export_records_the_bpe_checksum_and_refuses_another_bpe(two_bpe_models,
     assert yaml.safe_load((out / "export.yaml").read_text())["source"]["bpe_model_sha256"] == a.sha256
     with pytest.raises(SpeechkdError, match=b.sha256):
         export_experiment(exp, tmp_path / "ctc-b", "ctc", checkpoint="epoch-2.pt", bpe_model=b.model_path)
+
+
+def test_average_leaves_out_checkpoints_of_the_untrained_transducer(two_bpe_models, tmp_path, caplog):
+    """A run with a CTC-only phase: epoch checkpoints written in the phase, or within loss.warmup_steps after the
+    transducer joined, are left out of the average (they pull it back to blanks), and the saved average names
+    what it holds; when every checkpoint is that early (a smoke run) they are averaged anyway, with a warning."""
+    a, _ = two_bpe_models
+    exp = _exp_dir(tmp_path, a, epochs=(1, 2, 3, 4))
+    warmup = AsrExperimentConfig().loss.warmup_steps
+    # the transducer joined at step 320: epoch 1 (step 250) is in the phase, epoch 2 inside the warm-up
+    steps = {1: 250, 2: 320 + warmup - 1, 3: 320 + warmup, 4: 320 + 2 * warmup}
+    for e, step in steps.items():
+        ckpt = torch.load(exp / f"epoch-{e}.pt", weights_only=False)
+        ckpt.update(task={"transducer_start": None if e == 1 else 320}, train_state={"step": step})
+        save_checkpoint_atomic(ckpt, exp / f"epoch-{e}.pt")
+    out = average_asr(exp, 3, last=4)
+    assert torch.load(out, weights_only=False)["averaged_from"] == ["epoch-3.pt", "epoch-4.pt"]
+    assert "leaving epoch-2.pt out of the average" in caplog.text and "joined at step 320" in caplog.text
+    out = average_asr(exp, 2, last=2, output=tmp_path / "early.pt")
+    assert torch.load(out, weights_only=False)["averaged_from"] == ["epoch-1.pt", "epoch-2.pt"]
+    assert "averaging them anyway" in caplog.text and "in the CTC-only phase" in caplog.text
