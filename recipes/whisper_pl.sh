@@ -123,7 +123,7 @@ if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
 fi
 
 if [ "$stage" -le 12 ] && [ "$stop_stage" -ge 12 ]; then
-  log "Stage 12: filter the labels -> $exp_dir/filter/filter-report.tsv"
+  log "Stage 12: filter the labels -> $(filter_dir "${train_arr[0]}")/filter-report.tsv${train_arr[1]:+ (and filter/<part>/ of every part)}"
   fkey="$key reference_filter=$reference_filter filters=$filter_overrides"
   for p in "${train_arr[@]}"; do
     pkey=$fkey

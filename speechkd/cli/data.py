@@ -174,7 +174,11 @@ def cmd_shuffle_cuts(args: argparse.Namespace) -> int:
     output = cuts_path(args.cuts_dir, args.name)
     n = shuffle_manifests([cuts_path(args.cuts_dir, p) for p in args.parts], output, seed=args.seed,
                           lines_per_bucket=args.lines_per_bucket, max_cuts=args.max_cuts, skip_cuts=args.skip_cuts)
-    subset = f", {n} kept after the first {args.skip_cuts}" if args.max_cuts or args.skip_cuts else ""
+    subset = ""
+    if args.skip_cuts:
+        subset = f", {n} kept after the first {args.skip_cuts}"
+    elif args.max_cuts:
+        subset = f", the first {n} kept"
     print(f"{output}: {n} cuts of {' '.join(args.parts)} in random order (seed {args.seed}{subset})")
     return 0
 
