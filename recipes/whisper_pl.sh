@@ -99,6 +99,14 @@ link_labelled_parts() {
 key="teacher=$teacher backend=$backend beam=$beam_size"
 [ "$language" = en ] || key="$key language=$language"  # the default keeps the stage keys of earlier runs
 [ -z "$max_new_tokens" ] || key="$key max_new_tokens=$max_new_tokens"
+# label_part STAGE PART: the teacher's labels of PART in labels/PART (sharded, resumable), one stage marker per part.
+label_part() {
+  if ! stage_done "$1" "$exp_dir" "$key part=$2"; then
+    "$python" -m speechkd pseudo pseudo-label --cuts "$cuts_dir/librispeech_cuts_$2.jsonl.gz" \
+      --output-dir "$label_dir/$2" "${label_args[@]}"
+    mark_done "$1" "$exp_dir" "$key part=$2"
+  fi
+}
 
 if [ "$stage" -le 10 ] && [ "$stop_stage" -ge 10 ] && [ "$teacher_dir" != "$teacher" ]; then
   log "Stage 10: convert $teacher (CTranslate2) to a transformers checkpoint in $teacher_dir"
@@ -114,11 +122,7 @@ if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
   done
   for p in "${train_arr[@]}"; do
     log "Stage 11: pseudo-label $p with $teacher ($backend, beam $beam_size)"
-    if ! stage_done 11 "$exp_dir" "$key part=$p"; then
-      "$python" -m speechkd pseudo pseudo-label --cuts "$cuts_dir/librispeech_cuts_$p.jsonl.gz" \
-        --output-dir "$label_dir/$p" "${label_args[@]}"
-      mark_done 11 "$exp_dir" "$key part=$p"
-    fi
+    label_part 11 "$p"
   done
 fi
 
@@ -156,11 +160,7 @@ fi
 if [ "$stage" -le 14 ] && [ "$stop_stage" -ge 14 ]; then
   for part in "${test_arr[@]}"; do
     log "Stage 14: label $part with the teacher (to score the teacher against the references)"
-    if ! stage_done 14 "$exp_dir" "$key part=$part"; then
-      "$python" -m speechkd pseudo pseudo-label --cuts "$cuts_dir/librispeech_cuts_$part.jsonl.gz" \
-        --output-dir "$label_dir/$part" "${label_args[@]}"
-      mark_done 14 "$exp_dir" "$key part=$part"
-    fi
+    label_part 14 "$part"
   done
 fi
 
