@@ -9,6 +9,7 @@
 #     --train-parts train --valid-parts dev --test-parts "dev test-clean test-other" --methods ctc-greedy
 #
 # Stages: 20 train, 21 average checkpoints, 30 decode full context, 31 decode chunk-wise (streaming models),
+# 32 decode full context with shallow fusion of a token n-gram (only with --ngram-lm),
 # 39 WER table (<exp-dir>/decode/wer-table.md), 40 ONNX export (<exp-dir>/export/<kind>: ctc for ctc-greedy,
 # offline-transducer for greedy/beam, streaming-chunkC-leftL per chunk size), 41 sherpa-onnx decode of every
 # export (fp32 and int8) plus our own chunk-wise decode at the export's left context, 49 WER table again.
@@ -41,6 +42,10 @@ export_int8=true          # also export int8 (dynamically quantised) models and 
 sherpa_threads=1          # onnxruntime threads of the sherpa-onnx decodes
 codebook_dir=             # MVQ-KD codebook indexes for training (recipes/mvq_kd.sh; needs loss.codebook_loss_scale > 0)
 untranscribed_parts=      # more training audio whose text is never read (MVQ-KD's codebook loss only; needs --codebook-dir)
+ngram_lm=                 # stage 32: token n-gram over --bpe-model (speechkd lm2ctc train-ngram) fused into --fusion-methods
+fusion_methods=beam       # stage 32: methods decoded with --ngram-lm (beam: transducer; ctc-beam: CTC head)
+lm_weight=0.6             # stage 32: shallow-fusion weight of the LM log-probability
+insertion_bonus=2.0       # stage 32: score added per emitted token (offsets the LM's preference for short outputs)
 device=auto               # decoding device: auto (CUDA when available) | cpu | cuda | cuda:N
 help_message="Usage: $0 [options]   (ASR stages 20-49: train, average, decode, score, export, sherpa-onnx decode)"
 
@@ -115,6 +120,22 @@ if [ "$stage" -le 31 ] && [ "$stop_stage" -ge 31 ] && [ ${#chunk_arr[@]} -gt 0 ]
     "$python" -m speechkd asr decode --exp-dir "$exp_dir" --parts "${test_arr[@]}" --methods greedy \
       --chunk-sizes "${chunk_arr[@]}" --left-context "$left_context" --cuts-dir "$test_cuts_dir" --device "$device"
     mark_done 31 "$exp_dir" "$dkey"
+  fi
+fi
+
+if [ "$stage" -le 32 ] && [ "$stop_stage" -ge 32 ] && [ -n "$ngram_lm" ]; then
+  log "Stage 32: decode ${test_parts} with ${fusion_methods} + $ngram_lm (weight $lm_weight, bonus $insertion_bonus)"
+  require_file "$ngram_lm" -- "train it with speechkd lm2ctc train-ngram on this BPE model"
+  read -r -a fusion_arr <<<"$fusion_methods"
+  dkey="$key avg=$avg fusion=$fusion_methods lm=$(cksum <"$ngram_lm") weight=$lm_weight bonus=$insertion_bonus"
+  dkey="$dkey beam=$beam_size length_norm=$length_norm parts=$test_parts"
+  norm_args=()
+  [ "$length_norm" = true ] || norm_args=(--no-length-norm)
+  if ! stage_done 32 "$exp_dir" "$dkey"; then
+    "$python" -m speechkd asr decode --exp-dir "$exp_dir" --parts "${test_arr[@]}" --methods "${fusion_arr[@]}" \
+      --beam-size "$beam_size" "${norm_args[@]}" --ngram-lm "$ngram_lm" --lm-weight "$lm_weight" \
+      --insertion-bonus "$insertion_bonus" --cuts-dir "$test_cuts_dir" --device "$device"
+    mark_done 32 "$exp_dir" "$dkey"
   fi
 fi
 

@@ -7,7 +7,8 @@
 # Stages: 10 prepare the teacher (convert the pip-packaged CTranslate2 model for the transformers backend),
 # 11 label the training part, 12 filter the labels (filter-report.tsv), 13 BPE model on the kept labels,
 # 14-15 the teacher's own WER on the test parts (<exp-dir>/decode/), 16 telephone-band copies of the student's
-# training parts (only with --narrowband-rate: <part>-nb<rate>, trained on beside the originals), 20-49 recipes/asr.sh on the
+# training parts (only with --narrowband-rate: <part>-nb<rate>, trained on beside the originals), 17 a token n-gram over
+# the student's BPE on the student's training text (only with --lm-order: shallow fusion, asr.sh stage 32), 20-49 recipes/asr.sh on the
 # pseudo-labelled cuts for every --seeds entry (train, average, decode full context and chunk-wise,
 # ONNX export + sherpa-onnx decode),
 # students and their tables in <exp-dir>/student_seed<N>/.
@@ -52,6 +53,13 @@ methods="greedy beam"     # student decoding methods (full context)
 avg=3                     # epoch checkpoints averaged
 narrowband_rate=          # stage 16: also train on copies of every training part band-limited to rate/2 Hz (8000: the
                           # telephone band of 8 kHz test audio such as MiniLibri's test-other); empty: no copies
+lm_order=                 # stage 17: order of a token n-gram over the student's BPE on its training text (kept pseudo-labels,
+                          # --labelled-parts transcripts, --lm-text-source), fused into beam search (asr.sh stage 32);
+                          # empty: no LM. Every --test-parts transcript is removed from the LM text.
+lm_text_source=           # stage 17: also the corpus's text source as LM text (speechkd lm2ctc lm-text: MiniLibri's
+                          # austen | bible); empty: the training text only
+lm_weight=0.6             # stage 32: shallow-fusion weight of the n-gram
+insertion_bonus=2.0       # stage 32: score per emitted token (the LM alone prefers short outputs: deletions)
 seeds=0                   # student training seeds (space-separated): one student per seed in <exp-dir>/student_seed<N>
 help_message="Usage: $0 [options]   (Whisper pseudo-labelling stages 10-39)"
 
@@ -195,6 +203,34 @@ if [ "$stage" -le 16 ] && [ "$stop_stage" -ge 16 ] && [ -n "$narrowband_rate" ];
     --rate "$narrowband_rate"
 fi
 
+ngram=
+[ -z "$lm_order" ] || ngram=$exp_dir/ngram$lm_order.pt
+if [ "$stage" -le 17 ] && [ "$stop_stage" -ge 17 ] && [ -n "$lm_order" ]; then
+  [[ "$lm_order" =~ ^[1-9][0-9]*$ ]] || die "--lm-order: '$lm_order' is not an n-gram order"
+  log "Stage 17: $lm_order-gram over $lang_dir/bpe.model on the student's text${lm_text_source:+ and $lm_text_source} -> $ngram"
+  require_file "$lang_dir/bpe.model" -- "run stage 13 first"
+  link_labelled_parts
+  lm_cuts=()
+  for p in "${train_arr[@]}" "${labelled_arr[@]}"; do lm_cuts+=("$pl_cuts_dir/librispeech_cuts_$p.jsonl.gz"); done
+  held_cuts=()
+  for p in "${test_arr[@]}"; do held_cuts+=("$cuts_dir/librispeech_cuts_$p.jsonl.gz"); done
+  text_args=()
+  if [ -n "$lm_text_source" ]; then
+    text_args=(--text-files "$exp_dir/lm_text_$lm_text_source.txt")
+    if ! stage_done 17 "$exp_dir" "lm-text=$lm_text_source"; then
+      "$python" -m speechkd lm2ctc lm-text --text-source "$lm_text_source" --out "$exp_dir/lm_text_$lm_text_source.txt"
+      mark_done 17 "$exp_dir" "lm-text=$lm_text_source"
+    fi
+  fi
+  nkey="order=$lm_order bpe=$(cksum <"$lang_dir/bpe.model") text=${train_arr[*]} ${labelled_arr[*]} $lm_text_source"
+  nkey="$nkey held=$test_parts labels=$(cat "${lm_cuts[@]}" | cksum)"
+  if ! stage_done 17 "$exp_dir" "$nkey"; then
+    "$python" -m speechkd lm2ctc train-ngram --cuts "${lm_cuts[@]}" "${text_args[@]}" --exclude-cuts "${held_cuts[@]}" \
+      --bpe-model "$lang_dir/bpe.model" --order "$lm_order" --out "$ngram"
+    mark_done 17 "$exp_dir" "$nkey"
+  fi
+fi
+
 if [ "$stop_stage" -ge 20 ]; then
   config_args=()
   [ -z "$config" ] || config_args=(--config "$config")
@@ -205,6 +241,7 @@ if [ "$stop_stage" -ge 20 ]; then
     "$here/asr.sh" --stage "$stage" --stop-stage "$stop_stage" "${config_args[@]}" \
       --overrides "$overrides trainer.seed=$s" --exp-dir "$exp_dir/student_seed$s" --cuts-dir "$pl_cuts_dir" \
       --test-cuts-dir "$cuts_dir" --bpe-model "$lang_dir/bpe.model" --train-parts "${student_parts[*]}" --valid-parts "" \
-      --test-parts "$test_parts" --methods "$methods" --chunk-sizes "$chunk_sizes" --avg "$avg"
+      --test-parts "$test_parts" --methods "$methods" --chunk-sizes "$chunk_sizes" --avg "$avg" \
+      --ngram-lm "$ngram" --lm-weight "$lm_weight" --insertion-bonus "$insertion_bonus"
   done
 fi

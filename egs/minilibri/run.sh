@@ -60,6 +60,10 @@ pl_narrowband_rate=      # whisper_pl: also train the student on copies band-lim
                          # test-other's 8 kHz prompts); empty: none (recipes/whisper_pl.sh stage 16)
 pl_vocab_size=           # whisper_pl: the student's BPE vocabulary (trained on its labels); empty: --vocab-size
 pl_config=conf/asr_transducer.yaml  # whisper_pl: the student's config (the yardstick: conf/asr_transducer_4h.yaml)
+pl_lm_order=             # whisper_pl: a token n-gram of this order over the student's BPE on its training text and the
+                         # --text-source novels (minus every dev/test sentence), fused into beam search; empty: no LM
+pl_lm_weight=0.6         # whisper_pl: shallow-fusion weight of that n-gram
+pl_insertion_bonus=2.0   # whisper_pl: score per emitted token in fused beam search
 pl_dir=whisper_pl        # whisper_pl: experiment directory under --exp-dir (give a variant its own, e.g. whisper_pl_real)
 distill_overrides=       # distilhubert: space-separated student/trainer overrides
 distill_upstreams=       # distilhubert: ASR-probe upstreams; empty: "fbank student" (+ teacher with --all-stages true)
@@ -261,7 +265,9 @@ if [ "$stop_stage" -ge 10 ]; then
             --test-parts "$pl_test_parts" --vocab-size "${pl_vocab_size:-$vocab_size}" --num-shards "$pl_shards" --beam-size "$pl_beam_size" \
             --num-threads "$pl_threads" --max-new-tokens "$pl_max_new_tokens" --narrowband-rate "$pl_narrowband_rate" \
             --config "$pl_config" --overrides "$asr_overrides" --methods "$transducer_decode_methods" \
-            --chunk-sizes "$chunk_sizes" --avg "$avg" --seeds "$seeds"
+            --chunk-sizes "$chunk_sizes" --avg "$avg" --seeds "$seeds" \
+            --lm-order "$pl_lm_order" --lm-text-source "$text_source" --lm-weight "$pl_lm_weight" \
+            --insertion-bonus "$pl_insertion_bonus"
         fi
         for s in "${seed_arr[@]}"; do
           seed_summaries+=("$exp_dir/$pl_dir/student_seed$s/decode/wer-summary.tsv")

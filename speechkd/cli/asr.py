@@ -124,9 +124,11 @@ def register(reg) -> None:  # noqa: ANN001 - CommandRegistry (avoid import cycle
     p.add_argument("--cuts-dir", default=None, help="default: the one used for training")
     p.add_argument("--bpe-model", default=None, help="default: the one used for training")
     p.add_argument("--max-duration", type=float, default=200.0, help="seconds of audio per decoding batch")
-    p.add_argument("--ngram-lm", default=None, help="token n-gram LM (speechkd lm2ctc train-ngram) fused into ctc-beam")
+    p.add_argument("--ngram-lm", default=None,
+                   help="token n-gram LM over the same BPE (speechkd lm2ctc train-ngram) fused into ctc-beam and beam")
     p.add_argument("--lm-weight", type=float, default=0.5, help="shallow-fusion weight of --ngram-lm")
-    p.add_argument("--insertion-bonus", type=float, default=0.0, help="ctc-beam: score added per emitted token")
+    p.add_argument("--insertion-bonus", type=float, default=0.0,
+                   help="with --ngram-lm: score added per emitted token (ctc-beam, beam)")
     p.add_argument("--out-dir", default=None,
                    help="result files go here (default: EXP_DIR/decode); its decode-log.tsv names each call's checkpoint")
     _add_device(p)

@@ -94,7 +94,8 @@ def _train_ngram(args: argparse.Namespace) -> int:
                                    _texts(args.exclude_cuts))
     lm = TokenNgramLm.train(tok.encode(texts), args.order, tok.vocab_size, bpe_model_sha256=tok.sha256,
                             train_cuts=[str(Path(p).resolve()) for p in args.cuts],
-                            text_files=[str(Path(p).resolve()) for p in args.text_files], excluded_sentences=removed)
+                            text_files=[str(Path(p).resolve()) for p in args.text_files],
+                            excluded_cuts=[str(Path(p).resolve()) for p in args.exclude_cuts], excluded_sentences=removed)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     lm.save(args.out)
     print(f"{args.out}\t{args.order}-gram over {tok.vocab_size} BPE tokens, {lm.meta['num_sentences']} sentences")

@@ -36,7 +36,7 @@ METHODS = ("ctc-greedy", "greedy", "beam", "ctc-beam")
 
 @dataclass
 class FusionLm:
-    """Shallow fusion of ``ctc-beam``: the token LM and its weights."""
+    """Shallow fusion of ``ctc-beam`` and ``beam``: the token LM and its weights."""
 
     lm: Any
     weight: float = 0.5
@@ -51,9 +51,9 @@ def decode_tag(method: str, beam_size: int, chunk_size: int, left_context: int, 
     if method == "beam":
         tag = f"beam{beam_size}" + ("" if length_norm else "-nolennorm")
     if method == "ctc-beam":
-        tag = f"ctc-beam{beam_size}" + (f"-lm{fusion.weight:g}" if fusion is not None else "")
-        if fusion is not None and fusion.insertion_bonus:
-            tag += f"-bonus{fusion.insertion_bonus:g}"
+        tag = f"ctc-beam{beam_size}"
+    if method in ("beam", "ctc-beam") and fusion is not None:
+        tag += f"-lm{fusion.weight:g}" + (f"-bonus{fusion.insertion_bonus:g}" if fusion.insertion_bonus else "")
     if chunk_size > 0:
         tag += f"-chunk{chunk_size}" + (f"-left{left_context}" if left_context >= 0 else "")
     return tag
@@ -141,8 +141,8 @@ def decode_batch(
     fusion: Optional[FusionLm] = None,
 ) -> list[list[int]]:
     """Token ids for every utterance of ``batch`` (inputs (N, T, C), input_lens (N,)).
-    ``length_norm``: beam search picks its result by length-normalised log-probability.
-    ``fusion``: the token LM of ``ctc-beam`` (None: no LM)."""
+    ``length_norm``: beam search picks its result by length-normalised score.
+    ``fusion``: the token LM of ``ctc-beam`` and ``beam`` (None: no LM)."""
     from speechkd.decoding.ctc import ctc_greedy_search, ctc_prefix_beam_search
     from speechkd.decoding.streaming import streaming_greedy_search
     from speechkd.decoding.transducer import greedy_search, modified_beam_search
@@ -159,7 +159,9 @@ def decode_batch(
                                       blank_id=model.blank_id, lm=lm, lm_weight=w, insertion_bonus=bonus)
     if method == "greedy":
         return greedy_search(model, enc.out, enc.out_lens)
-    return modified_beam_search(model, enc.out, enc.out_lens, beam=beam_size, length_norm=length_norm)
+    lm, w, bonus = (fusion.lm, fusion.weight, fusion.insertion_bonus) if fusion else (None, 0.0, 0.0)
+    return modified_beam_search(model, enc.out, enc.out_lens, beam=beam_size, length_norm=length_norm, lm=lm,
+                                lm_weight=w, insertion_bonus=bonus)
 
 
 def decode_asr(
@@ -185,7 +187,8 @@ def decode_asr(
     under torchrun).
 
     ``ngram_lm``: a token n-gram (:mod:`speechkd.decoding.ngram`) over the same BPE model, fused into
-    ``ctc-beam`` with ``lm_weight`` and ``insertion_bonus`` (a BPE checksum mismatch is refused).
+    ``ctc-beam`` and ``beam`` with ``lm_weight`` and ``insertion_bonus`` (a BPE checksum mismatch is refused;
+    so is an LM given with no method that uses it).
 
     Returns ``{(part, tag): WerStats}``. ``cuts_dir`` and ``bpe_model`` default to the ones
     recorded at training time. Every combination is checked before any decoding starts.
@@ -221,6 +224,8 @@ def decode_asr(
             raise SpeechkdError(f"{ngram_lm} was trained on BPE {made_with} (vocab {lm.vocab_size}); this model uses "
                                 f"{tokenizer.sha256} (vocab {tokenizer.vocab_size})")
         fusion = FusionLm(lm, lm_weight, insertion_bonus)
+        if not set(methods) & {"beam", "ctc-beam"}:
+            raise SpeechkdError(f"--ngram-lm {ngram_lm}: only --methods beam and ctc-beam use an LM, got {list(methods)}")
     dev = torch.device(resolve_device(device))
     model.to(dev)
     log.info("decoding on %s", dev)

@@ -3,7 +3,10 @@
 * :func:`greedy_search`: batched; up to ``max_sym_per_frame`` symbols per encoder frame.
 * :func:`modified_beam_search`: at most one symbol per frame (Kang et al., 2022, "modified beam
   search" of icefall); hypotheses of all utterances are scored in one decoder/joiner call per
-  frame and hypotheses with equal token sequences are merged (log-add).
+  frame and hypotheses with equal token sequences are merged (log-add). Optional shallow fusion of
+  a token LM (e.g. :class:`speechkd.decoding.ngram.TokenNgramLm`): a hypothesis is ranked by its
+  transducer log-probability plus ``lm_weight`` x its LM log-probability plus ``insertion_bonus`` per
+  token, as icefall's ``modified_beam_search_lm_shallow_fusion`` does with a neural LM.
 * :func:`transducer_sequence_log_prob`: log P(tokens | frames) summed over all one-symbol-per-frame
   alignments, i.e. the quantity modified beam search maximises (used for checks and rescoring).
 
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
@@ -39,10 +42,18 @@ class GreedyState:
 
 @dataclass
 class Hypothesis:
-    """One beam-search result: tokens (no blanks) and log-probability (summed over alignments)."""
+    """One beam-search result: tokens (no blanks), transducer log-probability (summed over the alignments
+    kept) and, with shallow fusion, the LM part of its score (``lm_weight`` x LM log-probability including
+    the sentence end, plus ``insertion_bonus`` per token; 0 without an LM)."""
 
     tokens: list[int]
     log_prob: float
+    lm_score: float = 0.0
+
+    @property
+    def score(self) -> float:
+        """What the search ranks by: ``log_prob + lm_score``."""
+        return self.log_prob + self.lm_score
 
 
 def _projected_decoder_out(model: AsrModel, contexts: torch.Tensor) -> torch.Tensor:
@@ -127,22 +138,48 @@ def _log_add(a: float, b: float) -> float:
     return hi + math.log1p(math.exp(lo - hi))
 
 
+def _lm_row(lm: Any, context: tuple[int, ...], vocab: int, blank: int, weight: float, bonus: float) -> torch.Tensor:
+    """(V,) float64: the fused score of appending each token to ``context``: ``weight * log P_lm(token |
+    context) + bonus``, 0 for blank (a blank appends nothing). ``lm`` is not called when ``weight`` is 0."""
+    row = torch.tensor([(weight * lm.log_prob(context, v) if weight else 0.0) + bonus for v in range(vocab)],
+                       dtype=torch.float64)
+    row[blank] = 0.0
+    return row
+
+
 @torch.no_grad()
 def modified_beam_search_nbest(
-    model: AsrModel, enc_out: torch.Tensor, enc_lens: torch.Tensor, beam: int = 4
+    model: AsrModel,
+    enc_out: torch.Tensor,
+    enc_lens: torch.Tensor,
+    beam: int = 4,
+    lm: Optional[Any] = None,
+    lm_weight: float = 0.0,
+    insertion_bonus: float = 0.0,
 ) -> list[list[Hypothesis]]:
     """Modified beam search (one symbol per frame). enc_out (N, T, D), enc_lens (N,).
 
-    Returns, per utterance, at most ``beam`` hypotheses sorted by log-probability (best first).
+    ``lm``: anything with ``log_prob(context, token)`` over the model's token ids and ``eos_id`` (e.g.
+    :class:`speechkd.decoding.ngram.TokenNgramLm` on the same BPE model). Each hypothesis is then ranked by
+    transducer log-probability + ``lm_weight`` x LM log-probability + ``insertion_bonus`` per token; the
+    sentence end's LM log-probability is added after the last frame. Without ``lm`` (or with weight and bonus 0)
+    this is plain modified beam search.
+
+    Returns, per utterance, at most ``beam`` hypotheses sorted by :attr:`Hypothesis.score` (best first).
     """
     _check_enc(enc_out, enc_lens)
     if beam < 1:
         raise SpeechkdError(f"beam={beam} must be >= 1")
     _, joiner = model.require_transducer()
     blank, ctx, vocab = model.blank_id, model.context_size, model.vocab_size
+    if lm is None:
+        lm_weight = 0.0
+    fuse = lm_weight != 0.0 or insertion_bonus != 0.0
     enc_proj = joiner.encoder_proj(enc_out)  # (N, T, J)
     lens = enc_lens.tolist()
-    beams: list[dict[tuple[int, ...], float]] = [{(): 0.0} for _ in lens]
+    beams: list[dict[tuple[int, ...], float]] = [{(): 0.0} for _ in lens]  # token sequence -> transducer log P
+    fused: dict[tuple[int, ...], float] = {(): 0.0}  # token sequence -> its LM part (shared by utterances)
+    rows_lm: dict[tuple[int, ...], torch.Tensor] = {}  # token sequence -> _lm_row (V,)
     for t in range(enc_out.size(1)):
         active = [n for n, length in enumerate(lens) if t < length]
         if not active:
@@ -152,7 +189,14 @@ def modified_beam_search_nbest(
         utt = torch.tensor([n for n, _, _ in rows], device=enc_out.device)
         logits = joiner(enc_proj[utt, t], _projected_decoder_out(model, contexts), project_input=False)
         scores = torch.tensor([s for _, _, s in rows], dtype=torch.float64, device=enc_out.device)
-        total = logits.double().log_softmax(dim=-1) + scores[:, None]  # (H, V)
+        am = logits.double().log_softmax(dim=-1) + scores[:, None]  # (H, V) transducer log P of each extension
+        total = am
+        if fuse:
+            for _, ys, _ in rows:
+                if ys not in rows_lm:
+                    rows_lm[ys] = _lm_row(lm, ys, vocab, blank, lm_weight, insertion_bonus)
+            lm_part = torch.stack([rows_lm[ys] + fused[ys] for _, ys, _ in rows]).to(am.device)  # (H, V)
+            total = am + lm_part
         counts = [len(beams[n]) for n in active]
         padded = pad_sequence(list(total.split(counts)), batch_first=True, padding_value=-math.inf)  # (A, Hmax, V)
         k = min(beam, padded.size(1) * vocab)
@@ -164,31 +208,47 @@ def modified_beam_search_nbest(
                 if score == -math.inf:
                     continue
                 h, tok = divmod(flat, vocab)
-                ys = rows[offsets[a] + h][1]
+                row = offsets[a] + h
+                ys = rows[row][1]
                 new_ys = ys if tok == blank else ys + (tok,)
-                merged[new_ys] = _log_add(merged.get(new_ys, -math.inf), score)
+                if fuse and new_ys not in fused:
+                    fused[new_ys] = fused[ys] + float(rows_lm[ys][tok])
+                merged[new_ys] = _log_add(merged.get(new_ys, -math.inf), float(am[row, tok]))
             beams[n] = merged
-    return [
-        [Hypothesis(list(ys), s) for ys, s in sorted(b.items(), key=lambda kv: kv[1], reverse=True)] for b in beams
-    ]
+
+    def hyp(ys: tuple[int, ...], log_prob: float) -> Hypothesis:
+        if not fuse:
+            return Hypothesis(list(ys), log_prob)
+        end = lm_weight * lm.log_prob(ys, lm.eos_id) if lm_weight else 0.0
+        return Hypothesis(list(ys), log_prob, fused[ys] + end)
+
+    return [sorted((hyp(ys, s) for ys, s in b.items()), key=lambda h: h.score, reverse=True) for b in beams]
 
 
 def length_normalised(hyp: Hypothesis, context_size: int) -> float:
-    """log P / length, the length counting the decoder's blank context as icefall's ``ys`` does
-    (so an empty hypothesis divides by ``context_size``, never by 0)."""
-    return hyp.log_prob / (len(hyp.tokens) + max(context_size, 1))
+    """score / length (the score: log P, plus the LM part with shallow fusion), the length counting the
+    decoder's blank context as icefall's ``ys`` does (so an empty hypothesis divides by ``context_size``,
+    never by 0)."""
+    return hyp.score / (len(hyp.tokens) + max(context_size, 1))
 
 
 def modified_beam_search(
-    model: AsrModel, enc_out: torch.Tensor, enc_lens: torch.Tensor, beam: int = 4, length_norm: bool = True
+    model: AsrModel,
+    enc_out: torch.Tensor,
+    enc_lens: torch.Tensor,
+    beam: int = 4,
+    length_norm: bool = True,
+    lm: Optional[Any] = None,
+    lm_weight: float = 0.0,
+    insertion_bonus: float = 0.0,
 ) -> list[list[int]]:
     """Best hypothesis of :func:`modified_beam_search_nbest` per utterance: N token-id lists.
 
-    ``length_norm``: pick the final hypothesis by :func:`length_normalised` log-probability (icefall's
+    ``length_norm``: pick the final hypothesis by :func:`length_normalised` score (icefall's
     default), which counters the sum of log-probabilities' preference for short outputs; otherwise by
-    log-probability.
+    score. ``lm``, ``lm_weight``, ``insertion_bonus``: shallow fusion (see :func:`modified_beam_search_nbest`).
     """
-    nbests = modified_beam_search_nbest(model, enc_out, enc_lens, beam)
+    nbests = modified_beam_search_nbest(model, enc_out, enc_lens, beam, lm, lm_weight, insertion_bonus)
     if not length_norm:
         return [nbest[0].tokens for nbest in nbests]
     ctx = model.context_size

@@ -49,6 +49,20 @@ def test_tiny_whisper_pl(tmp_path: Path) -> None:
     table = (tmp_path / "exp" / "wer-seeds.md").read_text()
     assert "| pseudo-label-transducer | greedy | 1 of 1 |" in table or "| pseudo-label-transducer | greedy | 0 of 1 | plateau |" in table
 
+    # Shallow fusion (stage 17 + asr.sh stage 32): a token 3-gram over the student's BPE on its training text and the
+    # text source, with every test transcript removed; the trained student is decoded again, not retrained.
+    fused = run_recipe(tmp_path, "--methods", "whisper_pl", "--quick", "true", "--stage", "17", "--stop-stage", "32",
+                       "--pl-lm-order", "3", timeout=600)
+    assert 17 in stages_run(fused.stderr) and 32 in stages_run(fused.stderr) and 20 not in stages_run(fused.stderr)
+    import torch
+
+    meta = torch.load(exp / "ngram3.pt", weights_only=False)["meta"]
+    assert {Path(p).name for p in meta["excluded_cuts"]} == {f"librispeech_cuts_{s}.jsonl.gz" for s in SETS}
+    assert {Path(p).name for p in meta["train_cuts"]} == {"librispeech_cuts_train.jsonl.gz"}
+    assert meta["text_files"] and meta["excluded_sentences"] > 0  # the novels hold the dev/test sentences
+    fused_rows = [r.split("\t") for r in (student / "decode" / "wer-summary.tsv").read_text().splitlines()[1:]]
+    assert {r[0] for r in fused_rows if r[1] == "beam4-lm0.6-bonus2"} == set(SETS)
+
     # A second teacher run on another part, with a transcribed part beside it (the real-pool setup of issue 11:
     # --pl-part train-real --pl-labelled-parts train); dev stands in for the unlabelled pool here. The student also
     # trains on telephone-band copies of both (stage 16).

@@ -177,3 +177,71 @@ def test_beam_search_length_normalisation_picks_per_token_score(monkeypatch):
     assert tr.modified_beam_search(model, None, None, beam=2, length_norm=False) == [[5], [5, 6, 7, 8]]
     assert tr.modified_beam_search(model, None, None, beam=2) == [[5, 6, 7, 8], [5, 6, 7, 8]]
     assert tr.length_normalised(tr.Hypothesis([], -1.0), 0) == -1.0  # empty and no context: no division by 0
+
+
+class _TableLm:
+    """A toy token LM: log P(token | last token) from a table, ``eos_id`` = vocab."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        self.table = table.log_softmax(dim=-1)  # (V + 1 contexts: -1 = <s> at row V, V + 1 next tokens incl. </s>)
+        self.eos_id = table.size(1) - 1
+        self.calls = 0
+
+    def log_prob(self, context, token) -> float:
+        self.calls += 1
+        last = context[-1] if len(context) else self.table.size(0) - 1
+        return float(self.table[last, token])
+
+    def sequence(self, tokens) -> float:
+        return sum(self.log_prob(tokens[:i], t) for i, t in enumerate(tokens)) + self.log_prob(tokens, self.eos_id)
+
+
+@pytest.mark.parametrize("weight,bonus", [(0.7, 0.0), (1.5, 0.4)])
+def test_shallow_fusion_large_beam_is_exact(weight, bonus):
+    """V=3, T=4: with nothing pruned, the fused n-best is the brute-force ranking of transducer log P +
+    weight x LM log P (with </s>) + bonus x length, with exactly those scores."""
+    model = tiny_model(vocab=3, seed=4)
+    x = feats(1, 16, seed=7)
+    with torch.no_grad():
+        enc = model.encode(x, torch.tensor([16]))
+    lm = _TableLm(torch.randn(4, 4, generator=torch.Generator().manual_seed(3)) * 3)
+    seqs = [tuple(s) for u in range(5) for s in itertools.product([1, 2], repeat=u)]
+    fused = {s: transducer_sequence_log_prob(model, enc.out[0], list(s)) + weight * lm.sequence(s) + bonus * len(s)
+             for s in seqs}
+    nbest = modified_beam_search_nbest(model, enc.out, enc.out_lens, beam=len(seqs) * 3, lm=lm, lm_weight=weight,
+                                       insertion_bonus=bonus)[0]
+    assert len(nbest) == len(seqs)
+    ranked = sorted(fused.items(), key=lambda kv: kv[1], reverse=True)
+    assert [tuple(h.tokens) for h in nbest] == [s for s, _ in ranked]
+    for h in nbest:
+        assert h.score == pytest.approx(fused[tuple(h.tokens)], abs=1e-6)
+        assert h.lm_score == pytest.approx(weight * lm.sequence(tuple(h.tokens)) + bonus * len(h.tokens), abs=1e-9)
+    plain = modified_beam_search_nbest(model, enc.out, enc.out_lens, beam=len(seqs) * 3)[0]
+    assert [h.tokens for h in plain] != [h.tokens for h in nbest]  # the LM changed the ranking
+
+
+def test_shallow_fusion_weight_zero_is_plain_search_and_a_strong_lm_wins():
+    model = tiny_model(seed=1)
+    x, lens = feats(2, 40, seed=11), torch.tensor([40, 27])
+    with torch.no_grad():
+        enc = model.encode(x, lens)
+    table = torch.zeros(7, 7)
+    lm = _TableLm(table)
+    plain = modified_beam_search(model, enc.out, enc.out_lens, beam=4)
+    assert modified_beam_search(model, enc.out, enc.out_lens, beam=4, lm=lm, lm_weight=0.0) == plain
+    assert lm.calls == 0  # weight 0: the LM is not consulted
+    # an LM that only believes in token 3 after anything (and in </s> after 3) turns the output into 3s
+    table[:, 3] = 30.0
+    strong = _TableLm(table)
+    out = modified_beam_search(model, enc.out, enc.out_lens, beam=4, lm=strong, lm_weight=5.0)
+    assert out != plain and all(set(h) == {3} for h in out)
+
+
+def test_decode_tags_name_the_fusion():
+    from speechkd.decoding.asr_decode import FusionLm, decode_tag
+
+    assert decode_tag("beam", 4, -1, -1) == "beam4"
+    assert decode_tag("beam", 4, -1, -1, fusion=FusionLm(None, 0.3)) == "beam4-lm0.3"
+    assert decode_tag("beam", 8, -1, -1, fusion=FusionLm(None, 0.3, 1.5)) == "beam8-lm0.3-bonus1.5"
+    assert decode_tag("ctc-beam", 8, -1, -1, fusion=FusionLm(None, 0.5)) == "ctc-beam8-lm0.5"
+    assert decode_tag("greedy", 4, -1, -1, fusion=FusionLm(None, 0.5)) == "greedy"

@@ -215,6 +215,9 @@ def test_lm_kd_training_then_decoding_model_has_no_decoders(corpus, tmp_path):
                  "--beam-size", "3", "--ngram-lm", str(ngram), "--lm-weight", "0.3", "--cuts-dir", str(root / "fbank")]) == 0
     summary = (exp / "decode" / "wer-summary.tsv").read_text()
     assert "ctc-greedy" in summary and "ctc-beam3-lm0.3" in summary
+    # an LM given to methods that do not use it is refused before decoding
+    assert main(["asr", "decode", "--exp-dir", str(exp), "--parts", "train", "--methods", "ctc-greedy",
+                 "--ngram-lm", str(ngram), "--cuts-dir", str(root / "fbank")]) != 0
     # the speed bench times decoding models: their parameter count excludes the decoders
     table = tmp_path / "rtf.md"
     assert main(["lm2ctc", "rtf", "--exp-dirs", str(exp), str(exp), "--names", "kd", "again", "--cuts-dir",
