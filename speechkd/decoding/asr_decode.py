@@ -188,7 +188,7 @@ def decode_asr(
 
     ``ngram_lm``: a token n-gram (:mod:`speechkd.decoding.ngram`) over the same BPE model, fused into
     ``ctc-beam`` and ``beam`` with ``lm_weight`` and ``insertion_bonus`` (a BPE checksum mismatch is refused;
-    so is an LM given with no method that uses it).
+    so are an LM given with no method that uses it and a bonus without an LM, before anything is read).
 
     Returns ``{(part, tag): WerStats}``. ``cuts_dir`` and ``bpe_model`` default to the ones
     recorded at training time. Every combination is checked before any decoding starts.
@@ -203,6 +203,10 @@ def decode_asr(
 
     from speechkd.training.asr_experiment import read_experiment
 
+    if ngram_lm is not None and not set(methods) & {"beam", "ctc-beam"}:
+        raise SpeechkdError(f"--ngram-lm {ngram_lm}: only --methods beam and ctc-beam use an LM, got {list(methods)}")
+    if ngram_lm is None and insertion_bonus:
+        raise SpeechkdError(f"--insertion-bonus {insertion_bonus:g} is part of shallow fusion: pass --ngram-lm too")
     paths = read_experiment(exp_dir)[1]
     cuts_dir = cuts_dir or paths.get("cuts_dir")
     bpe_model = bpe_model or paths.get("bpe_model")
@@ -224,8 +228,6 @@ def decode_asr(
             raise SpeechkdError(f"{ngram_lm} was trained on BPE {made_with} (vocab {lm.vocab_size}); this model uses "
                                 f"{tokenizer.sha256} (vocab {tokenizer.vocab_size})")
         fusion = FusionLm(lm, lm_weight, insertion_bonus)
-        if not set(methods) & {"beam", "ctc-beam"}:
-            raise SpeechkdError(f"--ngram-lm {ngram_lm}: only --methods beam and ctc-beam use an LM, got {list(methods)}")
     dev = torch.device(resolve_device(device))
     model.to(dev)
     log.info("decoding on %s", dev)

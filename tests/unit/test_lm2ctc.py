@@ -218,6 +218,8 @@ def test_lm_kd_training_then_decoding_model_has_no_decoders(corpus, tmp_path):
     # an LM given to methods that do not use it is refused before decoding
     assert main(["asr", "decode", "--exp-dir", str(exp), "--parts", "train", "--methods", "ctc-greedy",
                  "--ngram-lm", str(ngram), "--cuts-dir", str(root / "fbank")]) != 0
+    assert main(["asr", "decode", "--exp-dir", str(exp), "--parts", "train", "--methods", "ctc-beam",
+                 "--insertion-bonus", "1.0", "--cuts-dir", str(root / "fbank")]) != 0  # a bonus without an LM
     # the speed bench times decoding models: their parameter count excludes the decoders
     table = tmp_path / "rtf.md"
     assert main(["lm2ctc", "rtf", "--exp-dirs", str(exp), str(exp), "--names", "kd", "again", "--cuts-dir",
