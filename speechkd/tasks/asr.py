@@ -34,6 +34,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from speechkd.decoding.ctc import ctc_emitted_tokens
+from speechkd.decoding.transducer import greedy_search
 from speechkd.errors import SpeechkdError
 from speechkd.tasks.base import LossOutput
 from speechkd.tasks.lm_kd import LmKdLossConfig, LmKdTerm
@@ -348,6 +349,10 @@ class AsrTask:
             return 1.0
         return cfg.ctc_only_lr_scale + (1.0 - cfg.ctc_only_lr_scale) * done / cfg.ctc_only_lr_ramp_steps
 
+    def _transducer_has_trained(self) -> bool:
+        """Whether the transducer loss has joined the training (its greedy output means something)."""
+        return self.transducer_start is not None and self.step_fn() > self.transducer_start
+
     def _in_ctc_only_phase(self, step: int, counts: dict[str, float]) -> bool:
         """Whether this training step leaves the transducer out; ends the phase (once, for good) when
         its rule is met. ``counts`` are this batch's greedy-CTC emission counts."""
@@ -433,6 +438,10 @@ class AsrTask:
             info["pruned"] = pruned.detach()
             tr = cfg.transducer_weight * (s_scale * simple + p_scale * pruned)
             total = tr if total is None else total + tr
+            if not training and self._transducer_has_trained():
+                # the blank-plateau check of validation (training/plateau.py): what the transducer emits greedily
+                counts["transducer_hyp_tokens"] = float(sum(len(h) for h in greedy_search(model, asr_out, asr_lens)))
+                counts["ref_tokens"] = float(sum(len(t) for t in tokens))
         return self._with_aux_terms(model, enc, batch, total, num_frames, info, counts)
 
     def _with_aux_terms(

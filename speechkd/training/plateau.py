@@ -14,6 +14,12 @@ log interval is judged: ``stuck`` when the ratio is below ``min_emission_ratio``
 otherwise. The verdict of the latest judged interval is written to ``<exp_dir>/plateau.yaml``
 (with the history of judgements), logged as an error while stuck, and read by
 ``speechkd score table``, which refuses to tabulate a stuck run as a result.
+
+Greedy CTC can leave the plateau while a transducer trained beside it still emits nothing (a MiniLibri run
+with 256 BPE pieces did). So a task may also report, at validation, the tokens another decoder of the model
+emits greedily (``valid_hyp_key``; the ASR task reports the transducer's once it has joined the training).
+Every validation from ``check_step`` on is judged the same way; the run is ``stuck`` when either the latest
+judged training interval or the latest judged validation is below ``min_emission_ratio``.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class PlateauConfig:
     min_emission_ratio: float = 0.3  # emitted / reference tokens below this: on the plateau
     hyp_key: str = "ctc_hyp_tokens"  # LossOutput.counts key of the emitted tokens
     ref_key: str = "ref_tokens"  # LossOutput.counts key of the reference tokens
+    valid_hyp_key: str = "transducer_hyp_tokens"  # judged at validation too (module docstring); "" to skip
 
     def validate(self) -> None:
         if self.check_step < 0:
@@ -68,12 +75,19 @@ class PlateauMonitor:
         self.cfg = cfg
         self.path = Path(exp_dir) / PLATEAU_FILE
         self.write = write
-        self.status = "unchecked"
+        self.verdicts: dict[str, str] = {}  # source ("train" or "valid") -> status of its latest judged ratio
         self.history: list[dict] = []
         self._warned_no_counts = False
 
+    @property
+    def status(self) -> str:
+        """``stuck`` if any source's latest judgement is, else ``escaped`` once one was judged, else ``unchecked``."""
+        if "stuck" in self.verdicts.values():
+            return "stuck"
+        return "escaped" if self.verdicts else "unchecked"
+
     def observe(self, step: int, counts: dict[str, float]) -> Optional[str]:
-        """Record the emission ratio of the interval ending at ``step``; returns the status."""
+        """Record the greedy-CTC emission ratio of the training interval ending at ``step``; returns the status."""
         if not self.cfg.enabled:
             return None
         ratio = emission_ratio(counts, self.cfg)
@@ -83,15 +97,29 @@ class PlateauMonitor:
                          self.cfg.ref_key)
                 self._warned_no_counts = True
             return None
+        return self._judge(step, ratio, "train", "greedy CTC (training batches)")
+
+    def observe_validation(self, step: int, counts: dict[str, float]) -> Optional[str]:
+        """Record the ``valid_hyp_key`` emission ratio of the validation at ``step`` (nothing when the task
+        reported no such count, e.g. a CTC-only model); returns the status."""
+        if not self.cfg.enabled or not self.cfg.valid_hyp_key:
+            return None
+        hyp, ref = counts.get(self.cfg.valid_hyp_key), counts.get(self.cfg.ref_key)
+        if hyp is None or not ref:
+            return None
+        return self._judge(step, float(hyp) / float(ref), "valid", f"greedy {self.cfg.valid_hyp_key} (validation)")
+
+    def _judge(self, step: int, ratio: float, source: str, what: str) -> str:
         judged = step >= self.cfg.check_step
         if judged:
-            self.status = "stuck" if ratio < self.cfg.min_emission_ratio else "escaped"
-        self.history.append({"step": int(step), "emission_ratio": round(ratio, 4), "judged": judged})
-        if judged and self.status == "stuck":
+            self.verdicts[source] = "stuck" if ratio < self.cfg.min_emission_ratio else "escaped"
+        self.history.append({"step": int(step), "emission_ratio": round(ratio, 4), "judged": judged,
+                             "source": source})
+        if judged and self.verdicts[source] == "stuck":
             log.error(
-                "BLANK PLATEAU: at step %d greedy CTC emits %.3f tokens per reference token (threshold %.2f "
+                "BLANK PLATEAU: at step %d %s emits %.3f tokens per reference token (threshold %.2f "
                 "from step %d): this run has not learnt to transcribe; its WER is not a result",
-                step, ratio, self.cfg.min_emission_ratio, self.cfg.check_step,
+                step, what, ratio, self.cfg.min_emission_ratio, self.cfg.check_step,
             )
         self._save()
         return self.status
@@ -104,11 +132,15 @@ class PlateauMonitor:
     def _save(self) -> None:
         if not self.write:
             return
-        last = self.history[-1] if self.history else {}
+        # step / emission_ratio: the stuck source's latest ratio when one is stuck, else the latest of all
+        stuck = [h for h in self.history if h.get("judged") and self.verdicts.get(h.get("source", "train")) == "stuck"]
+        last = stuck[-1] if stuck else (self.history[-1] if self.history else {})
         body = {
             "status": self.status,
             "step": last.get("step"),
             "emission_ratio": last.get("emission_ratio"),
+            "source": last.get("source"),
+            "verdicts": dict(self.verdicts),
             "min_emission_ratio": self.cfg.min_emission_ratio,
             "check_step": self.cfg.check_step,
             "history": self.history,
@@ -119,10 +151,14 @@ class PlateauMonitor:
         tmp.replace(self.path)
 
     def state_dict(self) -> dict:
-        return {"status": self.status, "history": list(self.history)}
+        return {"status": self.status, "verdicts": dict(self.verdicts), "history": list(self.history)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.status = state.get("status", "unchecked")
+        verdicts = state.get("verdicts")
+        if verdicts is None:  # a checkpoint written before the validation check: its status is the CTC one
+            status = state.get("status", "unchecked")
+            verdicts = {} if status == "unchecked" else {"train": status}
+        self.verdicts = dict(verdicts)
         self.history = list(state.get("history", []))
 
 

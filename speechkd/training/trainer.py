@@ -731,6 +731,8 @@ class Trainer:
         model.eval()
         totals = torch.zeros(2, dtype=torch.float64)  # loss, frames
         info: dict[str, float] = {}
+        pcfg = self.cfg.plateau
+        emitted = torch.zeros(3, dtype=torch.float64)  # the plateau check's validation counts: hyp, ref, reported
         num_dropped = 0
         for batch in self.valid_dl:
             with self._autocast():
@@ -743,8 +745,15 @@ class Trainer:
             totals += torch.tensor([float(out.loss), float(out.num_frames)], dtype=torch.float64)
             for k, v in out.info.items():
                 info[k] = info.get(k, 0.0) + float(v)
+            if pcfg.valid_hyp_key and pcfg.valid_hyp_key in out.counts:
+                emitted += torch.tensor([float(out.counts[pcfg.valid_hyp_key]),
+                                         float(out.counts.get(pcfg.ref_key, 0.0)), 1.0], dtype=torch.float64)
         model.train()
         totals = sdist.all_reduce_sum(totals.to(self.device)).cpu()
+        emitted = sdist.all_reduce_sum(emitted.to(self.device)).cpu()
+        if emitted[2] > 0:  # some rank's task reported the count: judge it (every rank, as the training check)
+            self.plateau.observe_validation(self.state.step, {pcfg.valid_hyp_key: float(emitted[0]),
+                                                              pcfg.ref_key: float(emitted[1])})
         loss = float(totals[0] / totals[1]) if totals[1] > 0 else math.nan
         self.state.last_valid_loss = loss
         comps = ", ".join(f"{k}={v / max(float(totals[1]), 1.0):.4g}" for k, v in info.items())

@@ -157,6 +157,32 @@ def test_task_reports_greedy_ctc_emissions_for_the_plateau_check():
     assert out.counts == {}
 
 
+def test_task_reports_the_transducers_greedy_emissions_at_validation_once_it_has_trained():
+    from speechkd.decoding.transducer import greedy_search
+
+    model = tiny_model(use_ctc=True, use_transducer=True)
+    b = batch([40, 31], [[3, 4, 5], [6, 1]])
+    step = {"n": 5}
+    task = AsrTask(AsrLossConfig(ctc_weight=0.3, ctc_only_steps=3), step_fn=lambda: step["n"])
+    task.compute_loss(model, b, training=True)  # step 5 >= 3: the transducer joins
+    with torch.no_grad():
+        enc = model.encode(b["inputs"], b["input_lens"])
+        want = float(sum(len(h) for h in greedy_search(model, enc.out, enc.out_lens)))
+    step["n"] = 6
+    out = task.compute_loss(model, b, training=False)
+    assert out.counts["transducer_hyp_tokens"] == want and out.counts["ref_tokens"] == 5.0
+    assert "transducer_hyp_tokens" not in task.compute_loss(model, b, training=True).counts  # validation only
+    with torch.no_grad():  # a joiner that only says blank: nothing emitted, which the plateau check flags
+        model.joiner.output_linear.weight.zero_()
+        model.joiner.output_linear.bias.fill_(-10.0)
+        model.joiner.output_linear.bias[model.blank_id] = 10.0
+    assert task.compute_loss(model, b, training=False).counts["transducer_hyp_tokens"] == 0.0
+    # during the CTC-only phase the transducer is untrained: not counted
+    early = AsrTask(AsrLossConfig(ctc_weight=0.3, ctc_only_steps=10), step_fn=lambda: 2)
+    early.compute_loss(model, b, training=True)
+    assert "transducer_hyp_tokens" not in early.compute_loss(model, b, training=False).counts
+
+
 def test_initial_weights_are_fixed_by_the_trainer_seed():
     from speechkd.training.asr_experiment import build_asr_model, load_experiment_config
 

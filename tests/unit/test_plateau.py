@@ -89,3 +89,63 @@ def test_a_run_shorter_than_one_log_interval_still_leaves_a_verdict(tmp_path):
     assert 0 < state.step < 1000
     got = yaml.safe_load((tmp_path / "exp" / "plateau.yaml").read_text())
     assert got["status"] == "stuck" and got["step"] == state.step and len(got["history"]) == 1
+
+
+def test_a_transducer_silent_at_validation_makes_the_run_stuck_though_ctc_escaped(tmp_path, caplog):
+    """Greedy CTC can leave the plateau while the transducer beside it emits nothing: either source's latest
+    judged ratio below the threshold makes the run ``stuck``."""
+    mon = PlateauMonitor(PlateauConfig(check_step=100, min_emission_ratio=0.3), tmp_path)
+    assert mon.observe(100, {"ctc_hyp_tokens": 180.0, "ref_tokens": 200.0}) == "escaped"
+    assert mon.observe_validation(50, {"transducer_hyp_tokens": 0.0, "ref_tokens": 100.0}) == "escaped"  # too early
+    with caplog.at_level(logging.ERROR):
+        assert mon.observe_validation(110, {"transducer_hyp_tokens": 5.0, "ref_tokens": 100.0}) == "stuck"
+    assert "BLANK PLATEAU" in caplog.text and "transducer_hyp_tokens" in caplog.text
+    status = read_plateau_status(tmp_path)
+    assert (status["status"], status["source"], status["step"], status["emission_ratio"]) == ("stuck", "valid", 110, 0.05)
+    assert status["verdicts"] == {"train": "escaped", "valid": "stuck"}
+    # a later CTC interval does not clear it; the stuck source's ratio stays the one reported
+    assert mon.observe(120, {"ctc_hyp_tokens": 190.0, "ref_tokens": 200.0}) == "stuck"
+    assert read_plateau_status(tmp_path)["step"] == 110
+    # the state survives a resume, and a checkpoint of the older format (one status) still loads
+    resumed = PlateauMonitor(PlateauConfig(check_step=100), tmp_path / "r")
+    resumed.load_state_dict(mon.state_dict())
+    assert resumed.status == "stuck" and resumed.verdicts == mon.verdicts
+    old = PlateauMonitor(PlateauConfig(check_step=100), tmp_path / "o")
+    old.load_state_dict({"status": "stuck", "history": [{"step": 100, "emission_ratio": 0.1, "judged": True}]})
+    assert old.status == "stuck" and old.observe(150, {"ctc_hyp_tokens": 90.0, "ref_tokens": 100.0}) == "escaped"
+    # the transducer learns: escaped; nothing reported (a CTC-only model) or the check off: nothing judged
+    assert mon.observe_validation(130, {"transducer_hyp_tokens": 80.0, "ref_tokens": 100.0}) == "escaped"
+    assert mon.observe_validation(140, {"ctc_hyp_tokens": 1.0, "ref_tokens": 100.0}) is None
+    off = PlateauMonitor(PlateauConfig(check_step=0, valid_hyp_key=""), tmp_path / "off")
+    assert off.observe_validation(10, {"transducer_hyp_tokens": 0.0, "ref_tokens": 100.0}) is None
+
+
+class _SilentTransducerTask(_CountingTask):
+    """Greedy CTC emits 90 % of the reference tokens in training; at validation the "transducer" emits
+    ``valid_fraction`` of them."""
+
+    def __init__(self, valid_fraction: float) -> None:
+        super().__init__(0.9)
+        self.valid_fraction = valid_fraction
+
+    def compute_loss(self, model, batch, training):
+        out = super().compute_loss(model, batch, training)
+        if not training:
+            out.counts["transducer_hyp_tokens"] = self.valid_fraction * out.counts["ref_tokens"]
+        return out
+
+
+@pytest.mark.parametrize("valid_fraction,status", [(0.0, "stuck"), (0.8, "escaped")])
+def test_trainer_judges_the_validation_counts(tmp_path, valid_fraction, status):
+    cuts = make_toy_cuts(tmp_path / "audio", num_cuts=6, seed=3)
+    dm = AsrDataModule(DataConfig(features="on_the_fly", max_duration=5.0, num_buckets=2, num_workers=0,
+                                  max_cut_duration=3.0), tokenizer=ToyTokenizer())
+    cfg = TrainerConfig(num_epochs=2, log_every_n=2, save_every_n=0, valid_every_n=0, progress_bar=False,
+                        tensorboard=False, scheduler=SchedulerConfig(kind="noam", warmup_steps=3),
+                        plateau=PlateauConfig(check_step=1))
+    Trainer(cfg, ToyModel(), _SilentTransducerTask(valid_fraction), dm, cuts, cuts, tmp_path / "exp").fit()
+    got = yaml.safe_load((tmp_path / "exp" / "plateau.yaml").read_text())
+    assert got["status"] == status and got["verdicts"]["train"] == "escaped"
+    assert got["verdicts"]["valid"] == status
+    valid = [h for h in got["history"] if h["source"] == "valid"]
+    assert len(valid) == 2 and all(h["emission_ratio"] == valid_fraction for h in valid)  # one per epoch
