@@ -97,8 +97,8 @@ def load_run(summary: Union[str, Path]) -> Run:
     reason = None
     if status is not None and status.get("status") == "stuck":
         what = {"valid": "validation transducer", "train": "training CTC"}.get(status.get("source") or "train", "")
-        reason = (f"on the blank plateau ({what} emission ratio {status.get('emission_ratio')} at step {status.get('step')}, "
-                  f"{exp_dir / 'plateau.yaml'})")
+        reason = (f"on the blank plateau ({what} emission ratio {status.get('emission_ratio')} "
+                  f"at step {status.get('step')}, {exp_dir / 'plateau.yaml'})")
     return Run(name=str(exp_dir), rows=read_summary(summary), plateau=reason)
 
 

@@ -235,8 +235,8 @@ _SCRATCH_SIZE_KEYS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "i
 def model_summary(model: Any, trained: list[torch.nn.Parameter]) -> dict[str, Any]:
     """The trained LM's architecture and parameter counts, as recorded in its ``metadata.yaml``."""
     c = model.config
-    return {"hidden_size": c.hidden_size, "dropout": c.hidden_dropout_prob, "num_layers": c.num_hidden_layers, "num_heads": c.num_attention_heads,
-            "intermediate_size": c.intermediate_size, "vocab_size": c.vocab_size,
+    return {"hidden_size": c.hidden_size, "num_layers": c.num_hidden_layers, "num_heads": c.num_attention_heads,
+            "intermediate_size": c.intermediate_size, "vocab_size": c.vocab_size, "dropout": c.hidden_dropout_prob,
             "parameters": sum(p.numel() for p in model.parameters()),
             "trained_parameters": sum(p.numel() for p in trained)}
 

@@ -101,7 +101,8 @@ def test_a_transducer_silent_at_validation_makes_the_run_stuck_though_ctc_escape
         assert mon.observe_validation(110, {"transducer_hyp_tokens": 5.0, "ref_tokens": 100.0}) == "stuck"
     assert "BLANK PLATEAU" in caplog.text and "transducer_hyp_tokens" in caplog.text
     status = read_plateau_status(tmp_path)
-    assert (status["status"], status["source"], status["step"], status["emission_ratio"]) == ("stuck", "valid", 110, 0.05)
+    got = (status["status"], status["source"], status["step"], status["emission_ratio"])
+    assert got == ("stuck", "valid", 110, 0.05)
     assert status["verdicts"] == {"train": "escaped", "valid": "stuck"}
     # a later CTC interval does not clear it; the stuck source's ratio stays the one reported
     assert mon.observe(120, {"ctc_hyp_tokens": 190.0, "ref_tokens": 200.0}) == "stuck"

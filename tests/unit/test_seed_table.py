@@ -42,7 +42,12 @@ def test_a_run_on_the_blank_plateau_is_left_out_and_named(tmp_path):
              _seed(tmp_path, "s2", 100, 100, plateau="stuck")]
     table = seed_table([("ctc", [load_run(p) for p in paths])], ["dev", "test-clean"])
     assert "| ctc | greedy | 2 of 3 | 21.00 ± 1.41 | 12.00 ± 2.83 |" in table
-    assert "s2: on the blank plateau" in table and "100.00" not in table
+    assert "s2: on the blank plateau (training CTC emission ratio 0.02" in table and "100.00" not in table
+    # stuck by its transducer at validation (training/plateau.py): left out, and the reason says which
+    (tmp_path / "s2" / "plateau.yaml").write_text(yaml.safe_dump(
+        {"status": "stuck", "step": 1300, "emission_ratio": 0.04, "source": "valid"}))
+    assert "s2: on the blank plateau (validation transducer emission ratio 0.04 at step 1300" in seed_table(
+        [("ctc", [load_run(p) for p in paths])], ["dev"])
     # an escaped run counts
     (tmp_path / "s2" / "plateau.yaml").write_text(yaml.safe_dump({"status": "escaped"}))
     assert "3 of 3" in seed_table([("ctc", [load_run(p) for p in paths])], ["dev"])
