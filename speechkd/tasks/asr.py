@@ -410,11 +410,12 @@ class AsrTask:
             if training and cfg.transducer_weight > 0:
                 self._in_ctc_only_phase(self.step_fn(), {})  # keeps the ranks' collectives in step
             return self._with_aux_terms(model, enc, batch, None, num_frames, info, counts)
+        num_ref_tokens = float(sum(len(t) for t in tokens))
         if cfg.ctc_weight > 0:
             ctc, bad, log_probs = ctc_term(model, asr_out, asr_lens, tokens)
             counts.update({
                 "ctc_hyp_tokens": ctc_emitted_tokens(log_probs.detach(), asr_lens, model.blank_id).sum(),
-                "ref_tokens": float(sum(len(t) for t in tokens)),
+                "ref_tokens": num_ref_tokens,
             })
             if bad:
                 self.num_ctc_infeasible += len(bad)
@@ -441,7 +442,7 @@ class AsrTask:
             if not training and self._transducer_has_trained():
                 # the blank-plateau check of validation (training/plateau.py): what the transducer emits greedily
                 counts["transducer_hyp_tokens"] = float(sum(len(h) for h in greedy_search(model, asr_out, asr_lens)))
-                counts["ref_tokens"] = float(sum(len(t) for t in tokens))
+                counts["ref_tokens"] = num_ref_tokens
         return self._with_aux_terms(model, enc, batch, total, num_frames, info, counts)
 
     def _with_aux_terms(

@@ -229,7 +229,7 @@ def split_heldout(texts: Sequence[str], fraction: float, seed: int) -> tuple[lis
     return [t for t in texts if t not in held], sorted(held)
 
 
-_SCRATCH_SIZE_KEYS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "dropout")
+_SCRATCH_MODEL_KEYS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "dropout")
 
 
 def model_summary(model: Any, trained: list[torch.nn.Parameter]) -> dict[str, Any]:
@@ -304,8 +304,8 @@ def train_mlm(texts: Sequence[str], out_dir: PathLike, cfg: MlmConfig, eval_text
     kind = (f"masked LM: pretrained encoder {cfg.init_encoder} + new MLM head" if cfg.init_encoder
             else "stand-in masked LM (BertForMaskedLM from scratch)")
     config = asdict(cfg)
-    if cfg.init_encoder:  # the from-scratch sizes do not apply: record what the pretrained encoder has instead
-        for key in _SCRATCH_SIZE_KEYS:
+    if cfg.init_encoder:  # the from-scratch model keys do not apply: record what the encoder has instead
+        for key in _SCRATCH_MODEL_KEYS:
             config.pop(key)
     meta = {"kind": kind, "config": config, "model": model_summary(model, trained),
             "num_train_sentences": len(train_seqs), "num_heldout_sentences": len(held_seqs),

@@ -729,10 +729,10 @@ class Trainer:
         self._last_valid_step = self.state.step
         model = unwrap_model(self.module)
         model.eval()
-        totals = torch.zeros(2, dtype=torch.float64)  # loss, frames
-        info: dict[str, float] = {}
         pcfg = self.cfg.plateau
-        emitted = torch.zeros(3, dtype=torch.float64)  # the plateau check's validation counts: hyp, ref, reported
+        # loss, frames, and the plateau check's validation counts (training/plateau.py): emitted, reference tokens
+        totals = torch.zeros(4, dtype=torch.float64)
+        info: dict[str, float] = {}
         num_dropped = 0
         for batch in self.valid_dl:
             with self._autocast():
@@ -742,18 +742,16 @@ class Trainer:
                 log.warning("validation: batch left out (%s); cuts: %s",
                             out.skip_reason or "non-finite loss", " ".join(batch["cut_ids"]))
                 continue
-            totals += torch.tensor([float(out.loss), float(out.num_frames)], dtype=torch.float64)
+            hyp = float(out.counts.get(pcfg.valid_hyp_key, 0.0)) if pcfg.valid_hyp_key else 0.0
+            ref = float(out.counts.get(pcfg.ref_key, 0.0)) if pcfg.valid_hyp_key in out.counts else 0.0
+            totals += torch.tensor([float(out.loss), float(out.num_frames), hyp, ref], dtype=torch.float64)
             for k, v in out.info.items():
                 info[k] = info.get(k, 0.0) + float(v)
-            if pcfg.valid_hyp_key and pcfg.valid_hyp_key in out.counts:
-                emitted += torch.tensor([float(out.counts[pcfg.valid_hyp_key]),
-                                         float(out.counts.get(pcfg.ref_key, 0.0)), 1.0], dtype=torch.float64)
         model.train()
         totals = sdist.all_reduce_sum(totals.to(self.device)).cpu()
-        emitted = sdist.all_reduce_sum(emitted.to(self.device)).cpu()
-        if emitted[2] > 0:  # some rank's task reported the count: judge it (every rank, as the training check)
-            self.plateau.observe_validation(self.state.step, {pcfg.valid_hyp_key: float(emitted[0]),
-                                                              pcfg.ref_key: float(emitted[1])})
+        # judged on every rank, as the training check; no reference tokens (nothing reported): nothing judged
+        self.plateau.observe_validation(self.state.step, {pcfg.valid_hyp_key: float(totals[2]),
+                                                          pcfg.ref_key: float(totals[3])})
         loss = float(totals[0] / totals[1]) if totals[1] > 0 else math.nan
         self.state.last_valid_loss = loss
         comps = ", ".join(f"{k}={v / max(float(totals[1]), 1.0):.4g}" for k, v in info.items())

@@ -330,7 +330,7 @@ def test_masked_lm_from_a_pretrained_encoder_keeps_its_weights_and_trains_a_tied
     assert meta["model"]["vocab_size"] == meta["vocab_size"]
     assert meta["model"]["trained_parameters"] == sum(
         p.numel() for k, p in MaskedLmTeacher.load(tmp_path / "mlm").model.named_parameters()
-        if k.startswith("cls.") and "decoder.weight" not in k or (top and k.startswith("bert.encoder.layer.1.")))
+        if (k.startswith("cls.") and "decoder.weight" not in k) or (top and k.startswith("bert.encoder.layer.1.")))
     teacher = MaskedLmTeacher.load(tmp_path / "mlm")
     after = teacher.model.bert.state_dict()
     changed = {k for k, v in before.items() if not torch.equal(v, after[k])}
