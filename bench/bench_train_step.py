@@ -16,6 +16,7 @@ ratio printed: e.g. ``--variant model.encoder.dropout=0.0`` for what dropout cos
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -26,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from speechkd.data.collate import move_batch  # noqa: E402
-from speechkd.tasks.asr import AsrLossConfig, AsrTask  # noqa: E402
+from speechkd.tasks.asr import AsrTask  # noqa: E402
 from speechkd.training.asr_experiment import build_asr_model, load_experiment_config  # noqa: E402
 from speechkd.training.dist import resolve_device  # noqa: E402
 
@@ -56,7 +57,8 @@ class Setup:
         self.model = build_asr_model(self.cfg).to(device).train()
         if self.model.encoder.input_norm is not None:
             self.model.encoder.input_norm.set_stats(torch.zeros(80), torch.ones(80), 1)
-        self.task = AsrTask(AsrLossConfig(warmup_steps=0))
+        # the config's loss (so --set loss.* applies), past its warm-up: the steady-state step is what is timed
+        self.task = AsrTask(dataclasses.replace(self.cfg.loss, warmup_steps=0))
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
         self.device = device
         self.dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]

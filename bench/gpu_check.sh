@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One GPU check (under 8 minutes on one GPU): the CUDA tests, the RNN-T loss benchmark on CUDA and the training
-# throughput of the `small` transducer in bf16. Every figure goes to one file.
+# One GPU check (under 8 minutes on one GPU; parts 1-3 took 38 s on an H200): the CUDA tests, the RNN-T loss
+# benchmark on CUDA, training throughput at the recipes' batch sizes, LM-to-CTC soft-label and DistilHuBERT forward
+# throughput. Every figure goes to one file.
 #
 #   bash bench/gpu_check.sh                       # writes bench/gpu_check.txt
 #   bash bench/gpu_check.sh --out /tmp/gpu.txt
@@ -13,6 +14,11 @@
 #   2 bench/bench_rnnt_loss.py on CUDA, V=500 and V=2000: portable vs k2 (when importable), seconds and peak MB.
 #   3 bench/bench_train_step.py: `small` preset, bf16, batches of 32 utterances of up to 15 s: audio seconds
 #     trained per second, peak MB.
+#   4 the same at the recipes' batch sizes: `small` transducer and CTC at egs/librispeech's 600 s batches (bf16),
+#     `mini` transducer and CTC at egs/minilibri's 40 s batches (fp32).
+#   5 bench/bench_soft_labels.py: LM-to-CTC soft labels from a bert-base-sized masked LM, masked sequences per
+#     second and the projected hours for LibriSpeech 960 h's transcripts.
+#   6 bench/bench_distilhubert.py: HuBERT-base teacher and DistilHuBERT student forward times on CUDA.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=bench/gpu_check.txt
@@ -59,6 +65,7 @@ if [ "${cuda%% *}" != yes ]; then
   say ""
   say "## 2 RNN-T loss benchmark on CUDA: skipped (${cuda#* })"
   say "## 3 training throughput, small transducer, bf16: skipped (${cuda#* })"
+  say "## 4-6 training steps at the recipes' batch sizes, soft labels, DistilHuBERT on CUDA: skipped (${cuda#* })"
   exit 0
 fi
 
@@ -74,5 +81,32 @@ say "## 3 training throughput: small transducer, bf16 (bench/bench_train_step.py
 start=$SECONDS
 timeout 150 "$python" bench/bench_train_step.py --preset small --device cuda --amp bf16 --batch 32 --seconds 15 \
   --steps 10 --warmup 3 2>&1 | tail -n 1 | tee -a "$out" || say "throughput benchmark failed or timed out (exit $?)"
+say "($((SECONDS - start)) s)"
+
+say ""
+say "## 4 training steps at the recipes' batch sizes (bench/bench_train_step.py; random inputs, no data loading)"
+say "# small: egs/librispeech's 600 s batches (40 x up to 15 s), bf16; mini: egs/minilibri's 40 s batches, fp32"
+start=$SECONDS
+ctc_only=(--set model.use_transducer=false --set loss.transducer_weight=0.0 --set loss.ctc_weight=1.0)
+step_bench() { timeout 120 "$python" bench/bench_train_step.py --device cuda --steps 10 --warmup 3 "$@" 2>&1 | \
+  tail -n 1 | tee -a "$out" || say "train-step benchmark failed or timed out (exit $?): $*"; }
+step_bench --preset small --amp bf16 --batch 40 --seconds 15
+step_bench --preset small --amp bf16 --batch 40 --seconds 15 "${ctc_only[@]}"
+step_bench --preset mini --batch 8 --seconds 5 --steps 20
+step_bench --preset mini --batch 8 --seconds 5 --steps 20 "${ctc_only[@]}"
+say "($((SECONDS - start)) s)"
+
+say ""
+say "## 5 LM-to-CTC soft labels: bert-base-sized masked LM, fp32 (bench/bench_soft_labels.py)"
+start=$SECONDS
+timeout 180 "$python" bench/bench_soft_labels.py --device cuda --utts 400 --batch-sizes 64 256 1024 2>/dev/null | \
+  tee -a "$out" || say "soft-label benchmark failed or timed out (exit $?)"
+say "($((SECONDS - start)) s)"
+
+say ""
+say "## 6 DistilHuBERT: HuBERT-base teacher vs student forward, 8 x 15 s (bench/bench_distilhubert.py)"
+start=$SECONDS
+timeout 120 "$python" bench/bench_distilhubert.py --device cuda --batch 8 --seconds 15 --rounds 5 2>&1 | \
+  tail -n 4 | tee -a "$out" || say "DistilHuBERT benchmark failed or timed out (exit $?)"
 say "($((SECONDS - start)) s)"
 exit "$rc"

@@ -9,8 +9,10 @@ LM's distribution at ``i`` when *only* ``y_i`` is replaced by the mask token (Fu
     ids_i, probs_i = top-k of p_i, probs renormalised to sum to 1
 
 All ``L`` masked copies of all utterances of a call are run in batches of ``batch_size`` sequences
-(one forward per batch, on the teacher's device). Token ids are in the LM's vocabulary; the CTC
-student's BPE vocabulary never meets them (the attention decoders predict LM tokens).
+(one forward per batch, on the teacher's device); the LM's output projection to its vocabulary runs at the
+masked position of each copy only (checked against the full output on the first batch). Token ids are in
+the LM's vocabulary; the CTC student's BPE vocabulary never meets them (the attention decoders predict LM
+tokens).
 
 Text normalisation before tokenising: ``lowercase`` (LibriSpeech transcripts are upper case; uncased
 BERT lower-cases anyway, a cased LM must not see shouting) and whitespace collapsing.
@@ -74,6 +76,7 @@ class MaskedLmTeacher:
         self.batch_size = batch_size
         self.lowercase = lowercase
         self._fingerprint: Optional[str] = None
+        self._gather_ok: Optional[bool] = None  # output projection at masked positions only: unchecked / ok / not
 
     @classmethod
     def load(cls, path_or_id: PathLike, device: str = "cpu", batch_size: int = 64, lowercase: bool = True,
@@ -143,8 +146,7 @@ class MaskedLmTeacher:
         for start in range(0, len(jobs), self.batch_size):
             chunk = jobs[start : start + self.batch_size]
             inputs, attn, pos = self._batch(utts, chunk)
-            logits = self.model(input_ids=inputs, attention_mask=attn).logits  # (B, S, V)
-            picked = logits[torch.arange(len(chunk), device=logits.device), pos].float()  # (B, V)
+            picked = self._masked_logits(inputs, attn, pos).float()  # (B, V)
             top_logp, top_ids = (picked / temperature).log_softmax(dim=-1).topk(k, dim=-1)  # (B, k)
             ids_out[start : start + len(chunk)] = top_ids.to(torch.int32).cpu()
             probs_out[start : start + len(chunk)] = top_logp.softmax(dim=-1).to(torch.float16).cpu()
@@ -155,6 +157,38 @@ class MaskedLmTeacher:
                                   probs_out[offset : offset + n].numpy()))
             offset += n
         return out
+
+    def _masked_logits(self, inputs: torch.Tensor, attn: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """input_ids (B, S), attention_mask (B, S), masked position (B,) -> logits at those positions (B, V).
+
+        The LM's output projection (``get_output_embeddings()``, the (H, V) layer that is most of a small LM's
+        head) runs at the masked positions only, through a pre-hook that hands it ``(B, 1, H)`` instead of
+        ``(B, S, H)``: S times less of the largest matrix product and no (B, S, V) tensor. The first call
+        checks this against the LM's full output and falls back to the full output (logged) for an LM whose
+        head does not end with that layer.
+        """
+        rows = torch.arange(inputs.size(0), device=inputs.device)
+        head = self.model.get_output_embeddings() if self._gather_ok is not False else None
+        if head is None:
+            return self.model(input_ids=inputs, attention_mask=attn).logits[rows, pos]
+
+        def gather(_module: Any, args: tuple) -> tuple:
+            return (args[0][rows, pos].unsqueeze(1), *args[1:])  # (B, S, H) -> (B, 1, H)
+
+        handle = head.register_forward_pre_hook(gather)
+        try:
+            logits = self.model(input_ids=inputs, attention_mask=attn).logits  # (B, 1, V)
+        finally:
+            handle.remove()
+        if self._gather_ok is None:
+            full = self.model(input_ids=inputs, attention_mask=attn).logits[rows, pos]
+            self._gather_ok = logits.shape == (inputs.size(0), 1, full.size(-1)) and torch.allclose(
+                logits[:, 0].float(), full.float(), rtol=1e-4, atol=1e-4)
+            if not self._gather_ok:
+                log.info("masked LM '%s': its head does not end with get_output_embeddings(); the full (B, S, V) "
+                         "output is computed instead", self.name)
+                return full
+        return logits[:, 0]
 
     def _batch(
         self, utts: Sequence[Sequence[int]], chunk: Sequence[tuple[int, int]]

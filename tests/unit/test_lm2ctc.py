@@ -55,6 +55,28 @@ def test_soft_labels_equal_a_direct_per_position_computation(lm_dir):
     assert not np.allclose(teacher.soft_labels(utts[:1], 5, 1.0)[0].topk_probs, labels[0].topk_probs, atol=1e-3)
 
 
+def test_soft_labels_project_to_the_vocabulary_at_masked_positions_only(lm_dir):
+    teacher = MaskedLmTeacher.load(lm_dir, batch_size=4)
+    utts = teacher.tokenize(TEXTS)
+    seen = []
+    hook = teacher.model.get_output_embeddings().register_forward_hook(lambda m, a, out: seen.append(out.shape))
+    labels = teacher.soft_labels(utts, k=5, temperature=3.0)
+    hook.remove()
+    vocab = teacher.vocab_size
+    assert teacher._gather_ok is True
+    # after the first batch's check (one gathered and one full call), every call projects one position per row
+    assert seen[0][1:] == (1, vocab) and seen[1][2] == vocab and seen[1][1] > 1
+    assert all(shape[1:] == (1, vocab) for shape in seen[2:]) and len(seen) == 1 + math.ceil(sum(map(len, utts)) / 4)
+    # an LM whose get_output_embeddings() is not the last layer of its head falls back to the full output
+    other = MaskedLmTeacher.load(lm_dir, batch_size=4)
+    other.model.get_output_embeddings = other.model.get_input_embeddings  # gathering ids changes the result
+    fallback = other.soft_labels(utts, k=5, temperature=3.0)
+    assert other._gather_ok is False
+    for a, b in zip(labels, fallback):
+        np.testing.assert_array_equal(a.topk_ids, b.topk_ids)
+        np.testing.assert_allclose(a.topk_probs.astype(np.float32), b.topk_probs.astype(np.float32), atol=2e-3)
+
+
 def _cuts(tmp_path, texts):
     from lhotse import CutSet
 
@@ -338,3 +360,24 @@ def test_masked_lm_from_a_pretrained_encoder_keeps_its_weights_and_trains_a_tied
     assert teacher.model.cls.predictions.decoder.weight.data_ptr() == teacher.model.bert.embeddings.word_embeddings.weight.data_ptr()
     with pytest.raises(SpeechkdError, match="train_top_layers=3 but .* has 2 layers"):
         train_mlm(TEXTS * 3, tmp_path / "bad", MlmConfig(init_encoder=str(enc_dir), train_top_layers=3, steps=1))
+
+
+def test_the_whisper_initialised_lm2ctc_configs_differ_from_their_bases_only_where_they_say() -> None:
+    """conf/asr_whisper_init_ctc.yaml = the CTC baseline on Whisper layers (encoder, input, lr); and
+    conf/lm2ctc_whisper_init.yaml = that plus conf/lm2ctc.yaml's decoders and LM-KD loss on Whisper layers 2 and 4."""
+    import dataclasses
+    from pathlib import Path
+
+    from speechkd.training.asr_experiment import load_experiment_config
+
+    conf = Path(__file__).resolve().parents[2] / "egs" / "minilibri" / "conf"
+    ctc, wctc = load_experiment_config(conf / "asr_ctc.yaml"), load_experiment_config(conf / "asr_whisper_init_ctc.yaml")
+    lm = ["loss.lm_kd.lm=some/lm"]  # the recipe sets it
+    kd, wkd = (load_experiment_config(conf / name, lm) for name in ("lm2ctc.yaml", "lm2ctc_whisper_init.yaml"))
+    assert (wctc.model.encoder_type, wctc.data.input, wctc.model.use_transducer) == ("whisper", "audio", False)
+    assert wctc.loss == ctc.loss and wctc.trainer.num_epochs == ctc.trainer.num_epochs
+    assert wctc.trainer.scheduler == ctc.trainer.scheduler and wctc.data.max_duration == ctc.data.max_duration
+    assert wctc.trainer.optimizer.lr_scales == {"encoder": 0.2} and wctc.trainer.optimizer.lr == 0.001
+    assert wkd.loss == kd.loss and wkd.trainer == wctc.trainer and wkd.data == wctc.data
+    assert wkd.model.attention_decoders == dataclasses.replace(kd.model.attention_decoders, layers=[2, 4])
+    assert dataclasses.replace(wkd.model, attention_decoders=wctc.model.attention_decoders) == wctc.model
