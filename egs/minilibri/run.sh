@@ -233,12 +233,14 @@ if [ "$stop_stage" -ge 10 ]; then
   for method in "${method_arr[@]}"; do
     case $method in
       asr)
-        # Baselines: one experiment per --asr-models entry, conf/asr_<name>.yaml, exp/asr_<name>.
         # Baselines: one experiment per --asr-models entry and seed, conf/asr_<name>.yaml, exp/asr_<name>_seed<N>.
+        # A config without a transducer (model.use_transducer: false) is decoded as CTC, full context.
         for model in "${asr_model_arr[@]}"; do
           model_methods=$ctc_decode_methods
           chunks=
-          if [ "$model" != ctc ]; then
+          use_transducer=$("$python" -m speechkd config show "conf/asr_$model.yaml" --key model.use_transducer) ||
+            die "cannot read conf/asr_$model.yaml"
+          if [ "$use_transducer" != false ]; then
             model_methods=$transducer_decode_methods
             chunks=$chunk_sizes
           fi

@@ -16,7 +16,7 @@ printf '%s\\n' "$(basename "$0") $*" >>"$CALLS"
 """
 
 
-def run_profile(tmp: Path, *args: str, rc: int = 0) -> tuple[dict[str, str], str]:
+def run_profile(tmp: Path, *args: str, rc: int = 0, python: str = "true") -> tuple[dict[str, str], str]:
     """Runs a stubbed run.sh --stage 10; returns {recipe: its arguments} (the last call of each) and the log."""
     tree = tmp / "tree"
     shutil.copytree(ROOT / "recipes" / "lib", tree / "recipes" / "lib")
@@ -30,7 +30,7 @@ def run_profile(tmp: Path, *args: str, rc: int = 0) -> tuple[dict[str, str], str
         shutil.copy2(ROOT / "egs" / "minilibri" / name, egs / name)
     shutil.copytree(ROOT / "egs" / "minilibri" / "conf", egs / "conf")
     calls = tmp / "calls.txt"
-    env = dict(os.environ, PYTHON="true", CALLS=str(calls))  # stage 39's seed table: nothing to tabulate
+    env = dict(os.environ, PYTHON=python, CALLS=str(calls))  # "true": stage 39's seed table has nothing to tabulate
     res = subprocess.run(["bash", str(egs / "run.sh"), "--stage", "10", "--exp-dir", str(tmp / "exp"), *args],
                          capture_output=True, text=True, timeout=60, env=env)
     assert res.returncode == rc, res.stderr[-3000:]
@@ -90,3 +90,18 @@ def test_student_configs_are_options_and_are_checked_before_any_stage(tmp_path: 
     # a method left out is not checked
     calls, _ = run_profile(tmp_path / "ok", "--mvq-config", "conf/nope.yaml", "--methods", "asr")
     assert set(calls) == {"data.sh", "asr.sh"}
+
+
+def test_an_asr_model_without_a_transducer_is_decoded_as_ctc(tmp_path: Path) -> None:
+    """run.sh reads model.use_transducer from conf/asr_<name>.yaml (the Whisper-layer CTC baseline is not named ctc)."""
+    import sys
+
+    python = tmp_path / "python"  # the real speechkd for `config show`, nothing for the seed table
+    python.write_text(f'#!/usr/bin/env bash\nif [ "$3" = config ]; then exec {sys.executable} "$@"; fi\n')
+    python.chmod(0o755)
+    for i, (models, methods) in enumerate((("transducer whisper_init_ctc", "ctc-greedy"),
+                                           ("whisper_init_ctc transducer", "greedy"))):
+        (tmp_path / str(i)).mkdir()
+        calls, _ = run_profile(tmp_path / str(i), "--methods", "asr", "--asr-models", models, python=str(python))
+        assert option(calls["asr.sh"], "--methods") == methods, calls["asr.sh"]
+
