@@ -40,6 +40,7 @@ temperature=3.0           # soft-label temperature
 max_tokens=               # transcripts with more LM tokens are skipped, counted (default: the LM's limit)
 lm_batch_size=64          # masked sequences per LM forward
 lm_device=cpu             # cpu | cuda
+lm_dtype=float32          # the LM forward's compute dtype: float32 | bfloat16 | float16 (bfloat16 for speed on a GPU)
 num_shards=1              # soft-label shards (unit of resumption; one per process under torchrun)
 config=                   # student YAML (model.attention_decoders + loss.lm_kd on top of the CTC config)
 overrides=                # space-separated student overrides
@@ -115,7 +116,7 @@ if [ "$stage" -le 11 ] && [ "$stop_stage" -ge 11 ]; then
   [ -z "$max_tokens" ] || max_args=(--max-tokens "$max_tokens")
   "$python" -m speechkd lm2ctc soft-labels --lm "$lm" --cuts-dir "$cuts_dir" --parts "${train_arr[@]}" "${valid_arr[@]}" \
     --out-dir "$sl_dir" --k "$k" --temperature "$temperature" --batch-size "$lm_batch_size" --device "$lm_device" \
-    --num-shards "$num_shards" "${max_args[@]}"
+    --dtype "$lm_dtype" --num-shards "$num_shards" "${max_args[@]}"
 fi
 
 if [ "$stage" -le 12 ] && [ "$stop_stage" -ge 12 ]; then

@@ -43,6 +43,7 @@ chunk_sizes="16 32 64"   # streaming decode chunk sizes (40 ms encoder frames), 
 avg=5                    # epoch checkpoints averaged for decoding
 lm2ctc_lm=bert-base-uncased  # lm2ctc: masked LM teacher (hub id or local dir)
 lm2ctc_device=cuda       # lm2ctc: device of the soft-label stage
+lm2ctc_dtype=bfloat16    # lm2ctc: compute dtype of the masked LM there (float32 | bfloat16 | float16)
 lm2ctc_systems="kd hard" # lm2ctc: kd (CE + KL) and hard (decoders with CE only: the auxiliary-decoder ablation)
 nproc=1                  # training processes (GPUs) per experiment, via torchrun
 help_message="Usage: $0 [options]   (LibriSpeech data stages 0-5, then the method stages 10-49)"
@@ -134,7 +135,7 @@ if [ "$stop_stage" -ge 10 ]; then
         "$SPEECHKD_ROOT/recipes/lm2ctc.sh" --stage "$stage" --stop-stage "$stop_stage" --exp-dir "$exp_dir/lm2ctc" \
           --cuts-dir "$fbank_dir" --bpe-model "$lang_dir/bpe.model" --train-parts "$train_parts" \
           --valid-parts "dev-clean dev-other" --test-parts "$eval_parts" --lm "$lm2ctc_lm" --lm-device "$lm2ctc_device" \
-          --num-shards "$nj" --config conf/lm2ctc_small.yaml --overrides "$asr_overrides" --systems "$lm2ctc_systems" \
+          --lm-dtype "$lm2ctc_dtype" --num-shards "$nj" --config conf/lm2ctc_small.yaml --overrides "$asr_overrides" --systems "$lm2ctc_systems" \
           --avg "$avg" --baseline-exp-dirs "$baselines" --rtf-part dev-clean --nproc "$nproc"
         ;;
       *) die "unknown method '$method' in --methods (known: asr distilhubert mvq_kd lm2ctc)" ;;

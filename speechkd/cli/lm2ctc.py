@@ -74,7 +74,7 @@ def _soft_labels(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.num_threads)
-    teacher = MaskedLmTeacher.load(args.lm, device=args.device, batch_size=args.batch_size)
+    teacher = MaskedLmTeacher.load(args.lm, device=args.device, batch_size=args.batch_size, dtype=args.dtype)
     for part in args.parts:
         src = Path(args.cuts_dir) / f"librispeech_cuts_{part}.jsonl.gz"
         out = make_soft_labels(src, args.out_dir, part, teacher, k=args.k, temperature=args.temperature,
@@ -183,4 +183,6 @@ def register(reg) -> None:  # noqa: ANN001 - CommandRegistry (avoid import cycle
     p.add_argument("--num-shards", type=int, default=None, help="default: WORLD_SIZE under torchrun, else 1")
     p.add_argument("--shard-id", type=int, default=None)
     p.add_argument("--device", default="cpu", help="cpu | cuda")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                   help="the LM forward's compute dtype (autocast; bfloat16 for speed on a GPU); recorded in metadata.yaml")
     p.add_argument("--num-threads", type=int, default=0)

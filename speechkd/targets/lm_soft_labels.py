@@ -171,6 +171,8 @@ def _write_metadata(out_dir: Path, lm: Mapping[str, Any], settings: Mapping[str,
     new = {"format_version": FORMAT_VERSION, **lm, "k": settings["k"], "temperature": settings["temperature"],
            "max_tokens": settings["max_tokens"], "fields": {FIELD_TOKENS: "(L,) int32 LM token ids",
            FIELD_IDS: "(L, k) int32 top-k ids", FIELD_PROBS: "(L, k) float16 top-k probabilities (temperature, renormalised)"}}
+    if "lm_dtype" in settings:
+        new["lm_dtype"] = settings["lm_dtype"]
     meta = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
     if meta:
         diff = {k: (meta.get(k), v) for k, v in new.items() if k != "fields" and meta.get(k) != v}
@@ -206,6 +208,9 @@ def make_soft_labels(cuts_path: PathLike, out_dir: PathLike, part: str, teacher:
     lm = teacher.describe()
     settings = {"input": str(Path(cuts_path).resolve()), "num_input_cuts": num_cuts, "num_shards": num_shards,
                 "k": k, "temperature": float(temperature), "max_tokens": max_tokens, "lm": lm}
+    dtype = getattr(teacher, "dtype", "float32")
+    if dtype != "float32":  # the LM's compute dtype; absent means float32 (soft labels made before it existed)
+        settings["lm_dtype"] = dtype
     for s in shards_to_run(num_shards, shard_id):
         if shard_is_done(part_dir, s, num_shards, settings):
             log.info("%s shard %d of %d already done: skipped", part, s, num_shards)

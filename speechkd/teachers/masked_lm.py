@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 TEXT_NORMALIZATION = "lowercase+collapse-whitespace"
+# Compute dtypes of the LM forward: float32 as stored, or autocast to bfloat16/float16 (GPU speed); the softmax,
+# top-k and renormalisation always run in float32.
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def normalize_lm_text(text: str, lowercase: bool = True) -> str:
@@ -63,12 +66,15 @@ class MaskedLmTeacher:
     """A frozen masked LM with its tokenizer (see the module docstring)."""
 
     def __init__(self, model: Any, tokenizer: Any, name: str, device: str = "cpu", batch_size: int = 64,
-                 lowercase: bool = True) -> None:
+                 lowercase: bool = True, dtype: str = "float32") -> None:
         for attr in ("mask_token_id", "cls_token_id", "sep_token_id", "pad_token_id"):
             if getattr(tokenizer, attr, None) is None:
                 raise SpeechkdError(f"masked LM '{name}': its tokenizer has no {attr.replace('_id', '')}")
         if batch_size < 1:
             raise SpeechkdError(f"masked LM batch_size must be >= 1, got {batch_size}")
+        if dtype not in COMPUTE_DTYPES:
+            raise SpeechkdError(f"masked LM dtype '{dtype}': use one of {', '.join(COMPUTE_DTYPES)}")
+        self.dtype = dtype
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.name = name
@@ -80,7 +86,7 @@ class MaskedLmTeacher:
 
     @classmethod
     def load(cls, path_or_id: PathLike, device: str = "cpu", batch_size: int = 64, lowercase: bool = True,
-             name: Optional[str] = None) -> "MaskedLmTeacher":
+             name: Optional[str] = None, dtype: str = "float32") -> "MaskedLmTeacher":
         """Load model and tokenizer with transformers (a local directory or a hub id)."""
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
@@ -89,7 +95,7 @@ class MaskedLmTeacher:
             model = AutoModelForMaskedLM.from_pretrained(str(path_or_id))
         except (OSError, ValueError) as e:
             raise SpeechkdError(f"cannot load masked LM '{path_or_id}': {e}") from None
-        return cls(model, tokenizer, name or str(path_or_id), device, batch_size, lowercase)
+        return cls(model, tokenizer, name or str(path_or_id), device, batch_size, lowercase, dtype)
 
     @property
     def vocab_size(self) -> int:
@@ -146,7 +152,11 @@ class MaskedLmTeacher:
         for start in range(0, len(jobs), self.batch_size):
             chunk = jobs[start : start + self.batch_size]
             inputs, attn, pos = self._batch(utts, chunk)
-            picked = self._masked_logits(inputs, attn, pos).float()  # (B, V)
+            if self._gather_ok is None:
+                self._gather_ok = self._gather_matches_full_output(inputs, attn, pos)
+            with torch.autocast(torch.device(self.device).type, dtype=getattr(torch, self.dtype),
+                                enabled=self.dtype != "float32"):
+                picked = self._masked_logits(inputs, attn, pos).float()  # (B, V)
             top_logp, top_ids = (picked / temperature).log_softmax(dim=-1).topk(k, dim=-1)  # (B, k)
             ids_out[start : start + len(chunk)] = top_ids.to(torch.int32).cpu()
             probs_out[start : start + len(chunk)] = top_logp.softmax(dim=-1).to(torch.float16).cpu()
@@ -163,12 +173,11 @@ class MaskedLmTeacher:
 
         The LM's output projection (``get_output_embeddings()``, the (H, V) layer that is most of a small LM's
         head) runs at the masked positions only, through a pre-hook that hands it ``(B, 1, H)`` instead of
-        ``(B, S, H)``: S times less of the largest matrix product and no (B, S, V) tensor. The first call
-        checks this against the LM's full output and falls back to the full output (logged) for an LM whose
-        head does not end with that layer.
+        ``(B, S, H)``: S times less of the largest matrix product and no (B, S, V) tensor. Used once
+        :meth:`_gather_matches_full_output` has said yes on the first batch; else the full output is computed.
         """
         rows = torch.arange(inputs.size(0), device=inputs.device)
-        head = self.model.get_output_embeddings() if self._gather_ok is not False else None
+        head = self.model.get_output_embeddings() if self._gather_ok else None
         if head is None:
             return self.model(input_ids=inputs, attention_mask=attn).logits[rows, pos]
 
@@ -177,18 +186,26 @@ class MaskedLmTeacher:
 
         handle = head.register_forward_pre_hook(gather)
         try:
-            logits = self.model(input_ids=inputs, attention_mask=attn).logits  # (B, 1, V)
+            return self.model(input_ids=inputs, attention_mask=attn).logits[:, 0]  # (B, 1, V) -> (B, V)
         finally:
             handle.remove()
-        if self._gather_ok is None:
-            full = self.model(input_ids=inputs, attention_mask=attn).logits[rows, pos]
-            self._gather_ok = logits.shape == (inputs.size(0), 1, full.size(-1)) and torch.allclose(
-                logits[:, 0].float(), full.float(), rtol=1e-4, atol=1e-4)
-            if not self._gather_ok:
-                log.info("masked LM '%s': its head does not end with get_output_embeddings(); the full (B, S, V) "
-                         "output is computed instead", self.name)
-                return full
-        return logits[:, 0]
+
+    def _gather_matches_full_output(self, inputs: torch.Tensor, attn: torch.Tensor, pos: torch.Tensor) -> bool:
+        """Whether the gathered projection equals the LM's full output at ``pos`` (float32, one batch); logged
+        when not (an LM whose head does not end with ``get_output_embeddings()``)."""
+        with torch.autocast(torch.device(self.device).type, enabled=False):
+            self._gather_ok = True
+            try:
+                gathered = self._masked_logits(inputs, attn, pos)
+            except (RuntimeError, IndexError, ValueError):
+                gathered = None
+            self._gather_ok = False
+            full = self._masked_logits(inputs, attn, pos)
+        ok = gathered is not None and gathered.shape == full.shape and torch.allclose(gathered, full, rtol=1e-4, atol=1e-4)
+        if not ok:
+            log.info("masked LM '%s': its head does not end with get_output_embeddings(); the full (B, S, V) output "
+                     "is computed instead", self.name)
+        return bool(ok)
 
     def _batch(
         self, utts: Sequence[Sequence[int]], chunk: Sequence[tuple[int, int]]

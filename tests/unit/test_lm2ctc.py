@@ -66,7 +66,7 @@ def test_soft_labels_project_to_the_vocabulary_at_masked_positions_only(lm_dir):
     assert teacher._gather_ok is True
     # after the first batch's check (one gathered and one full call), every call projects one position per row
     assert seen[0][1:] == (1, vocab) and seen[1][2] == vocab and seen[1][1] > 1
-    assert all(shape[1:] == (1, vocab) for shape in seen[2:]) and len(seen) == 1 + math.ceil(sum(map(len, utts)) / 4)
+    assert all(shape[1:] == (1, vocab) for shape in seen[2:]) and len(seen) == 2 + math.ceil(sum(map(len, utts)) / 4)
     # an LM whose get_output_embeddings() is not the last layer of its head falls back to the full output
     other = MaskedLmTeacher.load(lm_dir, batch_size=4)
     other.model.get_output_embeddings = other.model.get_input_embeddings  # gathering ids changes the result
@@ -75,6 +75,24 @@ def test_soft_labels_project_to_the_vocabulary_at_masked_positions_only(lm_dir):
     for a, b in zip(labels, fallback):
         np.testing.assert_array_equal(a.topk_ids, b.topk_ids)
         np.testing.assert_allclose(a.topk_probs.astype(np.float32), b.topk_probs.astype(np.float32), atol=2e-3)
+
+
+def test_soft_labels_in_bfloat16_stay_close_to_float32_and_a_bad_dtype_is_refused(lm_dir):
+    fp32 = MaskedLmTeacher.load(lm_dir, batch_size=8)
+    bf16 = MaskedLmTeacher.load(lm_dir, batch_size=8, dtype="bfloat16")
+    utts = fp32.tokenize(TEXTS)
+    dtypes = []
+    hook = bf16.model.get_output_embeddings().register_forward_hook(lambda m, a, out: dtypes.append(out.dtype))
+    a, b = fp32.soft_labels(utts, k=5, temperature=3.0), bf16.soft_labels(utts, k=5, temperature=3.0)
+    hook.remove()
+    assert dtypes[:2] == [torch.float32] * 2 and set(dtypes[2:]) == {torch.bfloat16}  # the check, then bf16
+    same_top1 = sum(int(x.topk_ids[i, 0] == y.topk_ids[i, 0]) for x, y in zip(a, b) for i in range(len(x.tokens)))
+    assert same_top1 >= 0.9 * sum(map(len, utts))
+    for x, y in zip(a, b):
+        assert y.topk_probs.dtype == np.float16 and np.allclose(y.topk_probs.astype(np.float32).sum(-1), 1.0, atol=5e-3)
+        assert abs(float(x.topk_probs[:, 0].astype(np.float32).mean() - y.topk_probs[:, 0].astype(np.float32).mean())) < 0.02
+    with pytest.raises(SpeechkdError, match="dtype 'int8'"):
+        MaskedLmTeacher.load(lm_dir, dtype="int8")
 
 
 def _cuts(tmp_path, texts):
@@ -120,6 +138,13 @@ def test_sharded_soft_labels_on_cuts_skip_and_count_bad_transcripts(lm_dir, tmp_
     # resuming with other settings into the same directory is refused, naming both values
     with pytest.raises(SpeechkdError, match="k: 4 there, 8 now"):
         make_soft_labels(src, tmp_path / "sl", "train", teacher, k=8, temperature=2.0, max_tokens=20, num_shards=2)
+    assert "lm_dtype" not in meta  # float32: absent, as in soft labels made before the option existed
+    # another compute dtype is recorded, and a part made in it cannot join float32 labels
+    bf16 = MaskedLmTeacher.load(lm_dir, batch_size=7, dtype="bfloat16")
+    make_soft_labels(src, tmp_path / "sl16", "train", bf16, k=4, temperature=2.0, max_tokens=20, num_shards=1)
+    assert read_soft_label_metadata(tmp_path / "sl16")["lm_dtype"] == "bfloat16"
+    with pytest.raises(SpeechkdError, match="lm_dtype: None there, 'bfloat16' now"):
+        make_soft_labels(src, tmp_path / "sl", "dev", bf16, k=4, temperature=2.0, max_tokens=20, num_shards=1)
 
 
 def test_metadata_mismatch_names_both_values():
