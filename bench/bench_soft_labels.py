@@ -10,7 +10,7 @@ utterances per second and the projected hours for ``--corpus-utts`` utterances (
 without speed perturbation), measured in one run after a warm-up call.
 
     .venv/bin/python bench/bench_soft_labels.py --device cpu --utts 8 --batch-sizes 64   # minutes on 2 cores
-    python bench/bench_soft_labels.py --device cuda --utts 400 --batch-sizes 64 256 1024
+    python bench/bench_soft_labels.py --device cuda --utts 400 --batch-sizes 64 256 1024 --dtypes float32 bfloat16
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--utts", type=int, default=400, help="utterances labelled per timed call")
     p.add_argument("--mean-tokens", type=int, default=40, help="mean LM tokens per utterance")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256, 1024], help="masked sequences per forward")
+    p.add_argument("--dtypes", nargs="+", default=["float32"], choices=("float32", "bfloat16", "float16"),
+                   help="compute dtypes of the LM forward (the producer's --dtype)")
     p.add_argument("--k", type=int, default=8)
     p.add_argument("--temperature", type=float, default=3.0)
     p.add_argument("--corpus-utts", type=int, default=281241, help="utterances of the projected corpus")
@@ -46,7 +48,7 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def make_teacher(layers: int, device: str, batch_size: int) -> MaskedLmTeacher:
+def make_teacher(layers: int, device: str, batch_size: int, dtype: str) -> MaskedLmTeacher:
     """A random bert-base-sized masked LM and a tokenizer that knows the special tokens (ids 0-4)."""
     from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
@@ -55,7 +57,7 @@ def make_teacher(layers: int, device: str, batch_size: int) -> MaskedLmTeacher:
         vocab = Path(tmp) / "vocab.txt"
         vocab.write_text("\n".join(SPECIALS + [f"w{i}" for i in range(100)]) + "\n")
         tokenizer = BertTokenizerFast(vocab_file=str(vocab))
-    return MaskedLmTeacher(model, tokenizer, f"random bert ({layers} layers)", device, batch_size)
+    return MaskedLmTeacher(model, tokenizer, f"random bert ({layers} layers)", device, batch_size, dtype=dtype)
 
 
 def random_utts(n: int, mean_tokens: int, vocab: int, gen: torch.Generator) -> list[list[int]]:
@@ -71,31 +73,34 @@ def main() -> None:
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu"
-    print(f"# torch {torch.__version__}; device {args.device} ({name}); {args.layers}-layer BERT, fp32 as the "
-          f"producer runs it; {args.utts} utterances, mean {args.mean_tokens} tokens; k {args.k}")
-    teacher = make_teacher(args.layers, args.device, args.batch_sizes[0])
+    print(f"# torch {torch.__version__}; device {args.device} ({name}); {args.layers}-layer BERT; "
+          f"{args.utts} utterances, mean {args.mean_tokens} tokens; k {args.k}")
+    teacher = make_teacher(args.layers, args.device, args.batch_sizes[0], args.dtypes[0])
     utts = random_utts(args.utts, args.mean_tokens, teacher.vocab_size, gen)
     tokens = sum(len(u) for u in utts)
-    print("batch  seconds  masked_seq_per_s  utts_per_s  corpus_hours  peak_MB")
-    for bs in args.batch_sizes:
-        teacher.batch_size = bs
-        teacher.soft_labels(utts[: max(1, bs // args.mean_tokens + 1)], args.k, args.temperature)  # warm-up
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
-        out = teacher.soft_labels(utts, args.k, args.temperature)
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        sec = time.perf_counter() - start
-        assert len(out) == len(utts) and sum(len(o.tokens) for o in out) == tokens
-        peak = torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else float("nan")
-        hours = args.corpus_utts / (len(utts) / sec) / 3600
-        print(f"{bs:5d}  {sec:7.2f}  {tokens / sec:16.1f}  {len(utts) / sec:10.2f}  {hours:12.2f}  {peak:7.0f}")
-        print(json.dumps({"batch": bs, "seconds": round(sec, 3), "masked_seq_per_s": round(tokens / sec, 1),
-                          "utts_per_s": round(len(utts) / sec, 2), "corpus_utts": args.corpus_utts,
-                          "corpus_hours": round(hours, 3), "device": name}), file=sys.stderr)
-
+    print("dtype     batch  seconds  masked_seq_per_s  utts_per_s  corpus_hours  peak_MB")
+    for dtype in args.dtypes:
+        teacher.dtype = dtype
+        for bs in args.batch_sizes:
+            teacher.batch_size = bs
+            teacher.soft_labels(utts[: max(1, bs // args.mean_tokens + 1)], args.k, args.temperature)  # warm-up
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            out = teacher.soft_labels(utts, args.k, args.temperature)
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            sec = time.perf_counter() - start
+            assert len(out) == len(utts) and sum(len(o.tokens) for o in out) == tokens
+            peak = torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else float("nan")
+            hours = args.corpus_utts / (len(utts) / sec) / 3600
+            print(f"{dtype:8s}  {bs:5d}  {sec:7.2f}  {tokens / sec:16.1f}  {len(utts) / sec:10.2f}  {hours:12.2f}  "
+                  f"{peak:7.0f}")
+            print(json.dumps({"dtype": dtype, "batch": bs, "seconds": round(sec, 3),
+                              "masked_seq_per_s": round(tokens / sec, 1), "utts_per_s": round(len(utts) / sec, 2),
+                              "corpus_utts": args.corpus_utts, "corpus_hours": round(hours, 3), "device": name}),
+                  file=sys.stderr)
 
 if __name__ == "__main__":
     main()

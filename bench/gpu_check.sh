@@ -97,9 +97,10 @@ step_bench --preset mini --batch 8 --seconds 5 --steps 20 "${ctc_only[@]}"
 say "($((SECONDS - start)) s)"
 
 say ""
-say "## 5 LM-to-CTC soft labels: bert-base-sized masked LM, fp32 (bench/bench_soft_labels.py)"
+say "## 5 LM-to-CTC soft labels: bert-base-sized masked LM, float32 and bfloat16 (bench/bench_soft_labels.py)"
 start=$SECONDS
-timeout 180 "$python" bench/bench_soft_labels.py --device cuda --utts 400 --batch-sizes 64 256 1024 2>/dev/null | \
+timeout 180 "$python" bench/bench_soft_labels.py --device cuda --utts 400 --batch-sizes 64 256 1024 \
+  --dtypes float32 bfloat16 2>/dev/null | \
   tee -a "$out" || say "soft-label benchmark failed or timed out (exit $?)"
 say "($((SECONDS - start)) s)"
 
