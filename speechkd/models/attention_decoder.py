@@ -8,7 +8,12 @@ the transcript in the *LM's* vocabulary with teacher forcing::
     (causal self-attention, cross-attention to memory)  ->  LayerNorm  ->  Linear  ->  logits (N, U, V_lm)
 
 Position ``u`` of the output predicts ``y_{u+1}`` (1-based ``y_u`` for 0-based output ``u-1``); ``sos`` is an
-extra id ``V_lm`` (so the LM's own ids are never reused as a start symbol). The decoders exist only in
+extra id ``V_lm`` (so the LM's own ids are never reused as a start symbol).
+
+``history: false`` makes a decoder non-autoregressive: its inputs are the learned positions alone (no token
+embedding, self-attention over the U position queries without a causal mask), so every prediction has to come
+from the encoder layer through cross-attention; it cannot become a language model of its own over the reference
+history (``bench/lm2ctc_decoder_reliance.py`` measures how much a decoder reads the audio). The decoders exist only in
 training: :func:`speechkd.models.asr.decoding_state_dict` drops them from averaged, decoded and exported models.
 """
 
@@ -35,6 +40,7 @@ class AttentionDecodersConfig:
     ff_dim: int = 1024
     dropout: float = 0.1
     max_tokens: int = 256  # longest LM transcript (tokens) a decoder accepts; longer ones are left out, counted
+    history: bool = True  # teacher-forced reference history as input; false: position queries only (module doc)
 
     def validate(self, num_encoder_layers: Optional[int] = None) -> None:
         if not self.layers:
@@ -60,7 +66,8 @@ class AttentionDecoder(nn.Module):
         self.sos_id = cfg.vocab_size
         self.max_tokens = cfg.max_tokens
         self.memory_proj = nn.Linear(encoder_dim, cfg.d_model)
-        self.embed = nn.Embedding(cfg.vocab_size + 1, cfg.d_model)
+        self.history = cfg.history
+        self.embed = nn.Embedding(cfg.vocab_size + 1, cfg.d_model) if cfg.history else None
         self.pos = nn.Embedding(cfg.max_tokens, cfg.d_model)
         layer = nn.TransformerDecoderLayer(cfg.d_model, cfg.num_heads, cfg.ff_dim, cfg.dropout,
                                            batch_first=True, norm_first=True)
@@ -76,12 +83,15 @@ class AttentionDecoder(nn.Module):
         if u > self.max_tokens:
             raise SpeechkdError(f"attention decoder: {u} tokens > max_tokens={self.max_tokens}")
         dev = tokens.device
-        inputs = torch.cat([torch.full((n, 1), self.sos_id, dtype=torch.long, device=dev), tokens[:, :-1]], dim=1)
-        inputs = inputs.clamp(min=0)  # padding (-100) -> any valid id; masked below
-        x = self.embed(inputs) + self.pos(torch.arange(u, device=dev))[None]
-        causal = torch.triu(torch.ones(u, u, dtype=torch.bool, device=dev), diagonal=1)
+        x = self.pos(torch.arange(u, device=dev))[None].expand(n, u, -1)  # (N, U, d_model)
+        causal = None
+        if self.embed is not None:
+            inputs = torch.cat([torch.full((n, 1), self.sos_id, dtype=torch.long, device=dev), tokens[:, :-1]], dim=1)
+            inputs = inputs.clamp(min=0)  # padding (-100) -> any valid id; masked below
+            x = self.embed(inputs) + x
+            causal = torch.triu(torch.ones(u, u, dtype=torch.bool, device=dev), diagonal=1)
         tgt_pad = torch.arange(u, device=dev)[None] >= token_lens[:, None]
         mem_pad = torch.arange(memory.size(1), device=dev)[None] >= memory_lens[:, None]
         h = self.layers(x, self.memory_proj(memory), tgt_mask=causal, tgt_key_padding_mask=tgt_pad,
-                        memory_key_padding_mask=mem_pad, tgt_is_causal=True)
+                        memory_key_padding_mask=mem_pad, tgt_is_causal=causal is not None)
         return self.out(self.norm(h))

@@ -200,6 +200,28 @@ def test_decoder_term_handles_tokenizer_mismatch_and_long_utterances():
     assert torch.allclose(a, b)
 
 
+@pytest.mark.parametrize("history", [True, False])
+def test_a_decoder_without_history_predicts_from_the_audio_alone(history):
+    """history=true: output u depends on the reference tokens before u (teacher forcing, causal) and not after;
+    history=false: the tokens change nothing (position queries only), the memory still does."""
+    from speechkd.models.attention_decoder import AttentionDecoder, AttentionDecodersConfig
+
+    cfg = AttentionDecodersConfig(layers=[1], vocab_size=20, d_model=8, ff_dim=16, num_heads=2, max_tokens=6,
+                                  dropout=0.0, history=history)
+    torch.manual_seed(0)
+    dec = AttentionDecoder(12, cfg).eval()
+    memory, mem_lens = torch.randn(2, 9, 12), torch.tensor([9, 7])
+    tokens, lens = torch.randint(0, 20, (2, 5)), torch.tensor([5, 3])
+    base = dec(memory, mem_lens, tokens, lens)
+    changed = tokens.clone()
+    changed[:, 2] = (changed[:, 2] + 1) % 20  # token 3 (0-based 2) feeds output 3 onwards
+    out = dec(memory, mem_lens, changed, lens)
+    assert torch.allclose(out[:, :3], base[:, :3], atol=1e-6)  # outputs up to the changed token never see it
+    assert torch.allclose(out[0, 3:], base[0, 3:], atol=1e-6) != history
+    assert (dec.embed is None) != history
+    assert not torch.allclose(dec(memory.flip(0), mem_lens.flip(0), tokens, lens)[0], base[0])
+
+
 TINY_ASR = [
     "model.encoder.num_layers=2", "model.encoder.d_model=16", "model.encoder.ff_dim=16",
     "model.encoder.num_heads=2", "model.encoder.subsampling_channels=4", "model.use_transducer=false",
