@@ -184,5 +184,6 @@ def register(reg) -> None:  # noqa: ANN001 - CommandRegistry (avoid import cycle
     p.add_argument("--shard-id", type=int, default=None)
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
-                   help="the LM forward's compute dtype (autocast; bfloat16 for speed on a GPU); recorded in metadata.yaml")
+                   help="the LM forward's compute dtype (autocast; bfloat16 for speed on a GPU); "
+                   "recorded in metadata.yaml")
     p.add_argument("--num-threads", type=int, default=0)

@@ -13,8 +13,8 @@ extra id ``V_lm`` (so the LM's own ids are never reused as a start symbol).
 ``history: false`` makes a decoder non-autoregressive: its inputs are the learned positions alone (no token
 embedding, self-attention over the U position queries without a causal mask), so every prediction has to come
 from the encoder layer through cross-attention; it cannot become a language model of its own over the reference
-history (``bench/lm2ctc_decoder_reliance.py`` measures how much a decoder reads the audio). The decoders exist only in
-training: :func:`speechkd.models.asr.decoding_state_dict` drops them from averaged, decoded and exported models.
+history (``bench/lm2ctc_decoder_reliance.py`` measures how much a decoder reads the audio). The decoders exist
+only in training: :func:`speechkd.models.asr.decoding_state_dict` drops them from averaged, decoded and exported models.
 """
 
 from __future__ import annotations
@@ -66,7 +66,6 @@ class AttentionDecoder(nn.Module):
         self.sos_id = cfg.vocab_size
         self.max_tokens = cfg.max_tokens
         self.memory_proj = nn.Linear(encoder_dim, cfg.d_model)
-        self.history = cfg.history
         self.embed = nn.Embedding(cfg.vocab_size + 1, cfg.d_model) if cfg.history else None
         self.pos = nn.Embedding(cfg.max_tokens, cfg.d_model)
         layer = nn.TransformerDecoderLayer(cfg.d_model, cfg.num_heads, cfg.ff_dim, cfg.dropout,

@@ -201,7 +201,9 @@ class MaskedLmTeacher:
                 gathered = None
             self._gather_ok = False
             full = self._masked_logits(inputs, attn, pos)
-        ok = gathered is not None and gathered.shape == full.shape and torch.allclose(gathered, full, rtol=1e-4, atol=1e-4)
+        # loose enough for TF32 / another GEMM shape; a wrong gather gives other positions' logits, far off
+        ok = gathered is not None and gathered.shape == full.shape and torch.allclose(gathered, full, rtol=1e-2,
+                                                                                    atol=1e-2)
         if not ok:
             log.info("masked LM '%s': its head does not end with get_output_embeddings(); the full (B, S, V) output "
                      "is computed instead", self.name)
