@@ -5,8 +5,8 @@ One masked copy of the transcript per LM token is run through the LM (Futami et 
 its number of LM tokens, each one forward of a whole sequence. The model is ``BertForMaskedLM(BertConfig())``
 with random weights (bert-base-uncased's sizes: 12 layers, 768 wide, 30,522 tokens; no download) and the
 utterances are random ids with lengths drawn around ``--mean-tokens`` (LibriSpeech's 960 h training transcripts
-average about 34 words, roughly 40 WordPiece tokens). Prints, per batch size, masked sequences per second,
-utterances per second and the projected hours for ``--corpus-utts`` utterances (281,241: LibriSpeech 960 h
+average about 34 words, roughly 40 WordPiece tokens). Prints, per compute dtype and batch size, masked sequences
+per second, utterances per second and the projected hours for ``--corpus-utts`` utterances (281,241: LibriSpeech 960 h
 without speed perturbation), measured in one run after a warm-up call.
 
     .venv/bin/python bench/bench_soft_labels.py --device cpu --utts 8 --batch-sizes 64   # minutes on 2 cores
@@ -101,6 +101,7 @@ def main() -> None:
                               "masked_seq_per_s": round(tokens / sec, 1), "utts_per_s": round(len(utts) / sec, 2),
                               "corpus_utts": args.corpus_utts, "corpus_hours": round(hours, 3), "device": name}),
                   file=sys.stderr)
+
 
 if __name__ == "__main__":
     main()

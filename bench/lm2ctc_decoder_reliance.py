@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from speechkd.data.collate import move_batch  # noqa: E402
 from speechkd.data.datamodule import AsrDataModule  # noqa: E402
+from speechkd.losses.layerwise import valid_frame_mask  # noqa: E402
 from speechkd.losses.lm_kd import token_ce  # noqa: E402
 from speechkd.models.asr import AsrModel  # noqa: E402
 from speechkd.targets.lm_soft_labels import FIELD_TOKENS  # noqa: E402
@@ -67,7 +67,6 @@ def main() -> None:
     for batch in loader:
         if len(batch["cut_ids"]) < 2:
             continue  # nothing to swap with
-        batch = move_batch(batch, torch.device("cpu"))
         enc = model.encode(batch["inputs"], batch["input_lens"])
         tg = batch["targets"]
         lens = tg[FIELD_TOKENS + "_lens"]
@@ -81,8 +80,7 @@ def main() -> None:
             memory, mem_lens = enc.layer_outputs[int(layer) - 1][idx], enc.out_lens[idx]
             for cond, shift in (("own", 0), ("other", 1)):
                 logits = dec(memory.roll(shift, 0), mem_lens.roll(shift, 0), tokens, lens)  # (N', U, V)
-                valid = torch.arange(tokens.size(1))[None] < lens[:, None]
-                correct = ((logits.argmax(-1) == tokens) & valid).sum()
+                correct = ((logits.argmax(-1) == tokens) & valid_frame_mask(lens, tokens.size(1))).sum()
                 s = sums[(layer, cond)]
                 s[0] += float(token_ce(logits, tokens, lens))
                 s[1] += int(correct)

@@ -156,7 +156,7 @@ class MaskedLmTeacher:
                 self._gather_ok = self._gather_matches_full_output(inputs, attn, pos)
             with torch.autocast(torch.device(self.device).type, dtype=getattr(torch, self.dtype),
                                 enabled=self.dtype != "float32"):
-                picked = self._masked_logits(inputs, attn, pos).float()  # (B, V)
+                picked = self._masked_logits(inputs, attn, pos, gather=self._gather_ok).float()  # (B, V)
             top_logp, top_ids = (picked / temperature).log_softmax(dim=-1).topk(k, dim=-1)  # (B, k)
             ids_out[start : start + len(chunk)] = top_ids.to(torch.int32).cpu()
             probs_out[start : start + len(chunk)] = top_logp.softmax(dim=-1).to(torch.float16).cpu()
@@ -168,23 +168,23 @@ class MaskedLmTeacher:
             offset += n
         return out
 
-    def _masked_logits(self, inputs: torch.Tensor, attn: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    def _masked_logits(self, inputs: torch.Tensor, attn: torch.Tensor, pos: torch.Tensor,
+                       gather: bool) -> torch.Tensor:
         """input_ids (B, S), attention_mask (B, S), masked position (B,) -> logits at those positions (B, V).
 
-        The LM's output projection (``get_output_embeddings()``, the (H, V) layer that is most of a small LM's
-        head) runs at the masked positions only, through a pre-hook that hands it ``(B, 1, H)`` instead of
-        ``(B, S, H)``: S times less of the largest matrix product and no (B, S, V) tensor. Used once
-        :meth:`_gather_matches_full_output` has said yes on the first batch; else the full output is computed.
+        ``gather``: the LM's output projection (``get_output_embeddings()``, the (H, V) layer that is most of a
+        small LM's head) runs at the masked positions only, through a pre-hook that hands it ``(B, 1, H)`` instead
+        of ``(B, S, H)``: S times less of the largest matrix product and no (B, S, V) tensor. Else the full output.
         """
         rows = torch.arange(inputs.size(0), device=inputs.device)
-        head = self.model.get_output_embeddings() if self._gather_ok else None
+        head = self.model.get_output_embeddings() if gather else None
         if head is None:
             return self.model(input_ids=inputs, attention_mask=attn).logits[rows, pos]
 
-        def gather(_module: Any, args: tuple) -> tuple:
+        def gather_rows(_module: Any, args: tuple) -> tuple:
             return (args[0][rows, pos].unsqueeze(1), *args[1:])  # (B, S, H) -> (B, 1, H)
 
-        handle = head.register_forward_pre_hook(gather)
+        handle = head.register_forward_pre_hook(gather_rows)
         try:
             return self.model(input_ids=inputs, attention_mask=attn).logits[:, 0]  # (B, 1, V) -> (B, V)
         finally:
@@ -194,13 +194,11 @@ class MaskedLmTeacher:
         """Whether the gathered projection equals the LM's full output at ``pos`` (float32, one batch); logged
         when not (an LM whose head does not end with ``get_output_embeddings()``)."""
         with torch.autocast(torch.device(self.device).type, enabled=False):
-            self._gather_ok = True
             try:
-                gathered = self._masked_logits(inputs, attn, pos)
+                gathered = self._masked_logits(inputs, attn, pos, gather=True)
             except (RuntimeError, IndexError, ValueError):
                 gathered = None
-            self._gather_ok = False
-            full = self._masked_logits(inputs, attn, pos)
+            full = self._masked_logits(inputs, attn, pos, gather=False)
         # loose enough for TF32 / another GEMM shape; a wrong gather gives other positions' logits, far off
         ok = gathered is not None and gathered.shape == full.shape and torch.allclose(gathered, full, rtol=1e-2,
                                                                                     atol=1e-2)
