@@ -40,6 +40,7 @@ def register(reg) -> None:
     p.add_argument("--normalize", action="store_true",
                    help="pass refs and hyps through normalize_librispeech before scoring (default: off)")
     register_table(reg)
+    register_bootstrap(reg)
 
 
 def register_table(reg) -> None:
@@ -103,6 +104,49 @@ def run_table(args: argparse.Namespace) -> int:
         table = summary_markdown(rows, args.sets)
         if notes:
             table += "\nNot results (see speechkd/training/plateau.py):\n" + "\n".join(notes) + "\n"
+    print(table, end="")
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(table, encoding="utf-8")
+    return 0
+
+
+def register_bootstrap(reg) -> None:
+    p = reg.command(
+        "score",
+        "bootstrap",
+        help="paired bootstrap over test utterances of the WER difference of two systems (seeds averaged)",
+        description=(
+            "Paired bootstrap (Bisani and Ney 2004; Kaldi's compute-wer-bootci) of WER(b) - WER(a) over the\n"
+            "test utterances, each system's errors averaged over its seeds (one decode dir per seed, with\n"
+            "ref-/hyp-<set>-<tag>.trn). Prints the interval, P(b better) and how much the choice of\n"
+            "utterances alone moves one run's WER; read it beside the seed table (score table).\n\n"
+            "  speechkd score bootstrap --a exp/asr_ctc_seed{0,1,2}/decode --b exp/kd_seed{0,1}/decode \\\n"
+            "      --names ctc kd --sets dev test-clean --tag ctc-greedy --output exp/kd/bootstrap.md"
+        ),
+        func=run_bootstrap,
+    )
+    p.add_argument("--a", nargs="+", type=Path, required=True, metavar="DIR", help="decode dirs of system a (seeds)")
+    p.add_argument("--b", nargs="+", type=Path, required=True, metavar="DIR", help="decode dirs of system b (seeds)")
+    p.add_argument("--names", nargs=2, default=("a", "b"), metavar=("A", "B"), help="system names in the table")
+    p.add_argument("--sets", nargs="+", required=True, help="test sets, e.g. dev test-clean")
+    p.add_argument("--tag", default="", help="decoding tag of the trn files, e.g. ctc-greedy")
+    p.add_argument("--samples", type=int, default=10_000, help="bootstrap samples")
+    p.add_argument("--level", type=float, default=0.95, help="confidence level of the interval")
+    p.add_argument("--seed", type=int, default=0, help="seed of the resampling")
+    p.add_argument("--output", type=Path, default=None, help="also write the table to this file")
+
+
+def run_bootstrap(args: argparse.Namespace) -> int:
+    from speechkd.decoding.bootstrap import bootstrap_markdown, load_system, paired_bootstrap
+
+    name_a, name_b = args.names
+    results = []
+    for test_set in args.sets:
+        a = load_system(name_a, args.a, test_set, args.tag)
+        b = load_system(name_b, args.b, test_set, args.tag)
+        results.append((paired_bootstrap(a, b, args.samples, args.level, args.seed), a, b))
+    table = bootstrap_markdown(name_a, name_b, results, args.tag)
     print(table, end="")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

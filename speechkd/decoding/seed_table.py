@@ -85,21 +85,26 @@ def hyp_words_per_ref_word(row: dict[str, str]) -> Optional[float]:
     return (words - int(row["del"]) + int(row["ins"])) / words
 
 
-def load_run(summary: Union[str, Path]) -> Run:
-    """A run from ``<exp_dir>/decode/wer-summary.tsv`` (its plateau verdict from ``<exp_dir>/plateau.yaml``)."""
+def plateau_reason(exp_dir: Union[str, Path]) -> Optional[str]:
+    """Why a run is not a result because it ended on the blank plateau (``<exp_dir>/plateau.yaml``), or None."""
     from speechkd.training.plateau import read_plateau_status
 
+    exp_dir = Path(exp_dir)
+    status = read_plateau_status(exp_dir)
+    if status is None or status.get("status") != "stuck":
+        return None
+    what = {"valid": "validation transducer", "train": "training CTC"}.get(status.get("source") or "train", "")
+    return (f"on the blank plateau ({what} emission ratio {status.get('emission_ratio')} "
+            f"at step {status.get('step')}, {exp_dir / 'plateau.yaml'})")
+
+
+def load_run(summary: Union[str, Path]) -> Run:
+    """A run from ``<exp_dir>/decode/wer-summary.tsv`` (its plateau verdict from ``<exp_dir>/plateau.yaml``)."""
     summary = Path(summary)
     if not summary.is_file():
         raise SpeechkdError(f"WER summary not found: {summary}")
     exp_dir = summary.parent.parent
-    status = read_plateau_status(exp_dir)
-    reason = None
-    if status is not None and status.get("status") == "stuck":
-        what = {"valid": "validation transducer", "train": "training CTC"}.get(status.get("source") or "train", "")
-        reason = (f"on the blank plateau ({what} emission ratio {status.get('emission_ratio')} "
-                  f"at step {status.get('step')}, {exp_dir / 'plateau.yaml'})")
-    return Run(name=str(exp_dir), rows=read_summary(summary), plateau=reason)
+    return Run(name=str(exp_dir), rows=read_summary(summary), plateau=plateau_reason(exp_dir))
 
 
 def aggregate(runs: Sequence[Run], tags: Sequence[str], sets: Sequence[str]) -> dict[tuple[str, str], Cell]:

@@ -1,0 +1,119 @@
+"""Paired bootstrap of WER differences: equal to a direct per-sample computation, and its edge cases."""
+
+import numpy as np
+import pytest
+import yaml
+
+from speechkd.cli import main
+from speechkd.decoding.bootstrap import bootstrap_wers, load_system, paired_bootstrap
+from speechkd.decoding.scoring import compute_wer
+from speechkd.errors import SpeechkdError
+
+REFS = {
+    "u1": "the cat sat on the mat",
+    "u2": "a dog barked",
+    "u3": "she said nothing at all to him",
+    "u4": "it was late",
+    "u5": "they walked home together in the rain",
+}
+
+
+def _decode(tmp_path, name, hyps, refs=REFS, plateau=None, tag="greedy", test_set="dev"):
+    """Writes <name>/decode/{ref,hyp}-<set>-<tag>.trn (and plateau.yaml); returns the decode dir."""
+    d = tmp_path / name / "decode"
+    d.mkdir(parents=True)
+    (d / f"ref-{test_set}-{tag}.trn").write_text("".join(f"{t} ({u})\n" for u, t in refs.items()))
+    (d / f"hyp-{test_set}-{tag}.trn").write_text("".join(f"{hyps.get(u, t)} ({u})\n" for u, t in refs.items()))
+    if plateau:
+        (tmp_path / name / "plateau.yaml").write_text(yaml.safe_dump({"status": plateau, "step": 9,
+                                                                      "emission_ratio": 0.01}))
+    return d
+
+
+A0 = {"u1": "the cat sat on a mat", "u3": "she said nothing at al to him", "u5": "they walk home"}
+A1 = {"u1": "the cat sat on the mat", "u2": "a dog", "u3": "she sad nothing at all to hem"}
+B0 = {"u1": "the cat sat on the mat", "u3": "she said nothing at al to him", "u4": "it was lake"}
+B1 = {"u2": "a dog barked", "u5": "they walked home together in rain"}
+
+
+def test_bootstrap_equals_a_direct_computation_per_sample(tmp_path):
+    a = load_system("a", [_decode(tmp_path, "a0", A0), _decode(tmp_path, "a1", A1)], "dev", "greedy")
+    b = load_system("b", [_decode(tmp_path, "b0", B0), _decode(tmp_path, "b1", B1)], "dev", "greedy")
+    ids = a.ids
+    # whole-set WER of each system = mean of its seeds' WERs from the ordinary scorer
+    for system, hyps in ((a, (A0, A1)), (b, (B0, B1))):
+        seed_wers = [compute_wer([REFS[u] for u in ids], [h.get(u, REFS[u]) for u in ids]).wer for h in hyps]
+        assert system.seed_wers == pytest.approx(seed_wers)
+    res = paired_bootstrap(a, b, samples=300, seed=7)
+    assert res.wer_a == pytest.approx(np.mean(a.seed_wers)) and res.diff == pytest.approx(res.wer_b - res.wer_a)
+
+    # the same draws, scored one sample at a time with compute_wer on the resampled utterance lists
+    rng = np.random.default_rng(7)
+    direct = []
+    for _ in range(300):
+        pick = [ids[i] for i in rng.integers(0, len(ids), size=len(ids))]
+        def wer(hyps):
+            return np.mean([compute_wer([REFS[u] for u in pick], [h.get(u, REFS[u]) for u in pick]).wer for h in hyps])
+        direct.append(wer((B0, B1)) - wer((A0, A1)))
+    direct = np.array(direct)
+    assert res.low == pytest.approx(np.quantile(direct, 0.025))
+    assert res.high == pytest.approx(np.quantile(direct, 0.975))
+    assert res.prob_b_better == pytest.approx((direct < 0).mean())
+
+
+def test_a_system_better_on_every_utterance_has_probability_one_and_an_interval_below_zero(tmp_path):
+    worse = {u: "x " + t for u, t in REFS.items()}  # one insertion per utterance
+    a = load_system("a", [_decode(tmp_path, "a0", worse)], "dev", "greedy")
+    b = load_system("b", [_decode(tmp_path, "b0", {})], "dev", "greedy")
+    res = paired_bootstrap(a, b, samples=500)
+    assert res.wer_b == 0.0 and res.prob_b_better == 1.0 and res.high < 0
+    same = paired_bootstrap(a, a, samples=500)
+    assert same.diff == 0.0 and same.prob_b_better == 0.0 and same.low == same.high == 0.0
+
+
+def test_resampling_is_paired_and_reproducible():
+    errors = np.array([[1.0, 0.0, 3.0, 2.0], [1.0, 0.0, 3.0, 2.0]])
+    words = np.array([4.0, 2.0, 5.0, 3.0])
+    w = bootstrap_wers(errors, words, samples=1200, seed=3)  # crosses SAMPLE_CHUNK
+    assert w.shape == (1200, 2) and np.array_equal(w[:, 0], w[:, 1])
+    assert np.array_equal(w, bootstrap_wers(errors, words, samples=1200, seed=3))
+    assert not np.array_equal(w, bootstrap_wers(errors, words, samples=1200, seed=4))
+
+
+def test_runs_scored_on_other_references_are_refused_naming_both(tmp_path):
+    other = dict(REFS, u4="it was early")
+    d0, d1 = _decode(tmp_path, "s0", {}), _decode(tmp_path, "s1", {}, refs=other)
+    with pytest.raises(SpeechkdError, match="s1/decode and .*s0/decode were scored against different references"):
+        load_system("sys", [d0, d1], "dev", "greedy")
+    a = load_system("a", [d0], "dev", "greedy")
+    b = load_system("b", [d1], "dev", "greedy")
+    with pytest.raises(SpeechkdError, match="different references"):
+        paired_bootstrap(a, b)
+
+
+def test_a_plateau_run_is_left_out_and_named(tmp_path):
+    d0 = _decode(tmp_path, "s0", A0)
+    stuck = _decode(tmp_path, "s1", {u: "" for u in REFS}, plateau="stuck")
+    sys_ = load_system("sys", [d0, stuck], "dev", "greedy")
+    assert sys_.errors.shape == (1, 5) and "s1/decode: on the blank plateau" in sys_.left_out[0]
+    with pytest.raises(SpeechkdError, match="no run left"):
+        load_system("sys", [stuck], "dev", "greedy")
+
+
+def test_cli_prints_and_writes_the_table(tmp_path, capsys):
+    a = [_decode(tmp_path, "a0", A0), _decode(tmp_path, "a1", A1)]
+    b = [_decode(tmp_path, "b0", B0), _decode(tmp_path, "b1", B1)]
+    out = tmp_path / "boot.md"
+    rc = main(["score", "bootstrap", "--a", *map(str, a), "--b", *map(str, b), "--names", "base", "kd",
+               "--sets", "dev", "--tag", "greedy", "--samples", "200", "--output", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert printed == out.read_text()
+    row = [ln for ln in printed.splitlines() if ln.startswith("| dev")][0]
+    sa = load_system("a", a, "dev", "greedy")
+    sb = load_system("b", b, "dev", "greedy")
+    res = paired_bootstrap(sa, sb, samples=200)
+    assert row.startswith(f"| dev | {res.wer_a:.2f} (2) | {res.wer_b:.2f} (2) | {res.diff:+.2f} | [{res.low:+.2f}, ")
+    rc = main(["score", "bootstrap", "--a", str(a[0]), "--b", str(b[0]), "--sets", "dev", "--tag", "greedy",
+               "--samples", "10"])
+    assert rc == 1 and "--samples 10: use at least 100" in capsys.readouterr().err
