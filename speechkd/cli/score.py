@@ -104,10 +104,7 @@ def run_table(args: argparse.Namespace) -> int:
         table = summary_markdown(rows, args.sets)
         if notes:
             table += "\nNot results (see speechkd/training/plateau.py):\n" + "\n".join(notes) + "\n"
-    print(table, end="")
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(table, encoding="utf-8")
+    _emit(table, args.output)
     return 0
 
 
@@ -147,11 +144,16 @@ def run_bootstrap(args: argparse.Namespace) -> int:
         b = load_system(name_b, args.b, test_set, args.tag)
         results.append((paired_bootstrap(a, b, args.samples, args.level, args.seed), a, b))
     table = bootstrap_markdown(name_a, name_b, results, args.tag)
-    print(table, end="")
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(table, encoding="utf-8")
+    _emit(table, args.output)
     return 0
+
+
+def _emit(table: str, output: Optional[Path]) -> None:
+    """Print a table, and write it to ``output`` when given."""
+    print(table, end="")
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(table, encoding="utf-8")
 
 
 def infer_test_set(path: Path, prefix: str, suffix: str, tag: str) -> Optional[str]:
