@@ -17,6 +17,8 @@
 #   30 greedy CTC decoding of each student (recipes/asr.sh)
 #   32 shallow fusion: CTC prefix beam search + the n-gram on each --baseline-exp-dirs model (no-KD CTC)
 #   33 decoding speed (RTF) of the students and the baselines in one run -> <exp-dir>/rtf.md
+#   34 paired bootstrap over test utterances of each system's greedy WER against the baselines' (seeds averaged)
+#      -> <exp-dir>/bootstrap-<system>.md: how much of a difference the choice of test utterances explains
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SPEECHKD_ROOT=${SPEECHKD_ROOT:-$(cd "$here/.." && pwd)}
@@ -54,6 +56,7 @@ insertion_bonus=0.0       # shallow fusion: score per emitted token
 baseline_exp_dirs=        # space-separated no-KD CTC experiments decoded with shallow fusion (stage 32) and timed (33)
 rtf_part=dev              # part whose decoding is timed in stage 33
 rtf_repeats=5             # timed rounds of stage 33
+bootstrap_samples=10000   # resamples of stage 34's paired bootstrap
 nproc=1                   # training processes
 help_message="Usage: $0 [options]   (LM-to-CTC distillation stages 10-39)"
 
@@ -181,4 +184,16 @@ if [ "$stage" -le 33 ] && [ "$stop_stage" -ge 33 ]; then
   fi
   "$python" -m speechkd lm2ctc rtf --exp-dirs "${dirs[@]}" --names "${names[@]}" --cuts-dir "$cuts_dir" \
     --part "$rtf_part" --methods "${rtf_methods[@]}" --repeats "$rtf_repeats" "${ngram_args[@]}" --output "$exp_dir/rtf.md"
+fi
+
+if [ "$stage" -le 34 ] && [ "$stop_stage" -ge 34 ] && [ ${#baseline_arr[@]} -gt 0 ]; then
+  base_dirs=()
+  for b in "${baseline_arr[@]}"; do base_dirs+=("$b/decode"); done
+  log "Stage 34: paired bootstrap of ${systems} against the no-KD baselines -> $exp_dir/bootstrap-<system>.md"
+  for system in "${system_arr[@]}"; do
+    sys_dirs=()
+    for s in "${seed_arr[@]}"; do sys_dirs+=("$exp_dir/${system}_seed$s/decode"); done
+    "$python" -m speechkd score bootstrap --a "${base_dirs[@]}" --b "${sys_dirs[@]}" --names no-kd "$system" \
+      --sets "${test_arr[@]}" --tag ctc-greedy --samples "$bootstrap_samples" --output "$exp_dir/bootstrap-$system.md"
+  done
 fi

@@ -42,6 +42,10 @@ DEFAULT_SAMPLES = 10_000
 SAMPLE_CHUNK = 500  # bootstrap samples drawn at a time (bounds the index array to SAMPLE_CHUNK x U)
 
 
+class NoRunLeft(SpeechkdError):
+    """Every run of a system was left out (blank plateau, mostly deletions): nothing to compare."""
+
+
 @dataclass
 class SystemErrors:
     """Per-utterance errors of one system's seeds on one test set.
@@ -114,7 +118,7 @@ def load_system(name: str, decode_dirs: Sequence[Union[str, Path]], test_set: st
         rows.append(errors)
         runs.append(str(d))
     if not rows:
-        raise SpeechkdError(f"{name} {test_set}: no run left to compare ({'; '.join(left_out) or 'no decode dirs'})")
+        raise NoRunLeft(f"{name} {test_set}: no run left to compare ({'; '.join(left_out) or 'no decode dirs'})")
     words = np.array([len(r) for r in refs], dtype=np.float64)
     if words.sum() == 0:
         raise SpeechkdError(f"{name} {test_set}: the references have no words")
@@ -201,11 +205,18 @@ def _seed_std(values: Sequence[float]) -> str:
 
 
 def bootstrap_markdown(
-    name_a: str, name_b: str, results: Sequence[tuple[BootstrapResult, SystemErrors, SystemErrors]], tag: str = ""
+    name_a: str,
+    name_b: str,
+    results: Sequence[tuple[BootstrapResult, SystemErrors, SystemErrors]],
+    tag: str = "",
+    not_compared: Sequence[str] = (),
 ) -> str:
-    """A markdown table of :func:`paired_bootstrap` results, one row per test set, and notes."""
+    """A markdown table of :func:`paired_bootstrap` results, one row per test set, and notes.
+
+    ``not_compared``: "reason" lines of test sets left out because a system had no counted run.
+    """
     if not results:
-        raise SpeechkdError("no test set to tabulate")
+        return f"{name_b} against {name_a}: nothing compared.\n" + "".join(f"- {why}\n" for why in not_compared)
     level = results[0][0].level
     pct = f"{100 * level:g} %"
     lines = [
@@ -230,6 +241,7 @@ def bootstrap_markdown(
         "Sampling std: the bootstrap standard deviation of the first seed's WER, what the choice of test "
         "utterances alone moves one run by.\n"
     )
+    notes += [f"- not compared: {why}" for why in not_compared]
     if notes:
         out += "Not counted:\n" + "\n".join(notes) + "\n"
     return out

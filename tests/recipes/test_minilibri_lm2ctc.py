@@ -1,5 +1,5 @@
 """Smoke run of egs/minilibri/run.sh --methods "asr lm2ctc" --quick true: stand-in masked LM, soft labels,
-n-gram, kd and hard students, shallow fusion of the no-KD CTC baseline, one-run decoding speed."""
+n-gram, kd and hard students, shallow fusion of the no-KD CTC baseline, one-run decoding speed, paired bootstrap."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ SETS = ("dev", "test-clean", "test-other")
 def test_tiny_lm2ctc_stages(tmp_path: Path) -> None:
     args = ("--stop-stage", "39", "--methods", "asr lm2ctc", "--asr-models", "ctc", "--quick", "true")
     first = run_recipe(tmp_path, *args, timeout=900)
-    assert stages_run(first.stderr) == [0, 1, 2, 3, 4, 20, 21, 30, 39, 10, 11, 12, 20, 21, 30, 20, 21, 30, 32, 33, 39]
+    assert stages_run(first.stderr) == [0, 1, 2, 3, 4, 20, 21, 30, 39, 10, 11, 12, 20, 21, 30, 20, 21, 30, 32, 33, 34, 39]
     exp = tmp_path / "exp" / "lm2ctc"
     lm_meta = yaml.safe_load((exp / "mlm" / "metadata.yaml").read_text())
     assert {"heldout", "eval_texts"} <= set(lm_meta["scores"])  # held-out quality reported
@@ -48,6 +48,9 @@ def test_tiny_lm2ctc_stages(tmp_path: Path) -> None:
     assert len(params) == 1  # kd, hard and no-KD decode with the same model size: decoders dropped
     for name in ("nokd:asr_ctc_seed0", "kd_seed0", "hard_seed0"):
         assert f"| {name} | ctc-greedy |" in rtf and f"| {name} | ctc-beam |" in rtf
+    for system in ("kd", "hard"):  # paired bootstrap against the no-KD baseline, or why nothing was compared
+        boot = (exp / f"bootstrap-{system}.md").read_text()
+        assert (f"| no-kd WER (seeds) | {system} WER (seeds) |" in boot and "| dev |" in boot) or "no run left" in boot
     seeds = (tmp_path / "exp" / "wer-seeds.md").read_text()
     assert "| lm2ctc-kd | ctc-greedy |" in seeds and "| lm2ctc-hard | ctc-greedy |" in seeds
 

@@ -100,6 +100,16 @@ def test_a_plateau_run_is_left_out_and_named(tmp_path):
         load_system("sys", [stuck], "dev", "greedy")
 
 
+def test_cli_names_a_system_whose_every_run_is_on_the_plateau_instead_of_failing(tmp_path, capsys):
+    ok = _decode(tmp_path, "s0", A0)
+    stuck = _decode(tmp_path, "s1", {u: "" for u in REFS}, plateau="stuck")
+    rc = main(["score", "bootstrap", "--a", str(ok), "--b", str(stuck), "--sets", "dev", "--tag", "greedy",
+               "--samples", "100"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "nothing compared" in out and "b dev: no run left to compare" in out
+    assert "s1/decode: on the blank plateau" in out and "| dev |" not in out
+
+
 def test_cli_prints_and_writes_the_table(tmp_path, capsys):
     a = [_decode(tmp_path, "a0", A0), _decode(tmp_path, "a1", A1)]
     b = [_decode(tmp_path, "b0", B0), _decode(tmp_path, "b1", B1)]
