@@ -12,7 +12,8 @@ ICASSP 2004):
 * A system's per-utterance errors are the mean over its seeds, ``e[u] = mean_r E[r, u]``, so its
   WER on any set of utterances is the mean of its seeds' WERs on that set.
 * One bootstrap sample draws ``U`` utterances with replacement (the same draw for both systems:
-  *paired*) and computes ``WER_b - WER_a = 100 * sum(e_b - e_a) / sum(N)`` over the draw.
+  *paired*) and computes ``WER_b - WER_a = 100 * sum(e_b - e_a) / sum(N)`` over the draw; the
+  resampling and the percentile interval are ``scipy.stats.bootstrap``'s (``paired=True``).
 
 Reported per test set: both systems' WER (the mean over seeds), the observed difference, its
 percentile confidence interval, the probability that ``b`` is better (the fraction of samples with
@@ -27,7 +28,9 @@ not about training noise; read it beside the seed table, not instead of it.
 
 from __future__ import annotations
 
+import inspect
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -39,7 +42,7 @@ from speechkd.decoding.seed_table import load_run, plateau_reason
 from speechkd.errors import SpeechkdError
 
 DEFAULT_SAMPLES = 10_000
-SAMPLE_CHUNK = 500  # bootstrap samples drawn at a time (bounds the index array to SAMPLE_CHUNK x U)
+SAMPLE_CHUNK = 500  # bootstrap samples scipy draws at a time (bounds its index array to SAMPLE_CHUNK x U)
 
 
 class NoRunLeft(SpeechkdError):
@@ -144,26 +147,32 @@ class BootstrapResult:
     level: float
 
 
-def bootstrap_wers(errors: np.ndarray, words: np.ndarray, samples: int, seed: int) -> np.ndarray:
-    """WER in % of each row of ``errors`` (K, U) on ``samples`` paired resamples of the U utterances.
+def _wer_diff(errors_a: np.ndarray, errors_b: np.ndarray, words: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``100 * (sum(errors_b) - sum(errors_a)) / sum(words)`` along ``axis`` (scipy's vectorised statistic)."""
+    return 100.0 * (errors_b.sum(axis=axis) - errors_a.sum(axis=axis)) / words.sum(axis=axis)
 
-    Returns (samples, K). The draws depend only on (U, samples, seed), so two calls with the same
-    arguments resample the same utterances.
-    """
-    rng = np.random.default_rng(seed)
-    num_utts = words.shape[0]
-    out = np.empty((samples, errors.shape[0]))
-    for start in range(0, samples, SAMPLE_CHUNK):
-        n = min(SAMPLE_CHUNK, samples - start)
-        idx = rng.integers(0, num_utts, size=(n, num_utts))  # (n, U)
-        out[start : start + n] = 100.0 * errors[:, idx].sum(axis=2).T / words[idx].sum(axis=1, keepdims=True)
-    return out
+
+def _wer(errors: np.ndarray, words: np.ndarray, axis: int = -1) -> np.ndarray:
+    return 100.0 * errors.sum(axis=axis) / words.sum(axis=axis)
+
+
+def _resample(data: tuple, statistic, samples: int, level: float, seed: int):
+    """scipy.stats.bootstrap over paired utterance arrays (U,), percentile interval, seeded."""
+    from scipy.stats import bootstrap
+
+    gen = np.random.default_rng(seed)
+    seeded = {"rng": gen} if "rng" in inspect.signature(bootstrap).parameters else {"random_state": gen}
+    return bootstrap(data, statistic, n_resamples=samples, batch=SAMPLE_CHUNK, vectorized=True, paired=True,
+                     confidence_level=level, method="percentile", **seeded)
 
 
 def paired_bootstrap(
     a: SystemErrors, b: SystemErrors, samples: int = DEFAULT_SAMPLES, level: float = 0.95, seed: int = 0
 ) -> BootstrapResult:
-    """Paired bootstrap of ``WER(b) - WER(a)`` over the utterances both systems were scored on."""
+    """Paired bootstrap of ``WER(b) - WER(a)`` over the utterances both systems were scored on.
+
+    Resampling is scipy.stats.bootstrap's (``paired=True``: one draw of utterances for both systems).
+    """
     if a.test_set != b.test_set or a.ids != b.ids or a.refs != b.refs:
         raise SpeechkdError(
             f"{a.name} ({a.runs[0]}) and {b.name} ({b.runs[0]}) were scored against different references: "
@@ -173,10 +182,11 @@ def paired_bootstrap(
         raise SpeechkdError(f"--samples {samples}: use at least 100 bootstrap samples")
     if not 0.5 <= level < 1.0:
         raise SpeechkdError(f"--level {level}: a confidence level in [0.5, 1)")
-    rows = np.stack([a.mean_errors, b.mean_errors, a.errors[0], b.errors[0]])  # (4, U)
-    wers = bootstrap_wers(rows, a.words, samples, seed)  # (samples, 4)
-    diff = wers[:, 1] - wers[:, 0]
-    tail = (1.0 - level) / 2.0
+    with warnings.catch_warnings():  # identical systems: a degenerate (all-zero) distribution is an answer here
+        warnings.simplefilter("ignore", RuntimeWarning)
+        diff = _resample((a.mean_errors, b.mean_errors, a.words), _wer_diff, samples, level, seed)
+        one_a = _resample((a.errors[0], a.words), _wer, samples, level, seed)
+        one_b = _resample((b.errors[0], b.words), _wer, samples, level, seed)
     total = float(a.words.sum())
     wer_a = 100.0 * float(a.mean_errors.sum()) / total
     wer_b = 100.0 * float(b.mean_errors.sum()) / total
@@ -187,11 +197,11 @@ def paired_bootstrap(
         seeds_a=a.errors.shape[0],
         seeds_b=b.errors.shape[0],
         diff=wer_b - wer_a,
-        low=float(np.quantile(diff, tail)),
-        high=float(np.quantile(diff, 1.0 - tail)),
-        prob_b_better=float((diff < 0).mean()),
-        sampling_std_a=float(wers[:, 2].std(ddof=1)),
-        sampling_std_b=float(wers[:, 3].std(ddof=1)),
+        low=float(diff.confidence_interval.low),
+        high=float(diff.confidence_interval.high),
+        prob_b_better=float((diff.bootstrap_distribution < 0).mean()),
+        sampling_std_a=float(one_a.standard_error),
+        sampling_std_b=float(one_b.standard_error),
         samples=samples,
         level=level,
     )

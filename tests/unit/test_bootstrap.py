@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from speechkd.cli import main
-from speechkd.decoding.bootstrap import bootstrap_wers, load_system, paired_bootstrap
+from speechkd.decoding.bootstrap import SystemErrors, _wer_diff, load_system, paired_bootstrap
 from speechkd.decoding.scoring import compute_wer
 from speechkd.errors import SpeechkdError
 
@@ -36,7 +36,7 @@ B0 = {"u1": "the cat sat on the mat", "u3": "she said nothing at al to him", "u4
 B1 = {"u2": "a dog barked", "u5": "they walked home together in rain"}
 
 
-def test_bootstrap_equals_a_direct_computation_per_sample(tmp_path):
+def test_the_statistic_equals_the_scorer_on_resampled_utterance_lists(tmp_path):
     a = load_system("a", [_decode(tmp_path, "a0", A0), _decode(tmp_path, "a1", A1)], "dev", "greedy")
     b = load_system("b", [_decode(tmp_path, "b0", B0), _decode(tmp_path, "b1", B1)], "dev", "greedy")
     ids = a.ids
@@ -46,19 +46,42 @@ def test_bootstrap_equals_a_direct_computation_per_sample(tmp_path):
         assert system.seed_wers == pytest.approx(seed_wers)
     res = paired_bootstrap(a, b, samples=300, seed=7)
     assert res.wer_a == pytest.approx(np.mean(a.seed_wers)) and res.diff == pytest.approx(res.wer_b - res.wer_a)
+    # the vectorised statistic scipy resamples, against compute_wer on the same resampled utterance lists
+    idx = np.random.default_rng(7).integers(0, len(ids), size=(50, len(ids)))  # (samples, U)
+    vectorised = _wer_diff(a.mean_errors[idx], b.mean_errors[idx], a.words[idx])
 
-    # the same draws, scored one sample at a time with compute_wer on the resampled utterance lists
-    rng = np.random.default_rng(7)
-    direct = []
-    for _ in range(300):
-        pick = [ids[i] for i in rng.integers(0, len(ids), size=len(ids))]
-        def wer(hyps):
-            return np.mean([compute_wer([REFS[u] for u in pick], [h.get(u, REFS[u]) for u in pick]).wer for h in hyps])
-        direct.append(wer((B0, B1)) - wer((A0, A1)))
-    direct = np.array(direct)
-    assert res.low == pytest.approx(np.quantile(direct, 0.025))
-    assert res.high == pytest.approx(np.quantile(direct, 0.975))
-    assert res.prob_b_better == pytest.approx((direct < 0).mean())
+    def wer(hyps, pick):
+        return np.mean([compute_wer([REFS[u] for u in pick], [h.get(u, REFS[u]) for u in pick]).wer for h in hyps])
+    direct = [wer((B0, B1), [ids[i] for i in row]) - wer((A0, A1), [ids[i] for i in row]) for row in idx]
+    assert vectorised == pytest.approx(direct)
+
+
+def _system(name, errors, words):
+    u = len(words)
+    return SystemErrors(name, "dev", [f"u{i}" for i in range(u)], [["w"] * int(n) for n in words],
+                        np.asarray(words, dtype=float), np.asarray(errors, dtype=float), [name])
+
+
+def test_interval_and_probability_match_a_direct_paired_bootstrap_not_an_unpaired_one():
+    g = np.random.default_rng(0)
+    words = g.integers(5, 25, size=80).astype(float)
+    base = g.binomial(words.astype(int), 0.4).astype(float)
+    a = _system("a", [base, base + g.integers(-1, 2, size=80).clip(-base)], words)
+    b = _system("b", [np.clip(base + g.integers(-2, 2, size=80), 0, None)], words)
+    res = paired_bootstrap(a, b, samples=4000, seed=1)
+    # a direct paired bootstrap with another generator: the same distribution up to Monte-Carlo noise
+    idx = np.random.default_rng(99).integers(0, 80, size=(4000, 80))
+    paired = 100 * (b.mean_errors[idx].sum(1) - a.mean_errors[idx].sum(1)) / words[idx].sum(1)
+    lo, hi = np.quantile(paired, [0.025, 0.975])
+    assert res.low == pytest.approx(lo, abs=0.25) and res.high == pytest.approx(hi, abs=0.25)
+    assert res.prob_b_better == pytest.approx((paired < 0).mean(), abs=0.03)
+    # resampling the two systems independently would give a much wider interval: the test tells them apart
+    idx2 = np.random.default_rng(98).integers(0, 80, size=(4000, 80))
+    unpaired = 100 * b.mean_errors[idx2].sum(1) / words[idx2].sum(1) - 100 * a.mean_errors[idx].sum(1) / words[idx].sum(1)
+    ulo, uhi = np.quantile(unpaired, [0.025, 0.975])
+    assert (uhi - ulo) > (hi - lo) + 1.0
+    one = 100 * a.errors[0][idx].sum(1) / words[idx].sum(1)
+    assert res.sampling_std_a == pytest.approx(one.std(ddof=1), rel=0.1)
 
 
 def test_a_system_better_on_every_utterance_has_probability_one_and_an_interval_below_zero(tmp_path):
@@ -71,13 +94,13 @@ def test_a_system_better_on_every_utterance_has_probability_one_and_an_interval_
     assert same.diff == 0.0 and same.prob_b_better == 0.0 and same.low == same.high == 0.0
 
 
-def test_resampling_is_paired_and_reproducible():
-    errors = np.array([[1.0, 0.0, 3.0, 2.0], [1.0, 0.0, 3.0, 2.0]])
-    words = np.array([4.0, 2.0, 5.0, 3.0])
-    w = bootstrap_wers(errors, words, samples=1200, seed=3)  # crosses SAMPLE_CHUNK
-    assert w.shape == (1200, 2) and np.array_equal(w[:, 0], w[:, 1])
-    assert np.array_equal(w, bootstrap_wers(errors, words, samples=1200, seed=3))
-    assert not np.array_equal(w, bootstrap_wers(errors, words, samples=1200, seed=4))
+def test_the_same_seed_gives_the_same_interval():
+    words = np.array([4.0, 2.0, 5.0, 3.0, 6.0, 1.0])
+    a = _system("a", [[1, 0, 3, 2, 1, 0]], words)
+    b = _system("b", [[0, 0, 2, 2, 3, 1]], words)
+    r1, r2, r3 = (paired_bootstrap(a, b, samples=1200, seed=s) for s in (3, 3, 4))  # 1200 crosses SAMPLE_CHUNK
+    assert (r1.low, r1.high, r1.prob_b_better) == (r2.low, r2.high, r2.prob_b_better)
+    assert (r1.low, r1.high, r1.prob_b_better) != (r3.low, r3.high, r3.prob_b_better)
 
 
 def test_runs_scored_on_other_references_are_refused_naming_both(tmp_path):
