@@ -25,20 +25,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from rapidfuzz.distance import Levenshtein  # jiwer's own edit-distance library
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from speechkd.decoding.scoring import align_words, pair_trn, result_suffix  # noqa: E402
-
-
-def char_edits(a: str, b: str) -> int:
-    """Levenshtein distance between two words (unit costs)."""
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, start=1):
-        cur = [i]
-        for j, cb in enumerate(b, start=1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
 
 
 def error_types(decode_dir: Path, test_set: str, tag: str, vocab: set[str]) -> dict[str, int]:
@@ -53,7 +44,7 @@ def error_types(decode_dir: Path, test_set: str, tag: str, vocab: set[str]) -> d
         "words": sum(len(r) for _, r, _ in pairs),
         "sub": len(subs),
         "sub_nonword": len(nonword),
-        "sub_nonword_near": sum(char_edits(r, h) <= max(1, len(r) // 3) for r, h in nonword),
+        "sub_nonword_near": sum(Levenshtein.distance(r, h) <= max(1, len(r) // 3) for r, h in nonword),
         "sub_realword": len(subs) - len(nonword),
         "ins": len(ins),
         "ins_realword": sum(h in vocab for h in ins),
