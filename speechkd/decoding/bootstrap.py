@@ -105,7 +105,11 @@ def load_system(name: str, decode_dirs: Sequence[Union[str, Path]], test_set: st
     refs: list[list[str]] = []
     first = ""
     rows, runs, left_out = [], [], []
-    for d in map(Path, decode_dirs):
+    dirs = [Path(d) for d in decode_dirs]
+    repeated = sorted({str(d) for d in dirs if sum(x.resolve() == d.resolve() for x in dirs) > 1})
+    if repeated:
+        raise SpeechkdError(f"{name}: decode dir(s) given more than once (one per seed): {', '.join(repeated)}")
+    for d in dirs:
         reason = _flag(d, test_set, tag)
         if reason:
             left_out.append(f"{d}: {reason}")

@@ -108,6 +108,8 @@ def test_runs_scored_on_other_references_are_refused_naming_both(tmp_path):
     d0, d1 = _decode(tmp_path, "s0", {}), _decode(tmp_path, "s1", {}, refs=other)
     with pytest.raises(SpeechkdError, match="s1/decode and .*s0/decode were scored against different references"):
         load_system("sys", [d0, d1], "dev", "greedy")
+    with pytest.raises(SpeechkdError, match="given more than once"):
+        load_system("sys", [d0, d0], "dev", "greedy")
     a = load_system("a", [d0], "dev", "greedy")
     b = load_system("b", [d1], "dev", "greedy")
     with pytest.raises(SpeechkdError, match="different references"):
