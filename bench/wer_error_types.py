@@ -29,13 +29,11 @@ from rapidfuzz.distance import Levenshtein  # jiwer's own edit-distance library
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from speechkd.decoding.scoring import align_words, pair_trn, result_suffix  # noqa: E402
+from speechkd.decoding.scoring import align_decoding  # noqa: E402
 
 
 def error_types(decode_dir: Path, test_set: str, tag: str, vocab: set[str]) -> dict[str, int]:
-    sfx = result_suffix(test_set, tag)
-    pairs = pair_trn(decode_dir / f"ref-{sfx}.trn", decode_dir / f"hyp-{sfx}.trn")
-    aligned = align_words([r for _, r, _ in pairs], [h for _, _, h in pairs])
+    pairs, aligned = align_decoding(decode_dir, test_set, tag)
     flat = [p for utt in aligned for p in utt]
     subs = [(r, h) for r, h in flat if r is not None and h is not None and r != h]
     nonword = [(r, h) for r, h in subs if h not in vocab]

@@ -29,7 +29,6 @@ not about training noise; read it beside the seed table, not instead of it.
 from __future__ import annotations
 
 import inspect
-import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +36,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from speechkd.decoding.scoring import SUMMARY_FILE, align_words, pair_trn, result_suffix
-from speechkd.decoding.seed_table import load_run, plateau_reason
+from speechkd.decoding.scoring import SUMMARY_FILE, align_decoding
+from speechkd.decoding.seed_table import Cell, load_run, plateau_reason
 from speechkd.errors import SpeechkdError
 
 DEFAULT_SAMPLES = 10_000
@@ -81,14 +80,9 @@ class SystemErrors:
 
 def utterance_errors(decode_dir: Union[str, Path], test_set: str, tag: str = "") -> tuple[list, list, np.ndarray]:
     """(ids, ref words, errors per utterance (U,)) of one decoding, from its ref/hyp trn files."""
-    decode_dir = Path(decode_dir)
-    sfx = result_suffix(test_set, tag)
-    pairs = sorted(pair_trn(decode_dir / f"ref-{sfx}.trn", decode_dir / f"hyp-{sfx}.trn"))
-    ids = [u for u, _, _ in pairs]
-    refs = [r for _, r, _ in pairs]
-    aligned = align_words(refs, [h for _, _, h in pairs])
+    pairs, aligned = align_decoding(decode_dir, test_set, tag)
     errors = np.array([sum(r != h for r, h in utt) for utt in aligned], dtype=np.float64)
-    return ids, refs, errors
+    return [u for u, _, _ in pairs], [r for _, r, _ in pairs], errors
 
 
 def _flag(decode_dir: Path, test_set: str, tag: str) -> Optional[str]:
@@ -212,10 +206,8 @@ def paired_bootstrap(
 
 
 def _seed_std(values: Sequence[float]) -> str:
-    if len(values) < 2:
-        return "-"
-    mean = sum(values) / len(values)
-    return f"{math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)):.2f}"
+    """The seed table's sample std of per-seed WERs, or "-" for one seed."""
+    return f"{Cell(list(values)).std:.2f}" if len(values) >= 2 else "-"
 
 
 def bootstrap_markdown(

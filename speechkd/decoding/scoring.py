@@ -546,3 +546,16 @@ def pair_trn(ref_path: Union[str, Path], hyp_path: Union[str, Path]) -> list[tup
             f"{len(only_ref)} only in ref (e.g. {only_ref[:3]}), {len(only_hyp)} only in hyp (e.g. {only_hyp[:3]})"
         )
     return [(u, refs[u], hyps[u]) for u in refs]
+
+
+def align_decoding(
+    decode_dir: Union[str, Path], test_set: str, tag: str = ""
+) -> tuple[list[tuple[str, list[str], list[str]]], list[list[Pair]]]:
+    """A decode dir's ``ref-/hyp-<set>[-<tag>].trn`` joined on utterance id (sorted) and word-aligned.
+
+    Returns ([(utt_id, ref words, hyp words)], [the alignment of each utterance as (ref, hyp) word pairs]).
+    """
+    decode_dir = Path(decode_dir)
+    sfx = result_suffix(test_set, tag)
+    pairs = sorted(pair_trn(decode_dir / f"ref-{sfx}.trn", decode_dir / f"hyp-{sfx}.trn"))
+    return pairs, align_words([r for _, r, _ in pairs], [h for _, _, h in pairs])
